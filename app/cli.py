@@ -1,0 +1,147 @@
+"""The ``gatekeeper`` command: check a policy, explain a decision.
+
+Exit codes: 0 success (or allowed), 1 a failed check (or refused), 2 misuse (an
+invalid iD, an unknown dataset, a broken policy), always one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+
+import click
+
+from app.decision import decide, refuse_unreadable
+from app.errors import (
+    ConfigError,
+    GatekeeperError,
+    InvalidOrcidId,
+    OrcidError,
+    PolicyError,
+    UnknownDataset,
+)
+from app.explain import explain_lines
+from app.orcid_id import parse_orcid_id
+from app.policy import load_policy
+from app.saved_record import SavedRecord, SavedRecordError
+from app.settings import Settings
+
+
+class Misuse(click.ClickException):
+    """A user error that exits 2 with one line (click's UsageError adds a usage block)."""
+
+    exit_code = 2
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise Misuse(exc.message) from None
+
+
+def _policy(path):
+    try:
+        return load_policy(path)
+    except PolicyError as exc:
+        raise Misuse(
+            f"the policy at {path} is broken: {exc.message}; run 'gatekeeper policy check'"
+        ) from None
+
+
+@click.group()
+@click.version_option(package_name="orcid-gatekeeper")
+def main():
+    """Gate restricted datasets on qualifications in researchers' ORCID records."""
+
+
+@main.group()
+def policy():
+    """Work with trust policies."""
+
+
+@policy.command("check")
+@click.argument("path", required=False)
+def policy_check(path):
+    """Validate the policy at PATH (default: POLICY_PATH, else policies/).
+
+    Prints every problem as FILE:LINE: key: message and exits 1 when there are any.
+    """
+    path = path or _settings().policy_path
+    try:
+        loaded = load_policy(path)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem))
+        count = len(exc.problems)
+        click.echo(f"{count} problem{'s' if count != 1 else ''} in {path}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"{path}: OK, {len(loaded.datasets)} datasets, {len(loaded.qualifications)} "
+        f"qualifications, {len(loaded.sources)} trusted sources (version {loaded.version})"
+    )
+
+
+@main.command()
+@click.option("--orcid", "orcid", required=True, help="The researcher's ORCID iD or its URI.")
+@click.option("--dataset", required=True, help="The dataset's name in the policy.")
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False),
+    help="A saved record (JSON) to read instead of the live ORCID API.",
+)
+@click.option("--policy", "policy_path", help="Policy file or directory (default: POLICY_PATH).")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+def explain(orcid, dataset, record, policy_path, as_json):
+    """Decide whether ORCID iD may open DATASET, and say why.
+
+    Exits 0 when access would be allowed, 1 when refused (also when the record could
+    not be read), 2 for an invalid iD, an unknown dataset or a broken policy.
+    """
+    settings = _settings()
+    loaded = _policy(policy_path or settings.policy_path)
+    try:
+        orcid = parse_orcid_id(orcid)
+        target = loaded.dataset(dataset)
+    except (InvalidOrcidId, UnknownDataset) as exc:
+        raise Misuse(exc.message) from None
+    if record:
+        try:
+            reader = SavedRecord.from_file(record)
+        except (SavedRecordError, InvalidOrcidId) as exc:
+            raise Misuse(exc.message) from None
+    else:
+        from app.orcid_client import OrcidClient  # only the live path needs requests
+
+        reader = OrcidClient(
+            settings.orcid_api_url,
+            base_url=settings.orcid_base_url,
+            client_id=settings.orcid_client_id,
+            client_secret=settings.orcid_client_secret,
+            total_timeout=settings.orcid_timeout,
+        )
+    now = dt.datetime.now(dt.timezone.utc)
+    try:
+        items = reader.read_qualifications(orcid, lambda q: loaded.is_candidate(target, q))
+        decision = decide(
+            loaded, target, items, orcid=orcid, now=now, own_client_id=settings.orcid_client_id
+        )
+    except SavedRecordError as exc:
+        raise Misuse(exc.message) from None
+    except OrcidError as exc:
+        decision = refuse_unreadable(loaded, target, orcid=orcid, error=exc, now=now)
+    if as_json:
+        click.echo(json.dumps(decision.to_dict(), indent=2))
+    else:
+        click.echo("\n".join(explain_lines(loaded, decision)))
+    sys.exit(0 if decision.allowed else 1)
+
+
+def run():
+    """Entry point that keeps even unexpected errors to one line."""
+    try:
+        main(standalone_mode=True)
+    except GatekeeperError as exc:  # pragma: no cover - a safety net
+        click.echo(f"Error: {exc.message}", err=True)
+        sys.exit(2)

@@ -1,0 +1,388 @@
+"""Judging qualifications against a dataset's requirements: the access decision.
+
+``decide()`` is pure: it takes the policy, the qualifications read from ORCID and the
+current time, and returns a ``Decision`` that keeps every verdict, so the researcher
+page, ``gatekeeper explain`` and the audit log all show the same reasons.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from app.errors import GatekeeperError
+from app.policy import SELF_ASSERTED, SELF_ISSUED, Dataset, Policy, QualificationRule
+from app.qualifications import Qualification
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    def __bool__(self):
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A failed check: a stable ``reason`` code and a sentence for people."""
+
+    reason: str
+    message: str
+
+    def __bool__(self):
+        return False
+
+    def to_dict(self) -> dict:
+        return {"reason": self.reason, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateVerdict:
+    """How one ORCID item fared against one qualification rule."""
+
+    put_code: int
+    qualification: str  # the rule's name in the policy
+    title: str | None
+    provider: str | None
+    added_by: str
+    valid_from: dt.date | None  # first day it counts; None: since always
+    valid_until: dt.date | None  # last day it counts (inclusive); None: no expiry
+    failures: tuple[Failure, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        return {
+            "put_code": self.put_code,
+            "qualification": self.qualification,
+            "title": self.title,
+            "provider": self.provider,
+            "added_by": self.added_by,
+            "valid_from": _iso(self.valid_from),
+            "valid_until": _iso(self.valid_until),
+            "ok": self.ok,
+            "reasons": [f.to_dict() for f in self.failures],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CandidateVerdict:
+        return cls(
+            put_code=data["put_code"],
+            qualification=data["qualification"],
+            title=data.get("title"),
+            provider=data.get("provider"),
+            added_by=data.get("added_by", ""),
+            valid_from=_date(data.get("valid_from")),
+            valid_until=_date(data.get("valid_until")),
+            failures=tuple(Failure(**f) for f in data.get("reasons", [])),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RequirementResult:
+    options: tuple[str, ...]  # one qualification name, or the names of an any_of
+    met: bool
+    put_code: int | None = None  # the item that satisfied it
+    qualification: str | None = None  # which option it satisfied
+    valid_until: dt.date | None = None
+    candidates: tuple[CandidateVerdict, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return self.options[0] if len(self.options) == 1 else "any of: " + ", ".join(self.options)
+
+    def to_dict(self) -> dict:
+        return {
+            "requirement": self.label,
+            "options": list(self.options),
+            "met": self.met,
+            "put_code": self.put_code,
+            "qualification": self.qualification,
+            "valid_until": _iso(self.valid_until),
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RequirementResult:
+        return cls(
+            options=tuple(data["options"]),
+            met=data["met"],
+            put_code=data.get("put_code"),
+            qualification=data.get("qualification"),
+            valid_until=_date(data.get("valid_until")),
+            candidates=tuple(CandidateVerdict.from_dict(c) for c in data.get("candidates", [])),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    orcid: str
+    dataset: str
+    allowed: bool
+    requirements: tuple[RequirementResult, ...]
+    policy_version: str
+    decided_at: dt.datetime
+    valid_until: dt.datetime | None = None  # when to judge again; None: not before cache_ttl
+    error: Failure | None = None  # the record could not be read: a refusal
+
+    def to_dict(self) -> dict:
+        return {
+            "orcid": self.orcid,
+            "dataset": self.dataset,
+            "allowed": self.allowed,
+            "requirements": [r.to_dict() for r in self.requirements],
+            "error": self.error.to_dict() if self.error else None,
+            "valid_until": _iso(self.valid_until),
+            "policy_version": self.policy_version,
+            "decided_at": _iso(self.decided_at),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Decision:
+        return cls(
+            orcid=data["orcid"],
+            dataset=data["dataset"],
+            allowed=bool(data["allowed"]),
+            requirements=tuple(RequirementResult.from_dict(r) for r in data["requirements"]),
+            policy_version=data["policy_version"],
+            decided_at=dt.datetime.fromisoformat(data["decided_at"]),
+            valid_until=_datetime(data.get("valid_until")),
+            error=Failure(**data["error"]) if data.get("error") else None,
+        )
+
+    def seconds_valid(self, now: dt.datetime) -> float | None:
+        """Seconds until the decision stops holding, or None when it has no end."""
+        if self.valid_until is None:
+            return None
+        return (self.valid_until - now).total_seconds()
+
+
+def _iso(value) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _date(value) -> dt.date | None:
+    return None if value is None else dt.date.fromisoformat(value)
+
+
+def _datetime(value) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromisoformat(value)
+
+
+def _end_of(day: dt.date) -> dt.datetime:
+    """The instant a day stops counting: midnight UTC after it (end dates are inclusive)."""
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+
+
+# --- judging --------------------------------------------------------------------------
+
+
+class _Judge:
+    """Checks items against rules for one researcher, one policy, one moment."""
+
+    def __init__(self, policy: Policy, orcid: str, today: dt.date, own_client_id: str | None):
+        self.policy, self.orcid, self.today = policy, orcid, today
+        self.own_client_id = own_client_id
+
+    def added_by(self, item: Qualification) -> str:
+        """Who added the item, in words; trusted names come from the policy, never ORCID."""
+        source = item.source
+        if self.is_self_asserted(item):
+            return "yourself"
+        if source.assertion_origin_orcid:
+            return f"ORCID user {source.assertion_origin_orcid}"
+        client = source.source_client_id
+        if client is None:
+            if source.source_orcid:
+                return f"ORCID user {source.source_orcid}"
+            return "an unknown source"
+        if client == self.own_client_id:
+            return "this service"
+        for trusted in self.policy.sources.values():
+            if client in trusted.client_ids:
+                return trusted.name
+        label = (source.source_name or "").strip()
+        return f'"{label}" (ORCID client {client})' if label else f"ORCID client {client}"
+
+    def is_self_asserted(self, item: Qualification) -> bool:
+        source = item.source
+        if source.source_orcid == self.orcid and source.source_client_id is None:
+            return True
+        # A search-and-link import: a client wrote it, but the researcher chose what.
+        return source.assertion_origin_orcid == self.orcid
+
+    def source_check(self, rule: QualificationRule, item: Qualification) -> Success | Failure:
+        source = item.source
+        accepted = set(rule.sources)
+        if self.is_self_asserted(item):
+            if SELF_ASSERTED in accepted:
+                return Success()
+        elif source.source_client_id and source.assertion_origin_orcid is None:
+            client, origin = source.source_client_id, source.assertion_origin_client_id
+            if (
+                SELF_ISSUED in accepted
+                and origin is None
+                and self.own_client_id
+                and client == self.own_client_id
+            ):
+                return Success()
+            for key in accepted - {SELF_ASSERTED, SELF_ISSUED}:
+                ids = self.policy.sources[key].client_ids
+                # Written by one client on behalf of another (ORCID's member portal):
+                # both must be trusted, as one source.
+                if client in ids and (origin is None or origin in ids):
+                    return Success()
+        return Failure(
+            "wrong_source",
+            f"added by {self.added_by(item)}; this dataset needs it from {self.policy.who_may_add(rule)}",
+        )
+
+    def verdict(self, rule: QualificationRule, item: Qualification) -> CandidateVerdict:
+        failures: list[Failure] = []
+        org = item.organization
+        if (rule.title or rule.title_pattern) and not rule.matches_external_id(item):
+            ext = rule.external_id
+            failures.append(
+                Failure(
+                    "external_id_mismatch",
+                    f"it does not carry the persistent ID {ext.type} {ext.value}",
+                )
+            )
+        if not rule.matches_organization(item):
+            if org is None or org.disambiguated_id is None:
+                provider = f"from {org.name}" if org and org.name else ""
+                message = (
+                    f"it names no provider organisation ID {provider}; "
+                    f"this dataset needs one from {rule.organization}"
+                ).replace("  ", " ")
+            else:
+                message = (
+                    f"it was provided by {org.name or 'another organisation'} "
+                    f"({org.disambiguated_id}); this dataset needs {rule.organization}"
+                )
+            failures.append(Failure("organization_mismatch", message))
+        if rule.url_prefix and not (item.url or "").startswith(rule.url_prefix):
+            where = f"its URL {item.url}" if item.url else "it has no URL, so it"
+            failures.append(Failure("url_mismatch", f"{where} is not under {rule.url_prefix}"))
+        source = self.source_check(rule, item)
+        if not source:
+            failures.append(source)
+        date_failures, valid_until = self.date_checks(rule, item)
+        failures.extend(date_failures)
+        return CandidateVerdict(
+            put_code=item.put_code,
+            qualification=rule.key,
+            title=item.title,
+            provider=org.name if org else None,
+            added_by=self.added_by(item),
+            valid_from=item.start.first_day() if item.start else None,
+            valid_until=valid_until,
+            failures=tuple(failures),
+        )
+
+    def date_checks(self, rule, item) -> tuple[list[Failure], dt.date | None]:
+        failures = []
+        today = self.today
+        start = item.start.first_day() if item.start else None
+        last = item.end.last_day() if item.end else None
+        if start is not None and today < start:
+            failures.append(Failure("not_yet_valid", f"it is not valid until {start.isoformat()}"))
+        if last is not None and today > last:
+            failures.append(Failure("expired", f"it expired on {last.isoformat()}"))
+        if rule.max_age_days is not None:
+            basis = start or (item.created.date() if item.created else None)
+            if basis is None:
+                failures.append(
+                    Failure("age_unknown", "it has no start or creation date, so its age is unknown")
+                )
+            else:
+                lapses = basis + dt.timedelta(days=rule.max_age_days)
+                if today > lapses:
+                    failures.append(
+                        Failure(
+                            "too_old",
+                            f"it is older than {rule.max_age_days} days "
+                            f"(from {basis.isoformat()}; it lapsed on {lapses.isoformat()})",
+                        )
+                    )
+                last = lapses if last is None else min(last, lapses)
+        return failures, last
+
+
+def decide(
+    policy: Policy,
+    dataset: Dataset,
+    qualifications: list[Qualification],
+    *,
+    orcid: str,
+    now: dt.datetime,
+    own_client_id: str | None = None,
+) -> Decision:
+    """Judge a researcher's qualifications against a dataset's requirements."""
+    judge = _Judge(policy, orcid, now.date(), own_client_id)
+    results = []
+    for requirement in dataset.require:
+        verdicts = [
+            judge.verdict(policy.qualifications[key], item)
+            for key in requirement.options
+            for item in qualifications
+            if policy.qualifications[key].is_candidate(item)
+        ]
+        passing = [v for v in verdicts if v.ok]
+        if passing:
+            # The item that holds longest keeps the decision alive longest.
+            best = max(passing, key=lambda v: v.valid_until or dt.date.max)
+            results.append(
+                RequirementResult(
+                    requirement.options,
+                    True,
+                    best.put_code,
+                    best.qualification,
+                    best.valid_until,
+                    tuple(verdicts),
+                )
+            )
+        else:
+            results.append(RequirementResult(requirement.options, False, candidates=tuple(verdicts)))
+    allowed = bool(results) and all(r.met for r in results)
+    return Decision(
+        orcid=orcid,
+        dataset=dataset.key,
+        allowed=allowed,
+        requirements=tuple(results),
+        policy_version=policy.version,
+        decided_at=now,
+        valid_until=_valid_until(results, allowed, dataset, now),
+    )
+
+
+def _valid_until(results, allowed, dataset, now) -> dt.datetime | None:
+    """When the decision may change: an item used expires, or a refused one starts."""
+    ends: list[dt.datetime] = []
+    if allowed:
+        ends = [_end_of(r.valid_until) for r in results if r.valid_until is not None]
+    else:
+        for result in results:
+            for verdict in result.candidates:
+                if {f.reason for f in verdict.failures} == {"not_yet_valid"}:
+                    ends.append(_end_of(verdict.valid_from - dt.timedelta(days=1)))
+    if dataset.cache_ttl is not None:
+        ends.append(now + dt.timedelta(seconds=dataset.cache_ttl))
+    return min(ends) if ends else None
+
+
+def refuse_unreadable(
+    policy: Policy, dataset: Dataset, *, orcid: str, error: GatekeeperError, now: dt.datetime
+) -> Decision:
+    """The decision when the record could not be read: a refusal that says why."""
+    return Decision(
+        orcid=orcid,
+        dataset=dataset.key,
+        allowed=False,
+        requirements=tuple(RequirementResult(r.options, False) for r in dataset.require),
+        policy_version=policy.version,
+        decided_at=now,
+        valid_until=None,
+        error=Failure(error.reason, error.message),
+    )

@@ -1,0 +1,76 @@
+"""A decision in plain words: the researcher pages and ``gatekeeper explain`` share them."""
+
+from __future__ import annotations
+
+from app.decision import Decision, RequirementResult
+from app.policy import Policy
+
+
+def describe_requirement(policy: Policy, result: RequirementResult) -> str:
+    """Name a requirement the way a researcher would: by the qualifications' titles."""
+    labels = []
+    for key in result.options:
+        rule = policy.qualifications.get(key)
+        labels.append(f'"{rule.label}"' if rule else key)
+    return labels[0] if len(labels) == 1 else "one of " + ", ".join(labels)
+
+
+def met_sentence(result: RequirementResult) -> str:
+    used = next(c for c in result.candidates if c.put_code == result.put_code and c.ok)
+    provider = f" from {used.provider}" if used.provider else ""
+    until = f", valid until {used.valid_until.isoformat()}" if used.valid_until else ""
+    return (
+        f'met by "{used.title}"{provider} (put-code {used.put_code}), '
+        f"added by {used.added_by}{until}"
+    )
+
+
+def next_step(policy: Policy, result: RequirementResult) -> str:
+    """What a researcher can do about an unmet requirement."""
+    rule = policy.qualifications[result.options[0]]
+    who = policy.who_may_add(rule)
+    reasons = {f.reason for c in result.candidates for f in c.failures}
+    if not result.candidates:
+        return f'Complete "{rule.label}" and ask {who} to add it to your ORCID record.'
+    if reasons & {"expired", "too_old"}:
+        return f'Renew "{rule.label}" and ask {who} to add the new one to your ORCID record.'
+    if "wrong_source" in reasons:
+        return (
+            f'Ask {who} to add "{rule.label}" to your ORCID record; '
+            "an entry you typed in yourself does not count for this dataset."
+        )
+    if reasons == {"not_yet_valid"}:
+        return "Your qualification starts later; you can come back once it is valid."
+    return f'Ask {who} to check the entry for "{rule.label}" on your ORCID record.'
+
+
+def explain_lines(policy: Policy, decision: Decision) -> list[str]:
+    """The whole decision as lines of text."""
+    dataset = policy.datasets.get(decision.dataset)
+    title = dataset.title if dataset else decision.dataset
+    verdict = "may open" if decision.allowed else "may not open"
+    lines = [f'{decision.orcid} {verdict} "{title}" ({decision.dataset}).']
+    if decision.error is not None:
+        lines.append(f"We could not check the ORCID record: {decision.error.message}")
+        lines.append(f"  (reason: {decision.error.reason})")
+    else:
+        for result in decision.requirements:
+            name = describe_requirement(policy, result)
+            if result.met:
+                lines.append(f"  [met]     {name}: {met_sentence(result)}.")
+                continue
+            lines.append(f"  [missing] {name}:")
+            if not result.candidates:
+                lines.append("      no matching qualification on the ORCID record.")
+            for candidate in result.candidates:
+                why = "; ".join(f.message for f in candidate.failures)
+                lines.append(
+                    f'      put-code {candidate.put_code} "{candidate.title}" does not count: {why}.'
+                )
+            lines.append(f"      Next: {next_step(policy, result)}")
+    holds = decision.valid_until.isoformat() if decision.valid_until else "no set end"
+    lines.append(
+        f"Decided {decision.decided_at.isoformat()} under policy {decision.policy_version}; "
+        f"holds until {holds}."
+    )
+    return lines

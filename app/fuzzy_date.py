@@ -1,0 +1,83 @@
+"""ORCID fuzzy dates: a year, a year and month, or a full date.
+
+A partial date stands for a span: as a start it means the first day it covers, as an
+end the last day (ORCID end dates are inclusive).
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FuzzyDate:
+    year: int
+    month: int | None = None
+    day: int | None = None
+
+    def __post_init__(self):
+        if self.day is not None and self.month is None:
+            raise ValueError("a fuzzy date with a day needs a month")
+        if self.month is not None and not 1 <= self.month <= 12:
+            raise ValueError(f"month {self.month} is out of range")
+        if not 1 <= self.year <= 9999:
+            raise ValueError(f"year {self.year} is out of range")
+        if self.day is not None:
+            dt.date(self.year, self.month, self.day)  # raises ValueError for 2023-02-29
+
+    def first_day(self) -> dt.date:
+        return dt.date(self.year, self.month or 1, self.day or 1)
+
+    def last_day(self) -> dt.date:
+        if self.day is not None:
+            return dt.date(self.year, self.month, self.day)
+        month = self.month or 12
+        return dt.date(self.year, month, calendar.monthrange(self.year, month)[1])
+
+    def __str__(self) -> str:
+        if self.month is None:
+            return f"{self.year:04d}"
+        if self.day is None:
+            return f"{self.year:04d}-{self.month:02d}"
+        return f"{self.year:04d}-{self.month:02d}-{self.day:02d}"
+
+    @classmethod
+    def from_string(cls, text: str) -> FuzzyDate:
+        """Parse ``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD``.
+
+        :raises ValueError: for anything else.
+        """
+        parts = text.split("-")
+        if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"{text!r} is not a date like 2025, 2025-06 or 2025-06-30")
+        numbers = [int(p) for p in parts] + [None] * (3 - len(parts))
+        return cls(*numbers)
+
+    @classmethod
+    def from_orcid(cls, value) -> FuzzyDate | None:
+        """Parse ORCID's ``{"year": {"value": "2024"}, "month": ..., "day": ...}`` (or null).
+
+        :raises ValueError: when the shape or the numbers are wrong.
+        """
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ValueError("a fuzzy date must be an object")
+
+        def part(name):
+            wrapped = value.get(name)
+            if wrapped is None:
+                return None
+            if not isinstance(wrapped, dict) or wrapped.get("value") is None:
+                raise ValueError(f"fuzzy date {name} must be {{'value': '...'}}")
+            text = str(wrapped["value"]).strip()
+            if not text.isdigit():
+                raise ValueError(f"fuzzy date {name} {text!r} is not a number")
+            return int(text)
+
+        year = part("year")
+        if year is None:
+            return None  # ORCID writes {"year": null, ...} for "no date"
+        return cls(year, part("month"), part("day"))

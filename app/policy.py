@@ -1,0 +1,588 @@
+"""The data steward's YAML trust policy: schema, loading with line numbers, matching.
+
+``load_policy(path)`` checks every file against the schema and reports every problem
+it finds as ``FILE:LINE: key: message``; a policy with any problem loads nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import yaml
+
+from app.errors import PolicyError, UnknownDataset
+from app.qualifications import Qualification
+
+SELF_ASSERTED = "self-asserted"
+SELF_ISSUED = "self-issued"
+BUILTIN_SOURCES = (SELF_ASSERTED, SELF_ISSUED)
+
+# ORCID client IDs: APP- and 16 letters or digits, or the legacy iD-shaped form
+# (common-3.0.xsd ``client-path``).
+CLIENT_ID = re.compile(r"^(APP-[0-9A-Za-z]{16}|(\d{4}-){3,}\d{3}[\dX])$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+ROR_PREFIXES = ("https://ror.org/", "http://ror.org/", "ror.org/")
+
+
+# --- the loaded policy ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedSource:
+    key: str
+    name: str
+    client_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalIdRule:
+    type: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class QualificationRule:
+    key: str
+    sources: tuple[str, ...]
+    title: str | None = None
+    title_pattern: str | None = None
+    organization: str | None = None
+    external_id: ExternalIdRule | None = None
+    url_prefix: str | None = None
+    max_age_days: int | None = None
+    description: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.title or self.description or self.key
+
+    def matches_title(self, qualification: Qualification) -> bool:
+        title = qualification.title or ""
+        if self.title is not None:
+            return normalize_title(title) == normalize_title(self.title)
+        if self.title_pattern is not None:
+            return re.search(self.title_pattern, title, re.IGNORECASE) is not None
+        return True
+
+    def matches_external_id(self, qualification: Qualification) -> bool:
+        if self.external_id is None:
+            return True
+        return any(
+            ext.type.casefold() == self.external_id.type.casefold()
+            and ext.value.strip() == self.external_id.value
+            for ext in qualification.external_ids
+        )
+
+    def is_candidate(self, qualification: Qualification) -> bool:
+        """Whether an item claims to be this qualification, before any trust check.
+
+        Identity is the title when the rule names one, else the persistent ID.
+        """
+        if self.title is not None or self.title_pattern is not None:
+            return self.matches_title(qualification)
+        return self.matches_external_id(qualification)
+
+    def matches_organization(self, qualification: Qualification) -> bool:
+        if self.organization is None:
+            return True
+        org = qualification.organization
+        if org is None or org.disambiguated_id is None:
+            return False
+        return normalize_org_id(org.disambiguated_id) == normalize_org_id(self.organization)
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """One entry of ``require``: a single qualification, or ``any_of`` several."""
+
+    options: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        if len(self.options) == 1:
+            return self.options[0]
+        return "any of: " + ", ".join(self.options)
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    key: str
+    title: str
+    paths: tuple[str, ...]
+    require: tuple[Requirement, ...]
+    cache_ttl: int | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    sources: dict[str, TrustedSource]
+    qualifications: dict[str, QualificationRule]
+    datasets: dict[str, Dataset]
+    version: str
+    files: tuple[str, ...] = ()
+
+    def dataset(self, key: str) -> Dataset:
+        """:raises UnknownDataset: when the policy has no dataset by that name."""
+        try:
+            return self.datasets[key]
+        except KeyError:
+            known = ", ".join(sorted(self.datasets)) or "none"
+            raise UnknownDataset(f"unknown dataset {key!r} (known: {known})") from None
+
+    def rules_for(self, dataset: Dataset) -> list[QualificationRule]:
+        keys = dict.fromkeys(k for req in dataset.require for k in req.options)
+        return [self.qualifications[k] for k in keys]
+
+    def is_candidate(self, dataset: Dataset, qualification: Qualification) -> bool:
+        """Whether an item could count for this dataset: the cheap pre-filter."""
+        return any(rule.is_candidate(qualification) for rule in self.rules_for(dataset))
+
+    def who_may_add(self, rule: QualificationRule) -> str:
+        """The sources a qualification is accepted from, in words."""
+        names = []
+        for key in rule.sources:
+            if key == SELF_ASSERTED:
+                names.append("yourself")
+            elif key == SELF_ISSUED:
+                names.append("this service")
+            else:
+                names.append(self.sources[key].name)
+        return " or ".join(names)
+
+    def dataset_for_path(self, path: str) -> Dataset | None:
+        """The dataset whose ``paths`` prefix matches ``path``, longest prefix first.
+
+        The path is normalised first (percent-decoding, dot segments, repeated slashes),
+        because a proxy may hand us the raw request line: ``/open/../secret/`` must be
+        judged as ``/secret/``, the file the proxy will actually serve.
+        """
+        normalized = normalize_path(path)
+        if normalized is None:
+            return None
+        best, best_len = None, -1
+        for dataset in self.datasets.values():
+            for prefix in dataset.paths:
+                if _path_has_prefix(normalized, prefix) and len(prefix) > best_len:
+                    best, best_len = dataset, len(prefix)
+        return best
+
+
+def normalize_title(title: str) -> str:
+    return " ".join(title.split()).casefold()
+
+
+def normalize_org_id(value: str) -> str:
+    """Compare organisation IDs loosely: ``https://ror.org/05x6aa123`` equals ``05x6aa123``."""
+    text = value.strip().lower()
+    for prefix in ROR_PREFIXES:
+        if text.startswith(prefix):
+            return text[len(prefix) :].rstrip("/")
+    return text.rstrip("/")
+
+
+def normalize_path(raw: str) -> str | None:
+    """Reduce a request path (or full URL) to a clean absolute path; None if hostile."""
+    if not raw:
+        return None
+    path = urlsplit(raw).path if "://" in raw else raw.split("?", 1)[0].split("#", 1)[0]
+    decoded = unquote(path)
+    if "\\" in decoded or "\x00" in decoded or not decoded.startswith("/"):
+        return None
+    trailing = decoded.endswith("/")
+    clean = posixpath.normpath(decoded)
+    clean = "/" + clean.lstrip("/")
+    if trailing and not clean.endswith("/"):
+        clean += "/"
+    return clean
+
+
+def _path_has_prefix(path: str, prefix: str) -> bool:
+    if path.startswith(prefix):
+        # /data/a must not match /data/ab: the prefix ends at a segment boundary.
+        return prefix.endswith("/") or len(path) == len(prefix) or path[len(prefix)] == "/"
+    # "/datasets/x" asks for the same thing as the prefix "/datasets/x/"
+    return prefix.endswith("/") and path == prefix[:-1]
+
+
+# --- loading --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    file: str
+    line: int
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.key}: {self.message}"
+
+
+class _Document:
+    """One YAML file's data plus the line of every key, for error messages."""
+
+    def __init__(self, file: str, data, lines: dict[tuple, int]):
+        self.file, self.data, self.lines = file, data, lines
+
+    def line(self, path: tuple) -> int:
+        while path and path not in self.lines:
+            path = path[:-1]
+        return self.lines.get(path, 1)
+
+
+def _read_document(file: Path, display: str, problems: list[Problem]) -> _Document | None:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(Problem(display, 1, "(file)", f"cannot read the file: {exc}"))
+        return None
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        what = getattr(exc, "problem", None) or str(exc)
+        problems.append(Problem(display, line, "(yaml)", f"YAML syntax error: {what}"))
+        return None
+    lines: dict[tuple, int] = {}
+    if node is not None:
+        _collect_lines(node, (), lines, display, problems)
+    return _Document(display, data, lines)
+
+
+def _collect_lines(node, path, lines, display, problems, seen=None):
+    """Record the line of every key and item, and flag duplicate keys.
+
+    PyYAML keeps the last of two equal keys without a word; a steward who defines a
+    dataset twice in one file almost certainly made a mistake.
+    """
+    seen = seen if seen is not None else set()
+    if id(node) in seen:  # an alias: already walked
+        return
+    seen.add(id(node))
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        keys_here: dict = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            line = key_node.start_mark.line + 1
+            if key in keys_here:
+                problems.append(
+                    Problem(
+                        display,
+                        line,
+                        _dotted(path + (key,)),
+                        f"defined twice (first on line {keys_here[key]})",
+                    )
+                )
+            keys_here[key] = line
+            lines[path + (key,)] = line
+            _collect_lines(value_node, path + (key,), lines, display, problems, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[path + (index,)] = item.start_mark.line + 1
+            _collect_lines(item, path + (index,), lines, display, problems, seen)
+
+
+def _dotted(path: tuple) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top)"
+
+
+def policy_files(path: str | Path) -> list[Path]:
+    """The YAML files a policy path names: the file itself, or ``*.yaml`` in a directory."""
+    root = Path(path)
+    if root.is_dir():
+        return sorted(p for p in root.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    return [root]
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Load and check a policy file or directory.
+
+    :raises PolicyError: listing every problem found; nothing is loaded.
+    """
+    root = Path(path)
+    problems: list[Problem] = []
+    if not root.exists():
+        raise PolicyError([Problem(str(root), 1, "(file)", "no such file or directory")])
+    files = policy_files(root)
+    if not files:
+        raise PolicyError([Problem(str(root), 1, "(file)", "no *.yaml files in this directory")])
+    documents = [d for f in files if (d := _read_document(f, str(f), problems)) is not None]
+    checker = _Checker(problems)
+    for document in documents:
+        checker.collect(document)
+    checker.check_references()
+    if problems:
+        raise PolicyError(problems)
+    return Policy(
+        sources=checker.sources,
+        qualifications=checker.qualifications,
+        datasets=checker.datasets,
+        version=_version([d.data for d in documents]),
+        files=tuple(str(f) for f in files),
+    )
+
+
+def _version(datas) -> str:
+    """A short hash of the loaded content: equal policies get equal versions."""
+    canonical = json.dumps(datas, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+SECTIONS = ("sources", "qualifications", "datasets")
+TOP_KEYS = ("version",) + SECTIONS
+SOURCE_KEYS = ("name", "client_ids")
+QUALIFICATION_KEYS = (
+    "title",
+    "title_pattern",
+    "organization",
+    "external_id",
+    "url_prefix",
+    "sources",
+    "max_age_days",
+    "description",
+)
+DATASET_KEYS = ("title", "paths", "require", "cache_ttl", "description")
+
+
+class _Checker:
+    """Walks every document, building the policy and gathering every problem."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        self.sources: dict[str, TrustedSource] = {}
+        self.qualifications: dict[str, QualificationRule] = {}
+        self.datasets: dict[str, Dataset] = {}
+        self.defined_in: dict[tuple[str, str], str] = {}
+        self.dataset_origin: dict[str, tuple[_Document, tuple]] = {}
+        self.references: list[tuple[_Document, tuple, str, str]] = []
+
+    def problem(self, doc: _Document, path: tuple, message: str):
+        self.problems.append(Problem(doc.file, doc.line(path), _dotted(path), message))
+
+    def unknown_keys(self, doc, path, mapping, allowed):
+        for key in mapping:
+            if key not in allowed:
+                hint = ", ".join(allowed)
+                self.problem(doc, path + (key,), f"unknown key (allowed here: {hint})")
+
+    def collect(self, doc: _Document):
+        data = doc.data
+        if data is None:
+            self.problem(doc, (), "the file is empty")
+            return
+        if not isinstance(data, dict):
+            self.problem(doc, (), "a policy file must be a mapping with version and sections")
+            return
+        self.unknown_keys(doc, (), data, TOP_KEYS)
+        if "version" not in data:
+            self.problem(doc, (), "version is missing: add 'version: 1'")
+        elif data["version"] != 1 or isinstance(data["version"], bool):
+            self.problem(doc, ("version",), "only version 1 is supported")
+        for section, build in (
+            ("sources", self.source),
+            ("qualifications", self.qualification),
+            ("datasets", self.dataset),
+        ):
+            entries = data.get(section)
+            if entries is None:
+                continue
+            if not isinstance(entries, dict):
+                self.problem(doc, (section,), "must be a mapping of names to entries")
+                continue
+            for name, entry in entries.items():
+                path = (section, name)
+                if not isinstance(name, str) or not NAME.match(name):
+                    self.problem(doc, path, "names use letters, digits, '-', '_' and '.'")
+                    continue
+                if section == "sources" and name in BUILTIN_SOURCES:
+                    self.problem(doc, path, f"{name!r} is built in and cannot be redefined")
+                    continue
+                first = self.defined_in.get((section, name))
+                if first is not None:
+                    self.problem(doc, path, f"defined twice: in {first} and in {doc.file}")
+                    continue
+                self.defined_in[(section, name)] = doc.file
+                if not isinstance(entry, dict):
+                    self.problem(doc, path, "must be a mapping")
+                    continue
+                build(doc, path, name, entry)
+
+    # --- typed fields -------------------------------------------------------------
+
+    def string(self, doc, path, entry, key, required=False) -> str | None:
+        value = entry.get(key)
+        if value is None:
+            if required:
+                self.problem(doc, path + (key,), "is required")
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.problem(doc, path + (key,), "must be a non-empty string")
+            return None
+        return value.strip()
+
+    def positive_int(self, doc, path, entry, key) -> int | None:
+        value = entry.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            self.problem(doc, path + (key,), "must be a whole number greater than 0")
+            return None
+        return value
+
+    def string_list(self, doc, path, entry, key) -> list[str] | None:
+        value = entry.get(key)
+        if value is None:
+            self.problem(doc, path + (key,), "is required")
+            return None
+        if not isinstance(value, list) or not value:
+            self.problem(doc, path + (key,), "must be a non-empty list")
+            return None
+        good = []
+        for index, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                self.problem(doc, path + (key, index), "must be a non-empty string")
+            else:
+                good.append(item.strip())
+        return good if len(good) == len(value) else None
+
+    # --- sections -----------------------------------------------------------------
+
+    def source(self, doc, path, name, entry):
+        self.unknown_keys(doc, path, entry, SOURCE_KEYS)
+        display = self.string(doc, path, entry, "name") or name
+        client_ids = self.string_list(doc, path, entry, "client_ids") or []
+        for index, client_id in enumerate(client_ids):
+            if not CLIENT_ID.match(client_id):
+                self.problem(
+                    doc,
+                    path + ("client_ids", index),
+                    f"{client_id!r} is not an ORCID client ID (APP- and 16 letters or digits)",
+                )
+        self.sources[name] = TrustedSource(name, display, tuple(client_ids))
+
+    def qualification(self, doc, path, name, entry):
+        self.unknown_keys(doc, path, entry, QUALIFICATION_KEYS)
+        title = self.string(doc, path, entry, "title")
+        pattern = self.string(doc, path, entry, "title_pattern")
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                self.problem(doc, path + ("title_pattern",), f"not a valid regular expression: {exc}")
+        if title is not None and pattern is not None:
+            self.problem(doc, path + ("title_pattern",), "use title or title_pattern, not both")
+        external_id = None
+        raw_ext = entry.get("external_id")
+        if raw_ext is not None:
+            ext_path = path + ("external_id",)
+            if not isinstance(raw_ext, dict):
+                self.problem(doc, ext_path, "must be a mapping with type and value")
+            else:
+                self.unknown_keys(doc, ext_path, raw_ext, ("type", "value"))
+                kind = self.string(doc, ext_path, raw_ext, "type", required=True)
+                value = self.string(doc, ext_path, raw_ext, "value", required=True)
+                if kind and value:
+                    external_id = ExternalIdRule(kind, value)
+        if title is None and pattern is None and raw_ext is None:
+            self.problem(doc, path, "needs at least one of title, title_pattern, external_id")
+        url_prefix = self.string(doc, path, entry, "url_prefix")
+        if url_prefix is not None and not url_prefix.startswith(("https://", "http://")):
+            self.problem(doc, path + ("url_prefix",), "must start with https:// or http://")
+        sources = self.string_list(doc, path, entry, "sources") or []
+        for index, source in enumerate(sources):
+            self.references.append((doc, path + ("sources", index), "source", source))
+        self.qualifications[name] = QualificationRule(
+            key=name,
+            sources=tuple(sources),
+            title=title,
+            title_pattern=pattern,
+            organization=self.string(doc, path, entry, "organization"),
+            external_id=external_id,
+            url_prefix=url_prefix,
+            max_age_days=self.positive_int(doc, path, entry, "max_age_days"),
+            description=self.string(doc, path, entry, "description"),
+        )
+
+    def dataset(self, doc, path, name, entry):
+        self.unknown_keys(doc, path, entry, DATASET_KEYS)
+        paths = self.string_list(doc, path, entry, "paths") or []
+        for index, prefix in enumerate(paths):
+            if not prefix.startswith("/") or normalize_path(prefix) != prefix:
+                self.problem(
+                    doc,
+                    path + ("paths", index),
+                    f"{prefix!r} must be a clean absolute URL path such as /datasets/{name}/",
+                )
+        requirements = []
+        raw_require = entry.get("require")
+        if raw_require is None:
+            self.problem(doc, path + ("require",), "is required: list the qualifications needed")
+        elif not isinstance(raw_require, list) or not raw_require:
+            self.problem(doc, path + ("require",), "must be a non-empty list")
+        else:
+            for index, item in enumerate(raw_require):
+                requirement = self.requirement(doc, path + ("require", index), item)
+                if requirement is not None:
+                    requirements.append(requirement)
+        self.dataset_origin[name] = (doc, path)
+        self.datasets[name] = Dataset(
+            key=name,
+            title=self.string(doc, path, entry, "title") or name,
+            paths=tuple(paths),
+            require=tuple(requirements),
+            cache_ttl=self.positive_int(doc, path, entry, "cache_ttl"),
+            description=self.string(doc, path, entry, "description"),
+        )
+
+    def requirement(self, doc, path, item) -> Requirement | None:
+        if isinstance(item, str) and item.strip():
+            self.references.append((doc, path, "qualification", item.strip()))
+            return Requirement((item.strip(),))
+        if isinstance(item, dict):
+            self.unknown_keys(doc, path, item, ("any_of",))
+            options = self.string_list(doc, path, item, "any_of")
+            if options:
+                for index, option in enumerate(options):
+                    self.references.append((doc, path + ("any_of", index), "qualification", option))
+                return Requirement(tuple(options))
+            return None
+        self.problem(doc, path, "must be a qualification name or {any_of: [names]}")
+        return None
+
+    def check_references(self):
+        for doc, path, kind, name in self.references:
+            if kind == "source":
+                if name not in self.sources and name not in BUILTIN_SOURCES:
+                    known = ", ".join(sorted(self.sources) + list(BUILTIN_SOURCES))
+                    self.problem(doc, path, f"unknown source {name!r} (known: {known})")
+            elif name not in self.qualifications:
+                known = ", ".join(sorted(self.qualifications)) or "none"
+                self.problem(doc, path, f"unknown qualification {name!r} (known: {known})")
+        owners: dict[str, str] = {}
+        for dataset in self.datasets.values():
+            doc, path = self.dataset_origin[dataset.key]
+            for index, prefix in enumerate(dataset.paths):
+                owner = owners.setdefault(prefix, dataset.key)
+                if owner != dataset.key:
+                    self.problem(
+                        doc,
+                        path + ("paths", index),
+                        f"{prefix!r} is already protected by dataset {owner!r}",
+                    )

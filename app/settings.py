@@ -1,0 +1,94 @@
+"""Settings: the one place that reads environment variables.
+
+Every variable is read once, converted and checked here; a problem raises
+``ConfigError`` naming the variable, with every problem found listed together.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from urllib.parse import urlsplit
+
+from app.errors import ConfigError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    orcid_base_url: str = field(default="https://orcid.org", metadata={"env": "ORCID_BASE_URL"})
+    orcid_api_url: str = field(
+        default="https://pub.orcid.org/v3.0", metadata={"env": "ORCID_API_URL"}
+    )
+    orcid_client_id: str | None = field(default=None, metadata={"env": "ORCID_CLIENT_ID"})
+    orcid_client_secret: str | None = field(
+        default=None, metadata={"env": "ORCID_CLIENT_SECRET"}
+    )
+    orcid_scope: str = field(default="/authenticate", metadata={"env": "ORCID_SCOPE"})
+    public_url: str | None = field(default=None, metadata={"env": "PUBLIC_URL"})
+    policy_path: str = field(default="policies/", metadata={"env": "POLICY_PATH"})
+    redis_url: str | None = field(default=None, metadata={"env": "REDIS_URL"})
+    secret_key: str | None = field(default=None, metadata={"env": "SECRET_KEY"})
+    # Additions to the contract: tuning knobs with safe defaults.
+    demo: bool = field(default=False, metadata={"env": "GATEKEEPER_DEMO"})
+    orcid_timeout: float = field(default=8.0, metadata={"env": "ORCID_TIMEOUT"})
+
+    @classmethod
+    def from_env(cls, environ=None) -> Settings:
+        """Build settings from the environment (``os.environ`` unless given).
+
+        :raises ConfigError: naming every variable that is malformed.
+        """
+        environ = os.environ if environ is None else environ
+        values, problems = {}, []
+        for spec in fields(cls):
+            name = spec.metadata["env"]
+            raw = environ.get(name)
+            if raw is None or (raw.strip() == "" and spec.type != "bool"):
+                continue
+            raw = raw.strip()
+            try:
+                values[spec.name] = _convert(spec.type, raw)
+            except ValueError as exc:
+                problems.append(f"{name}: {exc}")
+        settings = cls(**values)
+        problems.extend(settings.problems())
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return settings
+
+    def problems(self) -> list[str]:
+        """What is wrong or contradictory, one message per variable."""
+        found = []
+        for name, url in (
+            ("ORCID_BASE_URL", self.orcid_base_url),
+            ("ORCID_API_URL", self.orcid_api_url),
+            ("PUBLIC_URL", self.public_url),
+        ):
+            if url is not None and urlsplit(url).scheme not in ("http", "https"):
+                found.append(f"{name}: {url!r} is not an http(s) URL")
+        if bool(self.orcid_client_id) != bool(self.orcid_client_secret):
+            found.append(
+                "ORCID_CLIENT_SECRET: ORCID_CLIENT_ID and ORCID_CLIENT_SECRET go together"
+            )
+        if self.orcid_timeout <= 0 or self.orcid_timeout > 30:
+            found.append("ORCID_TIMEOUT: must be between 0 and 30 seconds")
+        return found
+
+
+def _convert(kind: str, raw: str):
+    if kind == "bool":
+        lowered = raw.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ValueError(f"{raw!r} is not a yes/no value")
+    if kind == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a number") from None
+    return raw
