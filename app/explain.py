@@ -26,22 +26,24 @@ def met_sentence(result: RequirementResult) -> str:
 
 
 def next_step(policy: Policy, result: RequirementResult) -> str:
-    """What a researcher can do about an unmet requirement."""
-    rule = policy.qualifications[result.options[0]]
+    """What a researcher can do about an unmet requirement (any option of an any_of)."""
+    return " Or: ".join(_advice(policy, key, result) for key in result.options)
+
+
+def _advice(policy: Policy, key: str, result: RequirementResult) -> str:
+    rule = policy.qualifications[key]
     who = policy.who_may_add(rule)
-    reasons = {f.reason for c in result.candidates for f in c.failures}
-    if not result.candidates:
-        return f'Complete "{rule.label}" and ask {who} to add it to your ORCID record.'
+    candidates = [c for c in result.candidates if c.qualification == key]
+    reasons = {f.reason for c in candidates for f in c.failures}
+    if not candidates:
+        return f'complete "{rule.label}" and ask {who} to add it to your ORCID record.'
     if reasons & {"expired", "too_old"}:
-        return f'Renew "{rule.label}" and ask {who} to add the new one to your ORCID record.'
+        return f'renew "{rule.label}" and ask {who} to add the new one to your ORCID record.'
     if "wrong_source" in reasons:
-        return (
-            f'Ask {who} to add "{rule.label}" to your ORCID record; '
-            "an entry you typed in yourself does not count for this dataset."
-        )
+        return f'ask {who} to add "{rule.label}" to your ORCID record.'
     if reasons == {"not_yet_valid"}:
-        return "Your qualification starts later; you can come back once it is valid."
-    return f'Ask {who} to check the entry for "{rule.label}" on your ORCID record.'
+        return f'wait until your "{rule.label}" starts, then check again.'
+    return f'ask {who} to correct the entry for "{rule.label}" on your ORCID record.'
 
 
 def explain_lines(policy: Policy, decision: Decision) -> list[str]:
@@ -67,7 +69,7 @@ def explain_lines(policy: Policy, decision: Decision) -> list[str]:
                 lines.append(
                     f'      put-code {candidate.put_code} "{candidate.title}" does not count: {why}.'
                 )
-            lines.append(f"      Next: {next_step(policy, result)}")
+            lines.append(f"      What to do: {next_step(policy, result)}")
     holds = decision.valid_until.isoformat() if decision.valid_until else "no set end"
     lines.append(
         f"Decided {decision.decided_at.isoformat()} under policy {decision.policy_version}; "

@@ -329,7 +329,7 @@ def load_policy(path: str | Path) -> Policy:
         checker.collect(document)
     checker.check_references()
     if problems:
-        raise PolicyError(problems)
+        raise PolicyError(sorted(problems, key=lambda p: (p.file, p.line)))
     return Policy(
         sources=checker.sources,
         qualifications=checker.qualifications,
@@ -392,7 +392,7 @@ class _Checker:
             return
         self.unknown_keys(doc, (), data, TOP_KEYS)
         if "version" not in data:
-            self.problem(doc, (), "version is missing: add 'version: 1'")
+            self.problem(doc, ("version",), "version is missing: add 'version: 1'")
         elif data["version"] != 1 or isinstance(data["version"], bool):
             self.problem(doc, ("version",), "only version 1 is supported")
         for section, build in (

@@ -1,0 +1,95 @@
+"""Shared fixtures: policies written to disk, qualifications built in ORCID's shape."""
+
+from __future__ import annotations
+
+import datetime as dt
+import textwrap
+
+import pytest
+
+from app.policy import load_policy
+from app.qualifications import parse_qualification
+from tests import orcid_json
+
+RESEARCHER = "0000-0002-1825-0097"
+UKDS = "APP-UKDS000000000001"
+NIHR = "APP-NIHR000000000001"
+PORTAL = "APP-NIHRPORTAL000001"
+OWN_CLIENT = "APP-GATEKEEPER00001"
+ROR = "https://ror.org/05x6aa123"
+
+POLICY = """
+version: 1
+sources:
+  ukds:
+    name: UK Data Service
+    client_ids: [APP-UKDS000000000001]
+  nihr:
+    name: NIHR Learn
+    client_ids: [APP-NIHR000000000001, APP-NIHRPORTAL000001]
+qualifications:
+  safe-researcher:
+    title: Safe Researcher Training
+    organization: https://ror.org/05x6aa123
+    sources: [ukds, self-issued]
+  gcp:
+    title_pattern: '^Good Clinical Practice'
+    sources: [nihr]
+  hsr:
+    external_id: {type: uri, value: https://example.org/quals/hsr}
+    sources: [nihr, self-asserted]
+  recent:
+    title: Data Protection Essentials
+    sources: [self-asserted]
+    max_age_days: 365
+  certified:
+    title: Certified Course
+    url_prefix: https://example.org/certs/
+    external_id: {type: other-id, value: CERT-1}
+    sources: [self-asserted]
+datasets:
+  sail:
+    title: SAIL cohort extract
+    paths: [/datasets/sail/]
+    require: [safe-researcher, {any_of: [gcp, hsr]}]
+    cache_ttl: 900
+  open:
+    paths: [/datasets/open/, /datasets/open/extra/]
+    require: [recent]
+  certs:
+    paths: [/certs/]
+    require: [certified]
+"""
+
+
+@pytest.fixture
+def write_policy(tmp_path):
+    """Write YAML text (dedented) to a file and return its path."""
+
+    def write(text: str, name: str = "policy.yaml"):
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text).lstrip())
+        return path
+
+    return write
+
+
+@pytest.fixture
+def policy(write_policy):
+    return load_policy(write_policy(POLICY))
+
+
+@pytest.fixture
+def make_qualification():
+    """Build a Qualification by parsing ORCID-shaped JSON, as the reader would."""
+
+    def make(put_code: int = 1, **kwargs):
+        kwargs.setdefault("owner", RESEARCHER)
+        return parse_qualification(orcid_json.qualification(put_code, **kwargs))
+
+    return make
+
+
+def at(day: str) -> dt.datetime:
+    """Noon UTC on a day: the 'now' a decision is made at."""
+    return dt.datetime.fromisoformat(day + "T12:00:00+00:00")

@@ -1,0 +1,189 @@
+import re
+from pathlib import Path
+
+import pytest
+
+from app.errors import PolicyError, UnknownDataset
+from app.policy import load_policy, normalize_path
+from tests.conftest import RESEARCHER
+
+DATA = Path(__file__).parent.parent / "data" / "policies"
+BROKEN = sorted((DATA / "broken").glob("*.yaml"))
+REPO_POLICIES = Path(__file__).parents[2] / "policies"
+
+
+def expectations(path: Path) -> list[tuple[int, str, str]]:
+    """Each broken policy names its expected problems: '# expect: LINE: key: message'."""
+    found = []
+    for line in path.read_text().splitlines():
+        match = re.match(r"# expect: (\d+): (\S+): (.+)$", line)
+        if match:
+            found.append((int(match[1]), match[2], match[3]))
+    return found
+
+
+class TestLoadingProblems:
+    @pytest.mark.parametrize("path", BROKEN, ids=[p.stem for p in BROKEN])
+    def test_broken_policy_reports_each_problem_with_file_line_and_key(self, path):
+        with pytest.raises(PolicyError) as raised:
+            load_policy(path)
+        problems = raised.value.problems
+        rendered = [str(p) for p in problems]
+        for line, key, message in expectations(path):
+            assert any(
+                p.file == str(path) and p.line == line and p.key == key and message in p.message
+                for p in problems
+            ), f"expected {line}: {key}: {message} in {rendered}"
+        assert all(r.startswith(f"{path}:") for r in rendered)
+
+    def test_every_broken_policy_names_its_expected_problems(self):
+        assert BROKEN and all(expectations(p) for p in BROKEN)
+
+    def test_a_name_defined_in_two_files_names_both(self, tmp_path):
+        for name in ("one.yaml", "two.yaml"):
+            (tmp_path / name).write_text(
+                "version: 1\nqualifications:\n  srt: {title: X, sources: [self-asserted]}\n"
+            )
+        with pytest.raises(PolicyError) as raised:
+            load_policy(tmp_path)
+        [problem] = raised.value.problems
+        assert problem.file == str(tmp_path / "two.yaml") and problem.line == 3
+        assert str(tmp_path / "one.yaml") in problem.message
+        assert str(tmp_path / "two.yaml") in problem.message
+
+    def test_two_datasets_cannot_protect_the_same_path(self, write_policy):
+        path = write_policy(
+            """
+            version: 1
+            qualifications: {q: {title: Q, sources: [self-asserted]}}
+            datasets:
+              a: {paths: [/x/], require: [q]}
+              b: {paths: [/x/], require: [q]}
+            """
+        )
+        with pytest.raises(PolicyError) as raised:
+            load_policy(path)
+        assert [str(p) for p in raised.value.problems] == [
+            f"{path}:5: datasets.b.paths[0]: '/x/' is already protected by dataset 'a'"
+        ]
+
+    @pytest.mark.parametrize(
+        "name, content, message",
+        [
+            ("missing", None, "no such file or directory"),
+            ("empty.yaml", "", "the file is empty"),
+            ("list.yaml", "- 1\n", "must be a mapping"),
+            ("builtin.yaml", "version: 1\nsources:\n  self-issued: {client_ids: [x]}\n",
+             "built in"),
+        ],
+    )
+    def test_unusable_files_are_reported(self, tmp_path, name, content, message):
+        path = tmp_path / name
+        if content is not None:
+            path.write_text(content)
+        with pytest.raises(PolicyError) as raised:
+            load_policy(path)
+        assert message in str(raised.value.problems)
+
+    def test_a_directory_without_yaml_is_reported(self, tmp_path):
+        with pytest.raises(PolicyError, match="no \\*.yaml files"):
+            load_policy(tmp_path)
+
+
+class TestLoadedPolicy:
+    def test_files_in_a_directory_are_merged(self):
+        loaded = load_policy(DATA / "split")
+        assert loaded.datasets["d"].require[0].options == ("srt",)
+        assert loaded.sources["ukds"].client_ids == ("APP-UKDS000000000001",)
+        assert len(loaded.files) == 2
+
+    def test_the_shipped_example_policies_load(self):
+        loaded = load_policy(REPO_POLICIES)
+        assert {"sail-cohort", "survey-microdata"} <= set(loaded.datasets)
+
+    def test_version_changes_with_content_and_only_with_content(self, write_policy, policy):
+        from tests.conftest import POLICY
+
+        again = load_policy(write_policy(POLICY, "again.yaml"))
+        changed = load_policy(write_policy(POLICY.replace("900", "901"), "changed.yaml"))
+        assert again.version == policy.version
+        assert changed.version != policy.version
+
+    def test_any_of_and_single_requirements(self, policy):
+        sail = policy.dataset("sail")
+        assert [r.options for r in sail.require] == [("safe-researcher",), ("gcp", "hsr")]
+        assert sail.require[1].label == "any of: gcp, hsr"
+        assert sail.cache_ttl == 900
+
+    def test_unknown_dataset_is_a_typed_error_listing_known_ones(self, policy):
+        with pytest.raises(UnknownDataset, match="known: certs, open, sail"):
+            policy.dataset("nope")
+
+
+class TestDatasetForPath:
+    @pytest.mark.parametrize(
+        "path, expected",
+        [
+            ("/datasets/sail/file.csv", "sail"),
+            ("/datasets/sail/", "sail"),
+            ("/datasets/sail", "sail"),
+            ("/datasets/sail/a/b?x=1#y", "sail"),
+            ("https://data.example/datasets/sail/f", "sail"),
+            ("/datasets/open/extra/f", "open"),
+            ("/datasets/sailing/f", None),
+            ("/datasets/open/../sail/secret.csv", "sail"),
+            ("/datasets/open/%2e%2e/sail/secret.csv", "sail"),
+            ("//datasets//sail//f", "sail"),
+            ("/datasets/sail\\..\\open", None),
+            ("/other", None),
+            ("", None),
+            ("datasets/sail/f", None),
+        ],
+        ids=lambda v: v if isinstance(v, str) and v else repr(v),
+    )
+    def test_longest_prefix_of_the_normalised_path_wins(self, policy, path, expected):
+        found = policy.dataset_for_path(path)
+        assert (found.key if found else None) == expected
+
+    def test_normalize_keeps_trailing_slash(self):
+        assert normalize_path("/a/b/../c/") == "/a/c/"
+
+
+class TestRuleMatching:
+    def test_title_matching_ignores_case_and_spacing(self, policy, make_qualification):
+        rule = policy.qualifications["safe-researcher"]
+        assert rule.is_candidate(make_qualification(title="  safe   researcher TRAINING "))
+        assert not rule.is_candidate(make_qualification(title="Safe Researcher Training 2"))
+
+    def test_title_pattern_searches_ignoring_case(self, policy, make_qualification):
+        rule = policy.qualifications["gcp"]
+        assert rule.is_candidate(make_qualification(title="good clinical practice refresher"))
+        assert not rule.is_candidate(make_qualification(title="Intro to Good Clinical Practice"))
+
+    def test_external_id_identifies_when_there_is_no_title(self, policy, make_qualification):
+        rule = policy.qualifications["hsr"]
+        assert rule.is_candidate(
+            make_qualification(title="Anything", external_ids=[("uri", "https://example.org/quals/hsr")])
+        )
+        assert not rule.is_candidate(make_qualification(title="Anything"))
+
+    @pytest.mark.parametrize(
+        "org_id, matches",
+        [
+            ("https://ror.org/05x6aa123", True),
+            ("05x6aa123", True),
+            ("https://ror.org/05X6AA123/", True),
+            ("https://ror.org/05x6aa999", False),
+            (None, False),
+        ],
+    )
+    def test_organization_matches_full_or_bare_ror_id(self, policy, make_qualification, org_id, matches):
+        rule = policy.qualifications["safe-researcher"]
+        assert rule.matches_organization(make_qualification(org_id=org_id)) is matches
+
+    def test_pre_filter_selects_only_items_the_dataset_could_use(self, policy, make_qualification):
+        sail = policy.dataset("sail")
+        assert policy.is_candidate(sail, make_qualification(title="Safe Researcher Training"))
+        assert policy.is_candidate(sail, make_qualification(title="Good Clinical Practice"))
+        assert not policy.is_candidate(sail, make_qualification(title="PhD in Psychoceramics"))
+        assert not policy.is_candidate(policy.dataset("open"), make_qualification(owner=RESEARCHER))
