@@ -132,7 +132,7 @@ class Decision:
             "dataset": self.dataset,
             "allowed": self.allowed,
             "requirements": [r.to_dict() for r in self.requirements],
-            "error": self.error.to_dict() if self.error else None,
+            "error": self.error.to_dict() if self.error is not None else None,
             "valid_until": _iso(self.valid_until),
             "policy_version": self.policy_version,
             "decided_at": _iso(self.decided_at),

@@ -1,0 +1,59 @@
+import json
+
+import pytest
+
+from app.errors import InvalidOrcidId, MalformedResponse, RecordLocked
+from app.saved_record import SavedRecord, SavedRecordError
+from tests import orcid_json
+from tests.conftest import RESEARCHER
+
+
+def record(items, item_overrides=None, **extra):
+    data = {"orcid": RESEARCHER, "qualifications": orcid_json.summaries(RESEARCHER, items)}
+    if item_overrides is not None:
+        data["items"] = {str(i["put-code"]): i for i in item_overrides}
+    data.update(extra)
+    return data
+
+
+class TestSavedRecord:
+    def test_items_win_over_summaries(self):
+        summary = orcid_json.qualification(1, owner=RESEARCHER, end="2030")
+        item = orcid_json.qualification(1, owner=RESEARCHER, end="2020")
+        [read] = SavedRecord(record([summary], [item])).read_qualifications(RESEARCHER)
+        assert str(read.end) == "2020"
+
+    def test_summary_stands_in_for_a_missing_item(self):
+        summary = orcid_json.qualification(1, owner=RESEARCHER, end="2030")
+        [read] = SavedRecord(record([summary])).read_qualifications(RESEARCHER)
+        assert str(read.end) == "2030"
+
+    def test_wanted_filters_summaries(self):
+        items = [orcid_json.qualification(n, owner=RESEARCHER, title=f"T{n}") for n in range(5)]
+        read = SavedRecord(record(items)).read_qualifications(RESEARCHER, lambda q: q.title == "T3")
+        assert [q.put_code for q in read] == [3]
+
+    def test_a_saved_error_is_replayed_as_a_typed_error(self):
+        data = record([], error=orcid_json.error(409, 9018, "locked"))
+        with pytest.raises(RecordLocked):
+            SavedRecord(data).read_qualifications(RESEARCHER)
+
+    def test_another_researchers_record_is_refused(self):
+        with pytest.raises(SavedRecordError, match="holds the record of"):
+            SavedRecord(record([])).read_qualifications("0000-0001-5109-3700")
+
+    def test_a_record_without_summary_is_malformed(self):
+        with pytest.raises(MalformedResponse):
+            SavedRecord({"orcid": RESEARCHER}).read_qualifications(RESEARCHER)
+
+    def test_bad_files_are_clear_errors(self, tmp_path):
+        with pytest.raises(SavedRecordError, match="cannot read"):
+            SavedRecord.from_file(tmp_path / "missing.json")
+        bad = tmp_path / "bad.json"
+        bad.write_text("{nope")
+        with pytest.raises(SavedRecordError, match="is not JSON"):
+            SavedRecord.from_file(bad)
+        wrong = tmp_path / "wrong.json"
+        wrong.write_text(json.dumps({"orcid": "1234"}))
+        with pytest.raises(InvalidOrcidId):
+            SavedRecord.from_file(wrong)
