@@ -118,7 +118,9 @@ class MalformedResponse(OrcidError):
 
 
 _CONFLICTS = {9018: RecordLocked, 9044: RecordDeactivated, 9036: RecordUnclaimed}
-_DEPRECATED_TO = re.compile(r"(\d{4}-\d{4}-\d{4}-\d{3}[\dX])")
+_ORCID_ID = re.compile(r"(\d{4}-\d{4}-\d{4}-\d{3}[\dX])")
+# "This account is deprecated. Please refer to account: https://orcid.org/{primary}. ORCID ..."
+_PRIMARY = re.compile(r"refer to account:\s*(?:https?://[^/\s]+/)?(\d{4}-\d{4}-\d{4}-\d{3}[\dX])")
 
 
 def error_from_orcid(status: int, body, location: str | None = None) -> OrcidError:
@@ -131,8 +133,9 @@ def error_from_orcid(status: int, body, location: str | None = None) -> OrcidErr
     code = body.get("error-code")
     developer = str(body.get("developer-message") or "")
     if status == 301 or code == 9007:
-        found = _DEPRECATED_TO.findall(developer) or _DEPRECATED_TO.findall(location or "")
-        return RecordDeprecated(found[-1] if found else None)
+        primary = _PRIMARY.search(developer)
+        found = _ORCID_ID.findall(location or "")
+        return RecordDeprecated(primary[1] if primary else (found[-1] if found else None))
     if status == 401:
         return TokenInvalid()
     if status == 403:

@@ -20,6 +20,7 @@ from authlib.integrations.requests_client import OAuth2Session
 from authlib.common.errors import AuthlibBaseError
 
 from app.errors import (
+    AccessForbidden,
     MalformedResponse,
     OrcidError,
     OrcidUnavailable,
@@ -96,8 +97,10 @@ class OrcidClient:
             return self._executor
 
     def close(self):
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
         self.session.close()
 
     # --- the public operation ---------------------------------------------------------
@@ -138,7 +141,8 @@ class OrcidClient:
         def read_item(put_code: int) -> Qualification | None:
             try:
                 data = self._get_json(f"/{orcid}/qualification/{put_code}", bearer, deadline)
-            except RecordNotFound:
+            except (RecordNotFound, AccessForbidden):
+                # Deleted, or made non-public, between the two reads: it cannot count.
                 logger.info("qualification %s of %s vanished between reads", put_code, orcid)
                 return None
             return parse_qualification(data)
