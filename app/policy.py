@@ -10,6 +10,7 @@ import hashlib
 import json
 import posixpath
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -209,6 +210,51 @@ def _path_has_prefix(path: str, prefix: str) -> bool:
         return prefix.endswith("/") or len(path) == len(prefix) or path[len(prefix)] == "/"
     # "/datasets/x" asks for the same thing as the prefix "/datasets/x/"
     return prefix.endswith("/") and path == prefix[:-1]
+
+
+class PolicyFile:
+    """The policy in force, reloaded when its files change (checked at most once a second).
+
+    A reload that fails keeps the policy in force and records why in ``last_error``.
+    """
+
+    def __init__(self, path: str | Path, check_interval: float = 1.0, clock=None):
+        self.path = Path(path)
+        self._clock = clock or time.monotonic
+        self.check_interval = check_interval
+        self.current = load_policy(self.path)
+        self._stamp = self._fingerprint()
+        self._checked = self._clock()
+        self.last_error: PolicyError | None = None
+        self.loads = 1
+
+    def _fingerprint(self):
+        try:
+            return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size)
+                         for p in policy_files(self.path))
+        except OSError:
+            return None
+
+    def refresh(self) -> bool:
+        """Reload if the files changed since the last look; True when the policy changed."""
+        now = self._clock()
+        if now - self._checked < self.check_interval:
+            return False
+        self._checked = now
+        stamp = self._fingerprint()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            loaded = load_policy(self.path)
+        except PolicyError as exc:
+            self.last_error = exc
+            return False
+        self.last_error = None
+        self.loads += 1
+        changed = loaded.version != self.current.version
+        self.current = loaded
+        return changed
 
 
 # --- loading --------------------------------------------------------------------------

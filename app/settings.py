@@ -34,6 +34,12 @@ class Settings:
     # Additions to the contract: tuning knobs with safe defaults.
     demo: bool = field(default=False, metadata={"env": "GATEKEEPER_DEMO"})
     orcid_timeout: float = field(default=8.0, metadata={"env": "ORCID_TIMEOUT"})
+    allowed_redirect_hosts: tuple = field(default=(), metadata={"env": "ALLOWED_REDIRECT_HOSTS"})
+    auth_redirect: bool = field(default=False, metadata={"env": "AUTH_REDIRECT"})
+    refusal_ttl: int = field(default=60, metadata={"env": "REFUSAL_TTL"})
+    decision_ttl: int = field(default=3600, metadata={"env": "DECISION_TTL"})
+    session_lifetime: int = field(default=43200, metadata={"env": "SESSION_LIFETIME"})
+    recheck_interval: int = field(default=10, metadata={"env": "RECHECK_INTERVAL"})
 
     @classmethod
     def from_env(cls, environ=None) -> Settings:
@@ -46,7 +52,7 @@ class Settings:
         for spec in fields(cls):
             name = spec.metadata["env"]
             raw = environ.get(name)
-            if raw is None or (raw.strip() == "" and spec.type != "bool"):
+            if raw is None or raw.strip() == "":
                 continue
             raw = raw.strip()
             try:
@@ -75,7 +81,40 @@ class Settings:
             )
         if self.orcid_timeout <= 0 or self.orcid_timeout > 30:
             found.append("ORCID_TIMEOUT: must be between 0 and 30 seconds")
+        for name, value in (
+            ("REFUSAL_TTL", self.refusal_ttl),
+            ("DECISION_TTL", self.decision_ttl),
+            ("SESSION_LIFETIME", self.session_lifetime),
+            ("RECHECK_INTERVAL", self.recheck_interval),
+        ):
+            if value <= 0:
+                found.append(f"{name}: must be greater than 0")
         return found
+
+    def service_problems(self) -> list[str]:
+        """What the web service needs beyond the command line's settings."""
+        found = []
+        if not self.secret_key and not self.demo:
+            found.append("SECRET_KEY: required to sign cookies (or set GATEKEEPER_DEMO=1)")
+        elif self.secret_key and len(self.secret_key) < 16 and not self.demo:
+            found.append("SECRET_KEY: use at least 16 random characters")
+        if not self.orcid_client_id:
+            found.append("ORCID_CLIENT_ID: required for ORCID sign-in")
+        if "/read-limited" in self.orcid_scope.split() and "//pub." in self.orcid_api_url:
+            found.append(
+                "ORCID_SCOPE: /read-limited needs the member API; set ORCID_API_URL to "
+                "https://api.orcid.org/v3.0"
+            )
+        return found
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies are Secure unless we are served over plain http on loopback."""
+        if self.public_url is None:
+            return True
+        parts = urlsplit(self.public_url)
+        loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        return not (parts.scheme == "http" and loopback)
 
 
 def _convert(kind: str, raw: str):
@@ -86,6 +125,13 @@ def _convert(kind: str, raw: str):
         if lowered in _FALSE:
             return False
         raise ValueError(f"{raw!r} is not a yes/no value")
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a whole number") from None
+    if kind == "tuple":
+        return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
     if kind == "float":
         try:
             return float(raw)

@@ -1,0 +1,94 @@
+"""orcid-gatekeeper: gate research datasets on qualifications in ORCID records.
+
+``create_app()`` does all the wiring, so importing ``app.policy`` (the CLI, core tests)
+never loads Flask.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+
+from app.errors import ConfigError, PolicyError
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Gatekeeper:
+    """Everything the web layer needs, kept in ``app.extensions["gatekeeper"]``."""
+
+    settings: Settings
+    policy_file: object  # PolicyFile
+    store: object  # MemoryStore or RedisStore
+    checker: object  # AccessChecker
+
+
+def create_app(settings: Settings | None = None, *, orcid_reader=None, store=None):
+    """Build the Flask app from ``settings`` (default: the environment).
+
+    :raises ConfigError: naming the variable, for a missing or contradictory setting
+        or a policy that does not load.
+    """
+    from flask import Flask
+
+    from app.access import AccessChecker
+    from app.cache import MemoryStore, RedisStore
+    from app.orcid_client import OrcidClient
+    from app.policy import PolicyFile
+    from app.web import errors, forward_auth, health, login, pages
+
+    settings = settings or Settings.from_env()
+    problems = settings.service_problems()
+    if problems:
+        raise ConfigError("; ".join(problems))
+    try:
+        policy_file = PolicyFile(settings.policy_path)
+    except PolicyError as exc:
+        raise ConfigError(f"POLICY_PATH: {exc.message}") from None
+
+    if store is None:
+        if settings.redis_url:
+            store = RedisStore.from_url(settings.redis_url)
+        else:
+            logger.warning(
+                "REDIS_URL is not set: decisions and sessions live in this process only; "
+                "run a single worker, or set REDIS_URL"
+            )
+            store = MemoryStore()
+    reader = orcid_reader or OrcidClient(
+        settings.orcid_api_url,
+        base_url=settings.orcid_base_url,
+        client_id=settings.orcid_client_id,
+        client_secret=settings.orcid_client_secret,
+        total_timeout=settings.orcid_timeout,
+    )
+    checker = AccessChecker(
+        policy_file,
+        reader,
+        store,
+        own_client_id=settings.orcid_client_id,
+        refusal_ttl=settings.refusal_ttl,
+        max_ttl=settings.decision_ttl,
+    )
+
+    app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
+    app.config.update(
+        SECRET_KEY=settings.secret_key or secrets.token_urlsafe(32),
+        SESSION_COOKIE_NAME="gatekeeper_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=settings.session_lifetime,
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
+    app.extensions["gatekeeper"] = Gatekeeper(settings, policy_file, store, checker)
+    login.init_app(app)
+    app.register_blueprint(login.bp)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(health.bp)
+    errors.init_app(app)
+    app.wsgi_app = forward_auth.ForwardAuth(app.wsgi_app, app)
+    return app

@@ -1,0 +1,154 @@
+"""AccessChecker: cache -> single-flight -> ORCID read -> decide -> store -> log.
+
+Concurrent misses for the same researcher and dataset share one ORCID read, across
+gunicorn workers when the store is Redis: one caller takes the lock and evaluates; the
+others wait for its decision to appear in the store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+
+from app.decision import Decision, decide, refuse_unreadable
+from app.errors import OrcidError, OrcidUnavailable
+from app.policy import PolicyFile
+
+logger = logging.getLogger(__name__)
+decision_log = logging.getLogger("app.decisions")
+
+# A refusal because ORCID itself failed is kept only briefly: long enough to spare a
+# struggling ORCID a stampede, short enough that the researcher is not locked out.
+ERROR_TTL = 10.0
+WAIT_STEP = 0.02
+
+
+class AccessChecker:
+    def __init__(
+        self,
+        policy_file: PolicyFile,
+        reader,
+        store,
+        *,
+        own_client_id: str | None = None,
+        refusal_ttl: float = 60,
+        max_ttl: float = 3600,
+        wait_timeout: float = 10.0,
+        clock=lambda: dt.datetime.now(dt.timezone.utc),
+    ):
+        self.policy_file, self.reader, self.store = policy_file, reader, store
+        self.own_client_id = own_client_id
+        self.refusal_ttl, self.max_ttl = refusal_ttl, max_ttl
+        self.wait_timeout = wait_timeout
+        self.clock = clock
+
+    @property
+    def policy(self):
+        return self.policy_file.current
+
+    def cached(self, orcid: str, dataset: str) -> Decision | None:
+        raw = self.store.get_decision(self.policy.version, orcid, dataset)
+        return decision_from_json(raw)
+
+    def check(
+        self, orcid: str, dataset: str, token: str | None = None, fresh: bool = False
+    ) -> Decision:
+        """The decision for one researcher and dataset, from the cache when it holds.
+
+        ``fresh`` drops the cached decision first (the researcher's "check again").
+
+        :raises UnknownDataset: when the policy has no such dataset.
+        """
+        policy = self.policy
+        target = policy.dataset(dataset)
+        key = (policy.version, orcid, target.key)
+        if fresh:
+            self.store.delete_decision(*key)
+        elif (hit := decision_from_json(self.store.get_decision(*key))) is not None:
+            return hit
+        lock = self.store.lock(":".join(key), timeout=self.wait_timeout + 5)
+        deadline = time.monotonic() + self.wait_timeout
+        while not lock.acquire():
+            # Another worker is reading this record: wait for its decision.
+            time.sleep(WAIT_STEP)
+            if (hit := decision_from_json(self.store.get_decision(*key))) is not None:
+                return hit
+            if time.monotonic() > deadline:
+                logger.warning("gave up waiting for a concurrent check of %s", target.key)
+                return self._evaluate(policy, target, orcid, token)
+        try:
+            if not fresh and (hit := decision_from_json(self.store.get_decision(*key))):
+                return hit
+            decision = self._evaluate(policy, target, orcid, token)
+            self.store.put_decision(*key, decision_to_json(decision), self.ttl(decision))
+            return decision
+        finally:
+            lock.release()
+
+    def _evaluate(self, policy, target, orcid, token) -> Decision:
+        now = self.clock()
+        try:
+            items = self.reader.read_qualifications(
+                orcid, lambda q: policy.is_candidate(target, q), token=token
+            )
+            decision = decide(
+                policy, target, items, orcid=orcid, now=now, own_client_id=self.own_client_id
+            )
+        except OrcidError as exc:
+            decision = refuse_unreadable(policy, target, orcid=orcid, error=exc, now=now)
+        log_decision(decision)
+        return decision
+
+    def cache_until(self, decision: Decision) -> dt.datetime:
+        """When a cached copy must go: allows when they stop holding, refusals soon.
+
+        Counted from when the decision was made, so every cache layer agrees.
+        """
+        if decision.error is not None and decision.error.reason == OrcidUnavailable.reason:
+            limit = ERROR_TTL
+        elif decision.allowed:
+            limit = self.max_ttl
+        else:
+            limit = self.refusal_ttl
+        until = decision.decided_at + dt.timedelta(seconds=limit)
+        if decision.valid_until is not None:
+            until = min(until, decision.valid_until)
+        return until
+
+    def ttl(self, decision: Decision) -> float:
+        """Seconds from now that a decision may stay cached (at least one)."""
+        return max((self.cache_until(decision) - self.clock()).total_seconds(), 1.0)
+
+
+def decision_to_json(decision: Decision) -> str:
+    return json.dumps(decision.to_dict(), separators=(",", ":"))
+
+
+def decision_from_json(raw) -> Decision | None:
+    if not raw or not isinstance(raw, str):
+        return None
+    try:
+        return Decision.from_dict(json.loads(raw))
+    except (ValueError, KeyError, TypeError):
+        logger.warning("dropped an unreadable cached decision")
+        return None
+
+
+def log_decision(decision: Decision):
+    """One line per decision made: who, what, outcome, why; never a token."""
+    reasons = sorted(
+        {f.reason for r in decision.requirements for c in r.candidates for f in c.failures}
+        | ({decision.error.reason} if decision.error is not None else set())
+    )
+    decision_log.info(
+        "decision",
+        extra={
+            "orcid": decision.orcid,
+            "dataset": decision.dataset,
+            "outcome": "allow" if decision.allowed else "deny",
+            "reasons": reasons,
+            "policy_version": decision.policy_version,
+        },
+    )

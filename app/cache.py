@@ -1,0 +1,279 @@
+"""Where decisions, sessions and locks live: Redis, or this process's memory.
+
+Keys carry the policy version, so a policy change never serves an old decision. A
+Redis fault never reaches a caller: a read is a miss, a write is skipped, a lock is
+taken locally, each with a warning logged at most once per interval. Decisions are
+then kept in this process's memory until Redis answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+
+import redis
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "gk:"
+EPOCH = PREFIX + "epoch"
+UNAVAILABLE = object()  # "the store could not say": distinct from "not there"
+
+
+def decision_key(version: str, orcid: str, dataset: str) -> str:
+    return f"{PREFIX}d:{version}:{orcid}:{dataset}"
+
+
+def session_key(sid: str) -> str:
+    return f"{PREFIX}s:{sid}"
+
+
+class MemoryStore:
+    """A store in this process's memory: for one process only, and as Redis's fallback."""
+
+    def __init__(self, max_entries: int = 100_000, clock=time.time):
+        self._data: OrderedDict[str, tuple[object, float]] = OrderedDict()
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._max = max_entries
+        self._clock = clock
+        self.epoch = 0
+
+    # -- plain values with expiry ------------------------------------------------------
+
+    def _get(self, key: str):
+        with self._guard:
+            found = self._data.get(key)
+            if found is None:
+                return None
+            value, expires = found
+            if expires <= self._clock():
+                del self._data[key]
+                return None
+            return value
+
+    def _set(self, key: str, value, ttl: float):
+        with self._guard:
+            self._data[key] = (value, self._clock() + ttl)
+            self._data.move_to_end(key)
+            while len(self._data) > self._max:
+                self._data.popitem(last=False)
+
+    def _delete(self, key: str):
+        with self._guard:
+            self._data.pop(key, None)
+
+    # -- the store interface -------------------------------------------------------------
+
+    def lookup(self, sid: str, version: str, orcid: str, dataset: str):
+        """(epoch, session JSON or None, decision JSON or None) in one go."""
+        return self.epoch, self._get(session_key(sid)), self._get(
+            decision_key(version, orcid, dataset)
+        )
+
+    def get_decision(self, version, orcid, dataset) -> str | None:
+        return self._get(decision_key(version, orcid, dataset))
+
+    def put_decision(self, version, orcid, dataset, value: str, ttl: float):
+        self._set(decision_key(version, orcid, dataset), value, ttl)
+
+    def delete_decision(self, version, orcid, dataset):
+        self._delete(decision_key(version, orcid, dataset))
+
+    def get_session(self, sid: str):
+        return self._get(session_key(sid))
+
+    def put_session(self, sid: str, value: str, ttl: float):
+        self._set(session_key(sid), value, ttl)
+
+    def delete_session(self, sid: str):
+        self._delete(session_key(sid))
+        self.bump_epoch()
+
+    def forget_orcid(self, orcid: str) -> int:
+        """Drop every cached decision about one researcher; returns how many."""
+        marker = f":{orcid}:"
+        with self._guard:
+            doomed = [k for k in self._data if k.startswith(PREFIX + "d:") and marker in k]
+            for key in doomed:
+                del self._data[key]
+        self.bump_epoch()
+        return len(doomed)
+
+    def bump_epoch(self):
+        self.epoch += 1
+
+    def hit(self, key: str, window: float) -> int:
+        """Count an event in a fixed window (rate limiting); returns the count so far."""
+        full = f"{PREFIX}rl:{key}"
+        with self._guard:
+            found = self._data.get(full)
+            if found is None or found[1] <= self._clock():
+                self._data[full] = (1, self._clock() + window)
+                return 1
+            count = found[0] + 1
+            self._data[full] = (count, found[1])
+            return count
+
+    def lock(self, name: str, timeout: float):
+        with self._guard:
+            return _LocalLock(self._locks.setdefault(name, threading.Lock()))
+
+    def ping(self) -> bool:
+        return True
+
+
+class _LocalLock:
+    def __init__(self, lock: threading.Lock):
+        self._lock = lock
+
+    def acquire(self) -> bool:
+        return self._lock.acquire(blocking=False)
+
+    def release(self):
+        try:
+            self._lock.release()
+        except RuntimeError:
+            pass
+
+
+class RedisStore:
+    """The shared store: one Redis round trip per lookup, MemoryStore while Redis is down."""
+
+    def __init__(self, client: redis.Redis, warn_interval: float = 30.0):
+        self.redis = client
+        self.fallback = MemoryStore(max_entries=10_000)
+        self._warn_interval = warn_interval
+        self._last_warning = 0.0
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisStore:
+        # Short timeouts: a hung Redis must not hold a reverse proxy's auth request.
+        client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=0.5,
+            socket_timeout=0.5,
+            health_check_interval=30,
+            decode_responses=True,
+        )
+        return cls(client)
+
+    def _fault(self, exc: Exception):
+        now = time.monotonic()
+        if now - self._last_warning >= self._warn_interval:
+            self._last_warning = now
+            logger.warning("Redis unavailable, deciding without the shared cache: %s", exc)
+
+    def lookup(self, sid, version, orcid, dataset):
+        try:
+            epoch, session, decision = self.redis.mget(
+                EPOCH, session_key(sid), decision_key(version, orcid, dataset)
+            )
+        except redis.RedisError as exc:
+            self._fault(exc)
+            return None, UNAVAILABLE, self.fallback.get_decision(version, orcid, dataset)
+        return int(epoch or 0), session, decision
+
+    def get_decision(self, version, orcid, dataset):
+        try:
+            return self.redis.get(decision_key(version, orcid, dataset))
+        except redis.RedisError as exc:
+            self._fault(exc)
+            return self.fallback.get_decision(version, orcid, dataset)
+
+    def put_decision(self, version, orcid, dataset, value: str, ttl: float):
+        try:
+            self.redis.set(decision_key(version, orcid, dataset), value, px=max(1, int(ttl * 1000)))
+        except redis.RedisError as exc:
+            self._fault(exc)
+            self.fallback.put_decision(version, orcid, dataset, value, ttl)
+
+    def delete_decision(self, version, orcid, dataset):
+        self.fallback.delete_decision(version, orcid, dataset)
+        try:
+            self.redis.delete(decision_key(version, orcid, dataset))
+        except redis.RedisError as exc:
+            self._fault(exc)
+
+    def get_session(self, sid: str):
+        try:
+            return self.redis.get(session_key(sid))
+        except redis.RedisError as exc:
+            self._fault(exc)
+            return UNAVAILABLE
+
+    def put_session(self, sid: str, value: str, ttl: float):
+        try:
+            self.redis.set(session_key(sid), value, ex=int(ttl))
+        except redis.RedisError as exc:
+            self._fault(exc)
+
+    def delete_session(self, sid: str):
+        try:
+            with self.redis.pipeline() as pipe:
+                pipe.delete(session_key(sid)).incr(EPOCH).execute()
+        except redis.RedisError as exc:
+            self._fault(exc)
+
+    def forget_orcid(self, orcid: str) -> int:
+        self.fallback.forget_orcid(orcid)
+        keys = list(self.redis.scan_iter(match=f"{PREFIX}d:*:{orcid}:*", count=1000))
+        with self.redis.pipeline() as pipe:
+            if keys:
+                pipe.delete(*keys)
+            pipe.incr(EPOCH).execute()
+        return len(keys)
+
+    def bump_epoch(self):
+        try:
+            self.redis.incr(EPOCH)
+        except redis.RedisError as exc:
+            self._fault(exc)
+
+    def hit(self, key: str, window: float) -> int:
+        full = f"{PREFIX}rl:{key}"
+        try:
+            with self.redis.pipeline() as pipe:
+                count, _ = pipe.incr(full).expire(full, int(window), nx=True).execute()
+            return int(count)
+        except redis.RedisError as exc:
+            self._fault(exc)
+            return self.fallback.hit(key, window)
+
+    def lock(self, name: str, timeout: float):
+        return _RedisLock(self, name, timeout)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.redis.ping())
+        except redis.RedisError:
+            return False
+
+
+class _RedisLock:
+    """A lock shared by every worker; while Redis is down, a lock in this process."""
+
+    def __init__(self, store: RedisStore, name: str, timeout: float):
+        self._store, self._timeout = store, timeout
+        self._lock = store.redis.lock(f"{PREFIX}lock:{name}", timeout=timeout, blocking=False)
+        self._local = None
+
+    def acquire(self) -> bool:
+        try:
+            return bool(self._lock.acquire(token=uuid.uuid4().hex))
+        except redis.RedisError as exc:
+            self._store._fault(exc)
+            self._local = self._store.fallback.lock(self._lock.name, self._timeout)
+            return self._local.acquire()
+
+    def release(self):
+        if self._local is not None:
+            self._local.release()
+            return
+        try:
+            self._lock.release()
+        except (redis.RedisError, redis.exceptions.LockError):
+            pass  # expired or Redis gone: the lock times out by itself

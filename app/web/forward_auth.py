@@ -1,0 +1,188 @@
+"""The forward-auth check a reverse proxy makes before serving a protected file.
+
+``GET /auth`` (and ``/auth/<original path>`` for Envoy's ext_authz) answers:
+- 200 with ``X-Auth-Request-User``, ``X-Orcid-Id`` and ``X-Auth-Request-Dataset``: allowed;
+- 401: no valid session. A status, not a redirect, because nginx's auth_request treats
+  any other answer as an error; ``?redirect=1`` or ``AUTH_REDIRECT`` answers 302 to
+  /login instead, for proxies (Traefik, Caddy, Envoy) that pass our answer to the browser;
+- 403: signed in but not qualified, or the URL is no dataset's (fail closed).
+
+NOTE: this is plain WSGI middleware in front of Flask, not a blueprint. It is the hot
+path: Flask's request context and routing cost about a fifth of the throughput
+(bench/README.md). A per-worker memory of recent answers serves repeat checks with no
+Redis round trip; it is trusted only within a second of its last sync with the store's
+epoch, which logout and revocation bump, so no answer outlives them by more than a second.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from urllib.parse import parse_qs, quote
+
+from itsdangerous import BadSignature
+from werkzeug.http import parse_cookie
+
+from app.access import decision_from_json
+from app.cache import UNAVAILABLE
+from app.errors import InvalidOrcidId
+from app.orcid_id import parse_orcid_id
+
+logger = logging.getLogger(__name__)
+
+SYNC_INTERVAL = 1.0  # seconds a memorised answer may go unchecked against the store
+MEMO_LIMIT = 50_000
+
+
+class ForwardAuth:
+    def __init__(self, wsgi_app, flask_app):
+        self.wsgi_app = wsgi_app
+        gk = flask_app.extensions["gatekeeper"]
+        self.settings, self.store, self.checker = gk.settings, gk.store, gk.checker
+        self.policy_file = gk.policy_file
+        self.serializer = flask_app.session_interface.get_signing_serializer(flask_app)
+        self.cookie_name = flask_app.config["SESSION_COOKIE_NAME"]
+        self.lifetime = self.settings.session_lifetime
+        self.sessions: dict[str, tuple[str, str, float] | None] = {}  # cookie -> sid, iD, expiry
+        self.answers: dict[tuple, tuple[bool, float]] = {}  # (version, sid, dataset) -> answer
+        self.epoch = None
+        self.synced = 0.0
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path != "/auth" and not path.startswith("/auth/"):
+            return self.wsgi_app(environ, start_response)
+        try:
+            status, headers = self.answer(environ, path)
+        except Exception:  # fail closed, and say so in the log, never to the proxy
+            logger.exception("auth check failed")
+            status, headers = "403 Forbidden", []
+        headers.append(("Content-Type", "text/plain; charset=utf-8"))
+        headers.append(("Cache-Control", "no-store"))
+        body = status.encode()
+        headers.append(("Content-Length", str(len(body))))
+        start_response(status, headers)
+        return [body]
+
+    def answer(self, environ, path) -> tuple[str, list]:
+        if self.policy_file.refresh():
+            self.answers.clear()
+        policy = self.checker.policy
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        dataset = self.dataset(policy, environ, path, query)
+        session = self.session(environ)
+        if session is None:
+            return self.unauthenticated(environ, path, query)
+        sid, orcid = session[0], session[1]
+        if dataset is None:
+            return "403 Forbidden", []  # no dataset owns this URL: fail closed
+        key = (policy.version, sid, dataset.key)
+        now = time.time()
+        remembered = self.answers.get(key)
+        if remembered and remembered[1] > now and time.monotonic() - self.synced < SYNC_INTERVAL:
+            allowed = remembered[0]
+        else:
+            allowed = self.lookup(key, sid, orcid, dataset.key, now)
+            if allowed is None:
+                return self.unauthenticated(environ, path, query)
+        if not allowed:
+            return "403 Forbidden", []
+        return "200 OK", [
+            ("X-Auth-Request-User", orcid),
+            ("X-Orcid-Id", orcid),
+            ("X-Auth-Request-Dataset", dataset.key),
+        ]
+
+    def lookup(self, key, sid, orcid, dataset, now) -> bool | None:
+        """One store round trip: epoch, session and decision; None when signed out."""
+        epoch, stored_session, raw = self.store.lookup(sid, key[0], orcid, dataset)
+        if epoch is not None:
+            if epoch != self.epoch:
+                self.answers.clear()
+                self.epoch = epoch
+            self.synced = time.monotonic()
+        if stored_session is None:
+            return None  # signed out, or expired server-side
+        decision = decision_from_json(raw)
+        if decision is None:
+            token = None
+            if stored_session is not UNAVAILABLE:
+                token = _token_of(stored_session)
+            decision = self.checker.check(orcid, dataset, token=token)
+        if len(self.answers) >= MEMO_LIMIT:
+            self.answers.clear()
+        self.answers[key] = (decision.allowed, self.checker.cache_until(decision).timestamp())
+        return decision.allowed
+
+    def dataset(self, policy, environ, path, query):
+        """?dataset= first, else the original URL the proxy tells us about."""
+        names = query.get("dataset")
+        if names:
+            return policy.datasets.get(names[0])
+        original = (
+            environ.get("HTTP_X_ORIGINAL_URI")
+            or environ.get("HTTP_X_FORWARDED_URI")
+            or (path[len("/auth") :] if path.startswith("/auth/") else None)
+        )
+        if not original:
+            return None
+        return policy.dataset_for_path(original)
+
+    def session(self, environ) -> tuple[str, str, float] | None:
+        """(sid, ORCID iD, expiry) from the signed session cookie, verified once per worker."""
+        cookie = parse_cookie(environ.get("HTTP_COOKIE", "")).get(self.cookie_name)
+        if not cookie:
+            return None
+        now = time.time()
+        if cookie in self.sessions:
+            found = self.sessions[cookie]
+            return found if found is not None and found[2] > now else None
+        try:
+            data, signed_at = self.serializer.loads(
+                cookie, max_age=self.lifetime, return_timestamp=True
+            )
+            researcher = data["researcher"]
+            found = (
+                str(researcher["sid"]),
+                parse_orcid_id(researcher["orcid"]),
+                signed_at.timestamp() + self.lifetime,
+            )
+        except (BadSignature, KeyError, TypeError, InvalidOrcidId):
+            found = None  # tampered, expired or not signed in: no session
+        if len(self.sessions) >= MEMO_LIMIT:
+            self.sessions.clear()
+        self.sessions[cookie] = found
+        return found
+
+    def unauthenticated(self, environ, path, query) -> tuple[str, list]:
+        if not (self.settings.auth_redirect or query.get("redirect") == ["1"]):
+            return "401 Unauthorized", []
+        target = original_url(environ, path)
+        login = (self.settings.public_url or "").rstrip("/") + "/login"
+        if target:
+            login += "?next=" + quote(target, safe="")
+        return "302 Found", [("Location", login)]
+
+
+def original_url(environ, path) -> str | None:
+    """The URL the browser asked the proxy for, as far as the proxy told us."""
+    uri = environ.get("HTTP_X_ORIGINAL_URI") or environ.get("HTTP_X_FORWARDED_URI")
+    if not uri and path.startswith("/auth/"):
+        uri = path[len("/auth") :]
+        if environ.get("QUERY_STRING") and not environ["QUERY_STRING"].startswith("redirect="):
+            uri += "?" + environ["QUERY_STRING"]
+    if not uri:
+        return None
+    host = environ.get("HTTP_X_FORWARDED_HOST")
+    if host:
+        proto = environ.get("HTTP_X_FORWARDED_PROTO", "https")
+        return f"{proto}://{host}{uri}"
+    return uri
+
+
+def _token_of(stored_session: str) -> str | None:
+    try:
+        return json.loads(stored_session).get("token")
+    except (ValueError, AttributeError):
+        return None

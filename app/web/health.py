@@ -1,0 +1,32 @@
+"""Health checks for operators and orchestrators."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    """The process is up."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    """Ready to decide: the policy is loaded and Redis (when configured) answers.
+
+    :raise 503: with the reasons, when not ready.
+    """
+    gk = current_app.extensions["gatekeeper"]
+    problems = []
+    gk.policy_file.refresh()
+    if gk.policy_file.last_error is not None:
+        problems.append(f"policy reload failed, still serving the previous one: "
+                        f"{gk.policy_file.last_error.message}")
+    if not gk.store.ping():
+        problems.append("Redis does not answer")
+    body = {"status": "ready" if not problems else "not ready", "problems": problems,
+            "policy_version": gk.checker.policy.version}
+    return jsonify(body), (200 if not problems else 503)

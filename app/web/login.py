@@ -1,0 +1,220 @@
+"""Sign-in with ORCID (Authlib does every OAuth step), sessions, sign-out.
+
+The browser holds a signed session cookie with the researcher's iD and a session id;
+the researcher's ORCID access token stays server-side in the store, under that id.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+
+from authlib.common.errors import AuthlibBaseError
+from authlib.integrations.flask_client import OAuth
+from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from requests import RequestException
+
+from app.cache import UNAVAILABLE
+from app.errors import InvalidOrcidId
+from app.orcid_id import parse_orcid_id
+from app.web.redirects import safe_next
+
+logger = logging.getLogger(__name__)
+bp = Blueprint("login", __name__)
+oauth = OAuth()
+
+
+@dataclass(frozen=True, slots=True)
+class Researcher:
+    orcid: str
+    name: str | None
+    sid: str
+
+
+def init_app(app):
+    """Register ORCID as an OAuth provider with URLs from the settings."""
+    settings = app.extensions["gatekeeper"].settings
+    base = settings.orcid_base_url.rstrip("/")
+    kwargs = {
+        "client_id": settings.orcid_client_id,
+        "client_secret": settings.orcid_client_secret,
+        "authorize_url": f"{base}/oauth/authorize",
+        "access_token_url": f"{base}/oauth/token",
+        "client_kwargs": {
+            "scope": settings.orcid_scope,
+            "token_endpoint_auth_method": "client_secret_post",
+            "default_timeout": 10,
+        },
+    }
+    if "openid" in settings.orcid_scope.split():
+        # Authlib then checks the ID token: issuer, audience, signature (JWKS), nonce.
+        kwargs["server_metadata_url"] = f"{base}/.well-known/openid-configuration"
+    oauth.init_app(app)
+    oauth.register("orcid", overwrite=True, **kwargs)
+
+
+def _gatekeeper():
+    return current_app.extensions["gatekeeper"]
+
+
+def allowed_hosts() -> frozenset[str]:
+    settings = _gatekeeper().settings
+    hosts = set(settings.allowed_redirect_hosts)
+    if settings.public_url:
+        from urllib.parse import urlsplit
+
+        hosts.add(urlsplit(settings.public_url).netloc.lower())
+    return frozenset(hosts)
+
+
+def redirect_uri() -> str:
+    public = _gatekeeper().settings.public_url
+    if public:
+        return public.rstrip("/") + "/callback"
+    return url_for("login.callback", _external=True)
+
+
+def current_researcher() -> Researcher | None:
+    """The signed-in researcher, or None (no cookie, a tampered one, or signed out)."""
+    data = session.get("researcher")
+    if not isinstance(data, dict):
+        return None
+    try:
+        orcid = parse_orcid_id(data.get("orcid", ""))
+    except InvalidOrcidId:
+        return None
+    sid = data.get("sid")
+    if not isinstance(sid, str):
+        return None
+    stored = _gatekeeper().store.get_session(sid)
+    if stored is None:
+        return None  # signed out, or expired server-side
+    return Researcher(orcid, data.get("name"), sid)
+
+
+def researcher_token(sid: str) -> str | None:
+    """The researcher's ORCID access token, from the server-side session."""
+    stored = _gatekeeper().store.get_session(sid)
+    if not stored or stored is UNAVAILABLE:
+        return None
+    try:
+        return json.loads(stored).get("token")
+    except ValueError:
+        return None
+
+
+def csrf_token() -> str:
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(24)
+    return token
+
+
+def csrf_ok() -> bool:
+    sent = request.form.get("csrf", "")
+    expected = session.get("csrf", "")
+    return bool(expected) and hmac.compare_digest(sent, expected)
+
+
+@bp.app_context_processor
+def _template_helpers():
+    return {"csrf_token": csrf_token, "researcher": current_researcher}
+
+
+@bp.get("/login")
+def login():
+    """Send the researcher to ORCID to sign in; ``next`` is where to return to."""
+    session["next"] = safe_next(request.args.get("next"), allowed_hosts())
+    return oauth.orcid.authorize_redirect(redirect_uri())
+
+
+@bp.get("/callback")
+def callback():
+    """ORCID sends the researcher back here with a code (or an error) and our state.
+
+    :raise 400: a wrong, missing or replayed state, or a code ORCID refuses.
+    """
+    if request.args.get("error"):
+        # The researcher pressed Deny at ORCID: no session, a page that says so.
+        for key in [k for k in session if k.startswith("_state_orcid_")]:
+            session.pop(key)
+        return render_template("denied.html"), 200
+    try:
+        token = oauth.orcid.authorize_access_token()
+    except AuthlibBaseError as exc:
+        logger.info("sign-in refused: %s", getattr(exc, "error", type(exc).__name__))
+        return render_template(
+            "message.html",
+            title="Sign-in did not complete",
+            message="This sign-in link has expired or was already used. Please start again.",
+            action=("Sign in with ORCID", url_for("login.login")),
+        ), 400
+    except RequestException:
+        logger.warning("ORCID token endpoint unreachable")
+        return render_template(
+            "message.html",
+            title="ORCID is not answering",
+            message="We could not finish signing you in because ORCID did not answer. "
+            "Please try again in a few minutes.",
+            action=("Try again", url_for("login.login")),
+        ), 502
+    try:
+        orcid = parse_orcid_id(str(token.get("orcid") or token.get("userinfo", {}).get("sub")))
+    except InvalidOrcidId:
+        logger.warning("ORCID token answer carried no valid iD")
+        return render_template(
+            "message.html",
+            title="Sign-in did not complete",
+            message="ORCID did not tell us your iD. Please start again.",
+            action=("Sign in with ORCID", url_for("login.login")),
+        ), 502
+    if "openid" in _gatekeeper().settings.orcid_scope.split() and "userinfo" not in token:
+        logger.warning("openid requested but no ID token came back")
+        return render_template(
+            "message.html", title="Sign-in did not complete",
+            message="ORCID's answer could not be verified. Please start again.",
+            action=("Sign in with ORCID", url_for("login.login")),
+        ), 502
+    next_url = session.pop("next", "/")
+    start_session(orcid, token.get("name") or None, token.get("access_token"))
+    return redirect(safe_next(next_url, allowed_hosts()))
+
+
+def start_session(orcid: str, name: str | None, access_token: str | None):
+    """A fresh session id (no fixation), the token kept server-side, never in the cookie."""
+    gk = _gatekeeper()
+    session.clear()
+    sid = secrets.token_urlsafe(24)
+    gk.store.put_session(
+        sid, json.dumps({"orcid": orcid, "token": access_token}), gk.settings.session_lifetime
+    )
+    session.permanent = True
+    session["researcher"] = {"orcid": orcid, "name": name, "sid": sid}
+    logger.info("signed in", extra={"orcid": orcid})
+
+
+@bp.get("/logout")
+def logout_page():
+    return render_template("logout.html")
+
+
+@bp.post("/logout")
+def logout():
+    """End the session; the form's CSRF token must match the session's."""
+    if not csrf_ok():
+        return render_template(
+            "message.html",
+            title="Please try again",
+            message="That sign-out form had expired.",
+            action=("Sign out", url_for("login.logout_page")),
+        ), 400
+    researcher = session.get("researcher")
+    if isinstance(researcher, dict) and isinstance(researcher.get("sid"), str):
+        _gatekeeper().store.delete_session(researcher["sid"])
+    session.clear()
+    return render_template("message.html", title="Signed out",
+                           message="You are signed out of the gatekeeper.",
+                           action=("Home", url_for("pages.index")))
