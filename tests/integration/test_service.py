@@ -1,0 +1,222 @@
+"""The service end to end under gunicorn: sign-in at the ORCID emulator, pages, /auth."""
+
+import concurrent.futures
+import re
+import time
+
+import pytest
+import requests
+
+from tests.integration.conftest import sign_in
+
+QUALIFIED = "qualified"
+SELF_ASSERTED = "self-asserted"
+
+
+@pytest.fixture
+def gatekeeper(start_gatekeeper, redis_url, orcid):
+    return start_gatekeeper(redis_url=redis_url)
+
+
+def auth(browser_or_requests, gatekeeper, **headers):
+    return browser_or_requests.get(f"{gatekeeper.url}/auth", headers=headers,
+                                   allow_redirects=False, timeout=15)
+
+
+class TestSignIn:
+    def test_sign_in_sets_a_hardened_cookie_and_returns_to_next(self, gatekeeper):
+        browser, response = sign_in(gatekeeper.url, QUALIFIED, "/datasets/sail-cohort")
+        assert response.status_code == 302
+        assert response.headers["Location"] == "/datasets/sail-cohort"
+        cookie = response.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+        assert "Secure" not in cookie  # plain http on loopback only
+
+    @pytest.mark.parametrize(
+        "hostile", ["https://evil.example/", "//evil.example", "/\\evil.example",
+                    "javascript:alert(1)"])
+    def test_hostile_next_falls_back_to_home(self, gatekeeper, hostile):
+        _, response = sign_in(gatekeeper.url, QUALIFIED, hostile)
+        assert response.headers["Location"] == "/"
+
+    def test_denied_consent_shows_a_friendly_page_and_no_session(self, gatekeeper):
+        browser, response = sign_in(gatekeeper.url, QUALIFIED, decision="deny")
+        assert response.status_code == 200
+        assert "You did not give permission" in response.text
+        assert auth(browser, gatekeeper, **{"X-Original-URI": "/datasets/sail-cohort/a"}
+                    ).status_code == 401
+
+    def test_a_forged_state_is_refused_with_no_session(self, gatekeeper, orcid):
+        browser = requests.Session()
+        browser.get(f"{gatekeeper.url}/login", allow_redirects=False, timeout=5)
+        response = browser.get(f"{gatekeeper.url}/callback",
+                               params={"code": "abcdef", "state": "forged"},
+                               allow_redirects=False, timeout=5)
+        assert response.status_code == 400
+        assert "expired or was already used" in response.text
+        assert orcid.requests().get("token", 0) == 0
+
+    def test_a_replayed_callback_is_refused(self, gatekeeper):
+        browser = requests.Session()
+        start = browser.get(f"{gatekeeper.url}/login", allow_redirects=False, timeout=5)
+        back = browser.get(start.headers["Location"],
+                           params={"persona": QUALIFIED, "decision": "authorize"},
+                           allow_redirects=False, timeout=5)
+        callback = back.headers["Location"]
+        assert browser.get(callback, allow_redirects=False, timeout=5).status_code == 302
+        assert browser.get(callback, allow_redirects=False, timeout=5).status_code == 400
+
+    def test_logout_needs_the_form_token_and_ends_the_session(self, gatekeeper):
+        browser, _ = sign_in(gatekeeper.url, QUALIFIED)
+        headers = {"X-Original-URI": "/datasets/sail-cohort/data.csv"}
+        assert auth(browser, gatekeeper, **headers).status_code == 200
+        stolen = dict(browser.cookies)
+        assert browser.post(f"{gatekeeper.url}/logout", data={"csrf": "wrong"},
+                            timeout=5).status_code == 400
+        page = browser.get(f"{gatekeeper.url}/logout", timeout=5).text
+        token = re.search(r'name="csrf" value="([^"]+)"', page)[1]
+        assert browser.post(f"{gatekeeper.url}/logout", data={"csrf": token},
+                            timeout=5).status_code == 200
+        # Even the old cookie, replayed, no longer counts (within the one-second sync).
+        replay = requests.Session()
+        replay.cookies.update(stolen)
+        time.sleep(1.1)
+        assert auth(replay, gatekeeper, **headers).status_code == 401
+
+
+class TestForwardAuth:
+    def test_without_a_session_the_answer_is_401(self, gatekeeper):
+        response = auth(requests, gatekeeper, **{"X-Original-URI": "/datasets/sail-cohort/x"})
+        assert response.status_code == 401
+
+    def test_redirect_mode_answers_302_to_login_with_the_original_url(self, gatekeeper):
+        response = requests.get(
+            f"{gatekeeper.url}/auth?redirect=1",
+            headers={"X-Forwarded-Uri": "/datasets/sail-cohort/x.csv",
+                     "X-Forwarded-Host": "127.0.0.1:9", "X-Forwarded-Proto": "http"},
+            allow_redirects=False, timeout=5)
+        assert response.status_code == 302
+        assert response.headers["Location"] == (
+            f"{gatekeeper.url}/login?next=http%3A%2F%2F127.0.0.1%3A9%2Fdatasets%2Fsail-cohort%2Fx.csv")
+
+    @pytest.mark.parametrize(
+        "headers, path",
+        [
+            ({"X-Original-URI": "/datasets/sail-cohort/data.csv"}, "/auth"),
+            ({"X-Forwarded-Uri": "/datasets/sail-cohort/data.csv"}, "/auth"),
+            ({}, "/auth/datasets/sail-cohort/data.csv"),
+            ({}, "/auth?dataset=sail-cohort"),
+        ],
+        ids=["nginx", "traefik-caddy", "envoy-path", "query"],
+    )
+    def test_a_qualified_researcher_is_allowed_with_identity_headers(
+        self, gatekeeper, headers, path
+    ):
+        browser, _ = sign_in(gatekeeper.url, QUALIFIED)
+        response = browser.get(gatekeeper.url + path, headers=headers, timeout=15)
+        assert response.status_code == 200
+        orcid_id = response.headers["X-Orcid-Id"]
+        assert re.fullmatch(r"\d{4}-\d{4}-\d{4}-\d{3}[\dX]", orcid_id)
+        assert response.headers["X-Auth-Request-User"] == orcid_id
+        assert response.headers["X-Auth-Request-Dataset"] == "sail-cohort"
+
+    def test_a_researcher_without_the_qualifications_gets_403(self, gatekeeper):
+        browser, _ = sign_in(gatekeeper.url, SELF_ASSERTED)
+        response = auth(browser, gatekeeper, **{"X-Original-URI": "/datasets/sail-cohort/a"})
+        assert response.status_code == 403
+
+    @pytest.mark.parametrize("uri", ["/elsewhere/file", "/datasets/unknown/x", ""])
+    def test_a_url_that_maps_to_no_dataset_is_403(self, gatekeeper, uri):
+        browser, _ = sign_in(gatekeeper.url, QUALIFIED)
+        assert auth(browser, gatekeeper, **{"X-Original-URI": uri}).status_code == 403
+
+    def test_a_tampered_cookie_is_no_session(self, gatekeeper):
+        browser, _ = sign_in(gatekeeper.url, QUALIFIED)
+        value = browser.cookies["gatekeeper_session"]
+        forged = requests.Session()
+        forged.cookies.set("gatekeeper_session", value[:-3] + ("AAA" if value[-3:] != "AAA" else "BBB"))
+        assert auth(forged, gatekeeper, **{"X-Original-URI": "/datasets/sail-cohort/a"}
+                    ).status_code == 401
+
+    def test_the_cached_path_reads_orcid_once(self, gatekeeper, orcid):
+        browser, _ = sign_in(gatekeeper.url, QUALIFIED)
+        for _ in range(20):
+            assert auth(browser, gatekeeper, **{"X-Original-URI": "/datasets/sail-cohort/a"}
+                        ).status_code == 200
+        assert orcid.requests()["qualifications"] == 1
+
+    def test_thirty_concurrent_first_requests_cost_one_summary_read(self, start_gatekeeper,
+                                                                     redis_url, orcid):
+        gatekeeper = start_gatekeeper(redis_url=redis_url, workers=2)
+        browser, _ = sign_in(gatekeeper.url, QUALIFIED)
+        orcid.reset()
+        orcid.faults(latency_ms=300)  # keep the first read in flight while the rest arrive
+        cookies = dict(browser.cookies)
+
+        def one(_):
+            return requests.get(f"{gatekeeper.url}/auth?dataset=sail-cohort", cookies=cookies,
+                                timeout=20).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(30) as pool:
+            statuses = list(pool.map(one, range(30)))
+        assert statuses == [200] * 30
+        assert orcid.requests()["qualifications"] == 1
+
+    def test_redis_stopped_mid_test_still_answers(self, gatekeeper, redis_server):
+        browser, _ = sign_in(gatekeeper.url, QUALIFIED)
+        headers = {"X-Original-URI": "/datasets/sail-cohort/a"}
+        assert auth(browser, gatekeeper, **headers).status_code == 200
+        redis_server.stop()
+        for path in ("/auth", "/", "/datasets/sail-cohort"):
+            response = browser.get(gatekeeper.url + path, headers=headers, timeout=15)
+            assert response.status_code == 200, path
+        # A researcher never seen before is decided without the cache: refused, not a 500.
+        refused, _ = sign_in(gatekeeper.url, SELF_ASSERTED)
+        assert auth(refused, gatekeeper, **headers).status_code == 403
+
+    def test_orcid_returning_503_refuses_with_the_reason_on_the_page(self, gatekeeper, orcid):
+        browser, _ = sign_in(gatekeeper.url, QUALIFIED)
+        orcid.faults(status=503, rate=1.0, endpoints=["qualifications"])
+        response = auth(browser, gatekeeper, **{"X-Original-URI": "/datasets/sail-cohort/a"})
+        assert response.status_code == 403
+        page = browser.get(f"{gatekeeper.url}/datasets/sail-cohort", timeout=15)
+        assert page.status_code == 200
+        assert "ORCID is not answering right now" in page.text
+
+
+class TestPages:
+    def test_dataset_page_explains_a_refusal(self, gatekeeper):
+        browser, _ = sign_in(gatekeeper.url, SELF_ASSERTED)
+        page = browser.get(f"{gatekeeper.url}/datasets/sail-cohort", timeout=15)
+        assert "No access yet" in page.text
+        assert "added by yourself; this dataset needs it from UK Data Service" in page.text
+        assert "What to do" in page.text
+
+    def test_dataset_page_shows_access_granted(self, gatekeeper):
+        browser, _ = sign_in(gatekeeper.url, QUALIFIED)
+        page = browser.get(f"{gatekeeper.url}/datasets/sail-cohort", timeout=15)
+        assert "Access granted" in page.text and "Safe Researcher Training" in page.text
+
+    def test_check_again_rereads_orcid_and_is_rate_limited(self, gatekeeper, orcid):
+        browser, _ = sign_in(gatekeeper.url, QUALIFIED)
+        page = browser.get(f"{gatekeeper.url}/datasets/sail-cohort", timeout=15).text
+        token = re.search(r'name="csrf" value="([^"]+)"', page)[1]
+        before = orcid.requests()["qualifications"]
+        first = browser.post(f"{gatekeeper.url}/datasets/sail-cohort/check",
+                             data={"csrf": token}, allow_redirects=False, timeout=15)
+        assert first.status_code == 302
+        assert orcid.requests()["qualifications"] == before + 1
+        second = browser.post(f"{gatekeeper.url}/datasets/sail-cohort/check",
+                              data={"csrf": token}, allow_redirects=False, timeout=15)
+        assert second.status_code == 429
+        assert orcid.requests()["qualifications"] == before + 1
+
+    def test_unknown_dataset_page_is_404_without_a_trace(self, gatekeeper):
+        page = requests.get(f"{gatekeeper.url}/datasets/nope", timeout=5)
+        assert page.status_code == 404 and "Traceback" not in page.text
+
+    def test_readyz_reports_redis_down(self, gatekeeper, redis_server):
+        assert requests.get(f"{gatekeeper.url}/readyz", timeout=5).status_code == 200
+        redis_server.stop()
+        response = requests.get(f"{gatekeeper.url}/readyz", timeout=5)
+        assert response.status_code == 503 and "Redis" in response.json()["problems"][0]
