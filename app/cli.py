@@ -138,6 +138,36 @@ def explain(orcid, dataset, record, policy_path, as_json):
     sys.exit(0 if decision.allowed else 1)
 
 
+@main.group()
+def decisions():
+    """Work with cached decisions (needs REDIS_URL)."""
+
+
+@decisions.command("revoke")
+@click.option("--orcid", "orcid", required=True, help="The researcher's ORCID iD.")
+def decisions_revoke(orcid):
+    """Forget every cached decision about a researcher, in every worker within a second.
+
+    Their next request is decided afresh from ORCID.
+    """
+    settings = _settings()
+    try:
+        orcid = parse_orcid_id(orcid)
+    except InvalidOrcidId as exc:
+        raise Misuse(exc.message) from None
+    if not settings.redis_url:
+        raise Misuse("REDIS_URL is not set: decisions live inside the service's own process")
+    import redis
+
+    from app.cache import RedisStore
+
+    try:
+        count = RedisStore.from_url(settings.redis_url).forget_orcid(orcid)
+    except redis.RedisError as exc:
+        raise click.ClickException(f"Redis did not answer: {exc}") from None
+    click.echo(f"revoked {count} cached decision{'s' if count != 1 else ''} for {orcid}")
+
+
 def run():
     """Entry point that keeps even unexpected errors to one line."""
     try:

@@ -86,3 +86,30 @@ class TestRedisOutage:
         thread.join()
         assert results == [False]
         held.release()
+
+
+class TestRevokeCommand:
+    def test_revoke_drops_a_researchers_decisions_and_bumps_the_epoch(self, redis_url):
+        from click.testing import CliRunner
+
+        from app.cli import main
+
+        store = RedisStore.from_url(redis_url)
+        store.put_decision("v1", "0000-0002-1825-0097", "a", "x", 60)
+        epoch = store.lookup("s", "v1", "o", "a")[0]
+        result = CliRunner().invoke(main, ["decisions", "revoke", "--orcid",
+                                           "https://orcid.org/0000-0002-1825-0097"],
+                                    env={"REDIS_URL": redis_url})
+        assert result.exit_code == 0, result.output
+        assert "revoked 1 cached decision for 0000-0002-1825-0097" in result.output
+        assert store.get_decision("v1", "0000-0002-1825-0097", "a") is None
+        assert store.lookup("s", "v1", "o", "a")[0] == epoch + 1
+
+    def test_revoke_without_redis_is_a_usage_error(self):
+        from click.testing import CliRunner
+
+        from app.cli import main
+
+        result = CliRunner().invoke(main, ["decisions", "revoke", "--orcid",
+                                           "0000-0002-1825-0097"], env={"REDIS_URL": ""})
+        assert result.exit_code == 2 and "REDIS_URL" in result.stderr
