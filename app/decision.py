@@ -36,6 +36,17 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadError:
+    """Why the record could not be read. Unlike ``Failure`` it is truthy: "there is one"."""
+
+    reason: str
+    message: str
+
+    def to_dict(self) -> dict:
+        return {"reason": self.reason, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
 class CandidateVerdict:
     """How one ORCID item fared against one qualification rule."""
 
@@ -124,7 +135,7 @@ class Decision:
     policy_version: str
     decided_at: dt.datetime
     valid_until: dt.datetime | None = None  # when to judge again; None: not before cache_ttl
-    error: Failure | None = None  # the record could not be read: a refusal
+    error: ReadError | None = None  # the record could not be read: a refusal
 
     def to_dict(self) -> dict:
         return {
@@ -148,7 +159,7 @@ class Decision:
             policy_version=data["policy_version"],
             decided_at=dt.datetime.fromisoformat(data["decided_at"]),
             valid_until=_datetime(data.get("valid_until")),
-            error=Failure(**data["error"]) if data.get("error") else None,
+            error=ReadError(**data["error"]) if data.get("error") else None,
         )
 
     def seconds_valid(self, now: dt.datetime) -> float | None:
@@ -384,5 +395,5 @@ def refuse_unreadable(
         policy_version=policy.version,
         decided_at=now,
         valid_until=None,
-        error=Failure(error.reason, error.message),
+        error=ReadError(error.reason, error.message),
     )
