@@ -181,7 +181,7 @@ class TestForwardAuth:
         assert response.status_code == 403
         page = browser.get(f"{gatekeeper.url}/datasets/sail-cohort", timeout=15)
         assert page.status_code == 200
-        assert "ORCID is not answering right now" in page.text, re.search(r"<main.*</main>", page.text, re.S)[0]
+        assert "ORCID is not answering right now" in page.text
 
 
 class TestPages:
