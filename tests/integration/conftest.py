@@ -169,8 +169,8 @@ def gatekeeper_env(tmp_path, emulator, redis_url=None, public_url=None, **extra)
         POLICY_PATH=str(REPO / "policies"),
         SECRET_KEY="integration-test-secret-key-0123456789",
         GK_LOG=str(tmp_path / "gatekeeper.log"),
-        **extra,
     )
+    env.update(extra)
     if redis_url:
         env["REDIS_URL"] = redis_url
     if public_url:

@@ -220,3 +220,32 @@ class TestPages:
         redis_server.stop()
         response = requests.get(f"{gatekeeper.url}/readyz", timeout=5)
         assert response.status_code == 503 and "Redis" in response.json()["problems"][0]
+
+
+class TestStartUp:
+    @pytest.mark.parametrize(
+        "unset, extra, variable",
+        [("SECRET_KEY", {}, "SECRET_KEY"),
+         (None, {"POLICY_PATH": "/nonexistent/policies"}, "POLICY_PATH"),
+         (None, {"REFUSAL_TTL": "soon"}, "REFUSAL_TTL")],
+        ids=["no-secret", "no-policy", "bad-number"],
+    )
+    def test_bad_settings_stop_gunicorn_with_one_line_naming_the_variable(
+        self, tmp_path, emulator, unset, extra, variable
+    ):
+        import subprocess
+
+        from tests.integration.conftest import BIN, REPO, free_port, gatekeeper_env
+
+        env = gatekeeper_env(tmp_path, emulator, **extra)
+        if unset:
+            env.pop(unset)
+        result = subprocess.run(
+            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "app:create_app()",
+             "-b", f"127.0.0.1:{free_port()}"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=30,
+        )
+        assert result.returncode != 0
+        ours = [line for line in result.stderr.splitlines() if line.startswith("orcid-gatekeeper:")]
+        assert len(ours) == 1 and variable in ours[0]
+        assert "Traceback" not in result.stderr

@@ -1,0 +1,89 @@
+"""The app factory and the edges that need no ORCID: configuration, cookies, redirects."""
+
+import pytest
+
+from app import create_app
+from app.errors import ConfigError
+from app.saved_record import SavedRecord
+from app.settings import Settings
+
+CLIENT = {"ORCID_CLIENT_ID": "APP-ABCDEFGHIJKLMNOP", "ORCID_CLIENT_SECRET": "secret"}
+
+
+def make_app(**environ):
+    settings = Settings.from_env({"SECRET_KEY": "unit-test-secret-key-0123", **CLIENT, **environ})
+    # A reader that must never be called: these tests make no decisions.
+    return create_app(settings, orcid_reader=SavedRecord({"qualifications": {}}))
+
+
+class TestCreateApp:
+    def test_missing_secret_key_names_the_variable(self):
+        with pytest.raises(ConfigError, match="SECRET_KEY"):
+            create_app(Settings.from_env(CLIENT))
+
+    def test_a_broken_policy_names_policy_path(self, write_policy):
+        path = write_policy("version: 1\ndatasets: {x: {paths: [/x/]}}\n")
+        with pytest.raises(ConfigError, match="POLICY_PATH: .*require"):
+            make_app(POLICY_PATH=str(path))
+
+
+class TestLogin:
+    def test_login_redirects_to_orcid_with_the_oauth_parameters(self):
+        app = make_app(PUBLIC_URL="https://data.example.org",
+                       ORCID_BASE_URL="https://sandbox.orcid.org")
+        response = app.test_client().get("/login?next=/datasets/sail-cohort")
+        assert response.status_code == 302
+        location = response.headers["Location"]
+        assert location.startswith("https://sandbox.orcid.org/oauth/authorize?")
+        for part in ("response_type=code", "client_id=APP-ABCDEFGHIJKLMNOP",
+                     "scope=%2Fauthenticate", "state=",
+                     "redirect_uri=https%3A%2F%2Fdata.example.org%2Fcallback"):
+            assert part in location
+
+    def test_the_session_cookie_is_signed_httponly_secure_and_lax(self):
+        app = make_app(PUBLIC_URL="https://data.example.org")
+        cookie = app.test_client().get("/login").headers["Set-Cookie"]
+        assert cookie.startswith("gatekeeper_session=")
+        assert "HttpOnly" in cookie and "Secure" in cookie and "SameSite=Lax" in cookie
+
+    def test_callback_without_state_is_refused(self):
+        response = make_app().test_client().get("/callback?code=abcdef")
+        assert response.status_code == 400
+        assert "expired or was already used" in response.get_data(as_text=True)
+
+    def test_callback_with_an_error_shows_the_denied_page(self):
+        response = make_app().test_client().get("/callback?error=access_denied&state=x")
+        assert response.status_code == 200
+        assert "You did not give permission" in response.get_data(as_text=True)
+
+
+class TestAuthWithoutSession:
+    @pytest.mark.parametrize("path", ["/auth", "/auth/datasets/sail-cohort/x",
+                                      "/auth?dataset=sail-cohort"])
+    def test_no_cookie_is_401(self, path):
+        response = make_app().test_client().get(path, headers={"X-Original-URI": "/datasets/x/"})
+        assert response.status_code == 401
+        assert response.headers["Cache-Control"] == "no-store"
+
+    def test_auth_redirect_setting_answers_302_to_login(self):
+        app = make_app(AUTH_REDIRECT="1", PUBLIC_URL="https://data.example.org")
+        response = app.test_client().get(
+            "/auth", headers={"X-Original-URI": "/datasets/sail-cohort/f.csv"})
+        assert response.status_code == 302
+        assert response.headers["Location"] == (
+            "https://data.example.org/login?next=%2Fdatasets%2Fsail-cohort%2Ff.csv")
+
+    def test_garbage_cookie_is_401(self):
+        client = make_app().test_client()
+        client.set_cookie("gatekeeper_session", "not.a.signed.cookie")
+        assert client.get("/auth?dataset=sail-cohort").status_code == 401
+
+
+class TestErrors:
+    def test_unknown_page_is_a_page_not_a_trace(self):
+        response = make_app().test_client().get("/nope")
+        assert response.status_code == 404
+        assert "Traceback" not in response.get_data(as_text=True)
+
+    def test_logout_without_csrf_is_refused(self):
+        assert make_app().test_client().post("/logout").status_code == 400

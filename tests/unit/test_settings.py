@@ -1,0 +1,79 @@
+import pytest
+
+from app.errors import ConfigError
+from app.settings import Settings
+
+CONTRACT = {
+    "ORCID_BASE_URL": ("orcid_base_url", "https://sandbox.orcid.org"),
+    "ORCID_API_URL": ("orcid_api_url", "https://api.sandbox.orcid.org/v3.0"),
+    "ORCID_CLIENT_ID": ("orcid_client_id", "APP-ABCDEFGHIJKLMNOP"),
+    "ORCID_CLIENT_SECRET": ("orcid_client_secret", "s3cret"),
+    "ORCID_SCOPE": ("orcid_scope", "/read-limited openid"),
+    "PUBLIC_URL": ("public_url", "https://data.example.org"),
+    "POLICY_PATH": ("policy_path", "/etc/gatekeeper/policies"),
+    "REDIS_URL": ("redis_url", "redis://127.0.0.1:6379/2"),
+    "SECRET_KEY": ("secret_key", "x" * 32),
+}
+
+
+class TestSettings:
+    def test_defaults_match_the_contract(self):
+        settings = Settings.from_env({})
+        assert settings.orcid_base_url == "https://orcid.org"
+        assert settings.orcid_api_url == "https://pub.orcid.org/v3.0"
+        assert settings.orcid_scope == "/authenticate"
+        assert settings.policy_path == "policies/"
+        assert settings.redis_url is None and settings.secret_key is None
+        assert settings.public_url is None
+
+    def test_every_contract_variable_is_read(self):
+        settings = Settings.from_env({name: value for name, (_, value) in CONTRACT.items()})
+        for name, (attribute, value) in CONTRACT.items():
+            assert getattr(settings, attribute) == value, name
+
+    @pytest.mark.parametrize(
+        "environ, variable",
+        [
+            ({"ORCID_API_URL": "pub.orcid.org/v3.0"}, "ORCID_API_URL"),
+            ({"PUBLIC_URL": "javascript:alert(1)"}, "PUBLIC_URL"),
+            ({"ORCID_CLIENT_ID": "APP-ABCDEFGHIJKLMNOP"}, "ORCID_CLIENT_SECRET"),
+            ({"REFUSAL_TTL": "soon"}, "REFUSAL_TTL"),
+            ({"REFUSAL_TTL": "0"}, "REFUSAL_TTL"),
+            ({"AUTH_REDIRECT": "maybe"}, "AUTH_REDIRECT"),
+            ({"ORCID_TIMEOUT": "60"}, "ORCID_TIMEOUT"),
+        ],
+    )
+    def test_a_bad_value_names_its_variable(self, environ, variable):
+        with pytest.raises(ConfigError, match=variable):
+            Settings.from_env(environ)
+
+    def test_every_problem_is_reported_at_once(self):
+        with pytest.raises(ConfigError) as raised:
+            Settings.from_env({"ORCID_API_URL": "x", "REFUSAL_TTL": "y"})
+        assert "ORCID_API_URL" in raised.value.message and "REFUSAL_TTL" in raised.value.message
+
+    def test_the_service_needs_a_secret_key_and_a_client(self):
+        problems = " ".join(Settings.from_env({}).service_problems())
+        assert "SECRET_KEY" in problems and "ORCID_CLIENT_ID" in problems
+        demo = Settings.from_env({"GATEKEEPER_DEMO": "1", "ORCID_CLIENT_ID": "APP-ABCDEFGHIJKLMNOP",
+                                  "ORCID_CLIENT_SECRET": "x"})
+        assert demo.service_problems() == []
+
+    def test_read_limited_on_the_public_api_is_contradictory(self):
+        settings = Settings.from_env({"ORCID_SCOPE": "/read-limited", "SECRET_KEY": "x" * 32,
+                                      "ORCID_CLIENT_ID": "APP-ABCDEFGHIJKLMNOP",
+                                      "ORCID_CLIENT_SECRET": "x"})
+        assert any("ORCID_SCOPE" in p for p in settings.service_problems())
+
+    @pytest.mark.parametrize(
+        "public_url, secure",
+        [(None, True), ("https://data.example.org", True), ("http://127.0.0.1:8000", False),
+         ("http://localhost:8000", False), ("http://data.example.org", True)],
+    )
+    def test_cookies_are_secure_except_plain_http_on_loopback(self, public_url, secure):
+        environ = {"PUBLIC_URL": public_url} if public_url else {}
+        assert Settings.from_env(environ).secure_cookies is secure
+
+    def test_allowed_redirect_hosts_are_a_lowercase_list(self):
+        settings = Settings.from_env({"ALLOWED_REDIRECT_HOSTS": "Data.Example.org, files.example.org"})
+        assert settings.allowed_redirect_hosts == ("data.example.org", "files.example.org")
