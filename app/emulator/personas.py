@@ -10,7 +10,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -183,7 +183,7 @@ def load_fixtures(path: str | Path | None = None, *, today: dt.date | None = Non
     :raises FixtureError: listing every problem in the file.
     """
     path = Path(path) if path is not None else DEFAULT_FIXTURES
-    today = today or dt.datetime.now(dt.timezone.utc).date()
+    today = today or dt.datetime.now(dt.UTC).date()
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -218,8 +218,15 @@ def parse_clients(entries, problems: list[str]) -> dict[str, Client]:
 
 
 def _client(entry, where: str) -> Client:
-    entry = _mapping(entry, where, required={"client_id", "client_secret", "redirect_uris"},
-                     optional={"name", "member"})
+    entry = _mapping(
+        entry,
+        where,
+        required={"client_id", "client_secret", "redirect_uris"},
+        optional={"name", "member"},
+    )
+    member = entry.get("member", True)
+    if not isinstance(member, bool):
+        raise FixtureError([f"{where}.member: expected true or false"])
     uris = entry["redirect_uris"]
     if uris == ANY_LOOPBACK:
         redirect_uris = None
@@ -231,7 +238,7 @@ def _client(entry, where: str) -> Client:
         client_id=_string(entry["client_id"], f"{where}.client_id"),
         client_secret=_string(entry["client_secret"], f"{where}.client_secret"),
         name=_string(entry.get("name", entry["client_id"]), f"{where}.name"),
-        member=bool(entry.get("member", True)),
+        member=member,
         redirect_uris=redirect_uris,
     )
 
@@ -254,17 +261,24 @@ def _personas(entries, today: dt.date, problems: list[str]) -> tuple[Persona, ..
 
 
 def _persona(entry, where: str, today: dt.date, problems: list[str]) -> Persona:
-    entry = _mapping(entry, where, required={"key", "orcid", "name"},
-                     optional={"status", "primary", "qualifications"})
+    entry = _mapping(
+        entry,
+        where,
+        required={"key", "orcid", "name"},
+        optional={"status", "primary", "qualifications"},
+    )
     orcid = _string(entry["orcid"], f"{where}.orcid")
     if not is_orcid_id(orcid):
-        raise FixtureError([f"{where}.orcid: {orcid!r} is not an ORCID iD with a valid check digit"])
+        raise FixtureError(
+            [f"{where}.orcid: {orcid!r} is not an ORCID iD with a valid check digit"]
+        )
     name = _name(entry["name"], f"{where}.name")
     status = _choice(entry.get("status", "active"), STATUSES, f"{where}.status")
     primary = entry.get("primary")
     if (status == "deprecated") != (primary is not None):
-        raise FixtureError([f"{where}.primary: give the primary iD or key for a deprecated record, "
-                            "and only then"])
+        raise FixtureError(
+            [f"{where}.primary: give the primary iD or key for a deprecated record, and only then"]
+        )
     items = entry.get("qualifications") or []
     if not isinstance(items, list):
         raise FixtureError([f"{where}.qualifications: expected a list"])
@@ -293,8 +307,10 @@ def _check_unique(personas: list[Persona], problems: list[str]) -> None:
         labels += [("put_code", q.put_code) for q in persona.qualifications]
         for label in labels:
             if label in seen:
-                problems.append(f"personas[{persona.key}]: {label[0]} {label[1]} is also used "
-                                f"by personas[{seen[label]}]")
+                problems.append(
+                    f"personas[{persona.key}]: {label[0]} {label[1]} is also used "
+                    f"by personas[{seen[label]}]"
+                )
             seen[label] = persona.key
 
 
@@ -307,11 +323,12 @@ def _resolve_primary(persona: Persona, personas: list[Persona], problems: list[s
     elif is_orcid_id(str(persona.primary)):
         primary = persona.primary
     else:
-        problems.append(f"personas[{persona.key}].primary: {persona.primary!r} is neither a "
-                        "persona nor an ORCID iD")
+        problems.append(
+            f"personas[{persona.key}].primary: {persona.primary!r} is neither a "
+            "persona nor an ORCID iD"
+        )
         return persona
-    return Persona(persona.key, persona.orcid, persona.name, persona.status,
-                   persona.qualifications, primary)
+    return replace(persona, primary=primary)
 
 
 def _name(value, where: str) -> Name:
@@ -326,10 +343,20 @@ def _name(value, where: str) -> Name:
 
 def _qualification(value, where: str, owner: str, name: Name, today: dt.date) -> Qualification:
     entry = _mapping(
-        value, where,
-        required={"put_code", "title", "source"},
-        optional={"organization", "department", "start", "end", "url", "external_ids",
-                  "visibility", "created"},
+        value,
+        where,
+        required={"put_code", "source"},
+        optional={
+            "title",
+            "organization",
+            "department",
+            "start",
+            "end",
+            "url",
+            "external_ids",
+            "visibility",
+            "created",
+        },
     )
     put_code = entry["put_code"]
     if isinstance(put_code, bool) or not isinstance(put_code, int) or put_code <= 0:
@@ -351,7 +378,7 @@ def _qualification(value, where: str, owner: str, name: Name, today: dt.date) ->
         raise FixtureError([f"{where}.external_ids: expected a list"])
     return Qualification(
         put_code=put_code,
-        title=_optional_string(entry["title"], f"{where}.title"),
+        title=_optional_string(entry.get("title"), f"{where}.title"),
         department=_optional_string(entry.get("department"), f"{where}.department"),
         organization=_organization(entry.get("organization"), f"{where}.organization"),
         start=start,
@@ -370,8 +397,9 @@ def _organization(value, where: str) -> Organization | None:
     # Since ORCID's 2025-08 schema change an item may have no organisation at all.
     if value is None:
         return None
-    entry = _mapping(value, where, required={"name"},
-                     optional={"id", "source", "city", "region", "country"})
+    entry = _mapping(
+        value, where, required={"name"}, optional={"id", "source", "city", "region", "country"}
+    )
     org_id = _optional_string(entry.get("id"), f"{where}.id")
     source = entry.get("source")
     if source is None and org_id and org_id.startswith("https://ror.org/"):
@@ -392,17 +420,21 @@ def _external_id(value, where: str) -> ExternalId:
         type=_string(entry["type"], f"{where}.type"),
         value=_string(entry["value"], f"{where}.value"),
         url=_optional_string(entry.get("url"), f"{where}.url"),
-        relationship=_choice(entry.get("relationship", "self"), RELATIONSHIPS,
-                             f"{where}.relationship"),
+        relationship=_choice(
+            entry.get("relationship", "self"), RELATIONSHIPS, f"{where}.relationship"
+        ),
     )
 
 
 def _source(value, where: str, owner: str, name: Name) -> Source:
-    """One of ``{self: true}``, ``{client_id, name}``, ``{client_id, name, origin_orcid}``
-    (``origin_orcid: self`` for the record holder) or ``{client_id, origin_client_id}``."""
-    entry = _mapping(value, where, required=set(),
-                     optional={"self", "client_id", "name", "origin_orcid", "origin_client_id",
-                               "origin_name"})
+    """Resolve ``{self: true}``, ``{client_id, name}`` (plus ``origin_orcid``: an iD or
+    ``self``) or ``{client_id, origin_client_id}`` into iDs and names."""
+    entry = _mapping(
+        value,
+        where,
+        required=set(),
+        optional={"self", "client_id", "name", "origin_orcid", "origin_client_id", "origin_name"},
+    )
     if entry.get("self") is True:
         if len(entry) > 1:
             raise FixtureError([f"{where}: 'self: true' takes no other keys"])
@@ -422,8 +454,9 @@ def _source(value, where: str, owner: str, name: Name) -> Source:
         client_id=client_id,
         name=_optional_string(entry.get("name", client_id), f"{where}.name"),
         origin_orcid=origin_orcid,
-        origin_client_id=_optional_string(entry.get("origin_client_id"),
-                                          f"{where}.origin_client_id"),
+        origin_client_id=_optional_string(
+            entry.get("origin_client_id"), f"{where}.origin_client_id"
+        ),
         origin_name=origin_name,
     )
 
@@ -456,8 +489,8 @@ def resolve_date(value, today: dt.date, where: str = "date") -> PartialDate:
             raise FixtureError([f"{where}: {value!r} is not a real date"]) from None
         result = PartialDate(year, month, day)
     else:
-        raise FixtureError([f"{where}: {value!r} is not a date (try 2025-06-30, 2025-06, "
-                            "2025, today, +1y, -30d, -2m or +2w)"])
+        hint = "try 2025-06-30, 2025-06, 2025, today, +1y, -30d, -2m or +2w"
+        raise FixtureError([f"{where}: {value!r} is not a date ({hint})"])
     if not 1900 <= result.year <= 2100:
         raise FixtureError([f"{where}: ORCID only accepts years 1900 to 2100"])
     return result

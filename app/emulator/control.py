@@ -1,0 +1,67 @@
+"""The emulator's control API for tests and demos, under /_emulator/ (JSON in and out).
+
+- ``GET  /_emulator/requests``: requests counted per endpoint kind since the last reset.
+- ``GET  /_emulator/faults``: the fault settings in force.
+- ``POST /_emulator/faults``: replace them, e.g. ``{"latency_ms": 50, "status": 503,
+  "rate": 1.0, "retry_after": 1, "endpoints": ["qualifications"]}``; omitted keys take
+  their defaults (no latency, no error, rate 1, every endpoint).
+- ``POST /_emulator/reset``: zero the counters and switch faults off (tokens survive).
+- ``GET  /_emulator/personas``: each persona's key, iD, name and status.
+- ``POST /_emulator/revoke``: ``{"orcid": ...}`` or ``{"access_token": ...}`` revokes
+  tokens, as a researcher does under Trusted Organizations; answers ``{"revoked": n}``.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from app.emulator.faults import FaultSettings
+from app.emulator.state import emulator
+
+bp = Blueprint("control", __name__, url_prefix="/_emulator")
+
+
+@bp.get("/requests")
+def requests_counted():
+    return jsonify(emulator().faults.counts())
+
+
+@bp.get("/faults")
+def faults():
+    return jsonify(emulator().faults.settings.to_json())
+
+
+@bp.post("/faults")
+def set_faults():
+    try:
+        settings = FaultSettings.from_json(request.get_json(silent=True))
+    except (TypeError, ValueError) as exc:
+        return jsonify(error=str(exc)), 400
+    emulator().faults.configure(settings)
+    return jsonify(settings.to_json())
+
+
+@bp.post("/reset")
+def reset():
+    knobs = emulator().faults
+    knobs.reset()
+    return jsonify(requests=knobs.counts(), faults=knobs.settings.to_json())
+
+
+@bp.get("/personas")
+def personas():
+    return jsonify(
+        [
+            {"key": p.key, "orcid": p.orcid, "name": p.name.display, "status": p.status}
+            for p in emulator().fixtures.personas
+        ]
+    )
+
+
+@bp.post("/revoke")
+def revoke():
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict) or not (data.keys() & {"orcid", "access_token"}):
+        return jsonify(error="give 'orcid' or 'access_token'"), 400
+    count = emulator().tokens.revoke(orcid=data.get("orcid"), access_token=data.get("access_token"))
+    return jsonify(revoked=count)

@@ -1,0 +1,223 @@
+"""ORCID v3.0 JSON, written by hand from the API description (shared/orcid-api.md §1, §4).
+
+Deliberately independent of ``app.qualifications``: if the two shared code, a parser
+bug would be mirrored here and the tests would still pass.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+
+from app.emulator.personas import (
+    ExternalId,
+    Name,
+    Organization,
+    PartialDate,
+    Persona,
+    Qualification,
+    Source,
+)
+
+ORCID_HOST = "orcid.org"
+MORE_INFO = "https://members.orcid.org/api/resources/troubleshooting"
+
+
+def qualifications(persona: Persona, items: list[Qualification]) -> dict:
+    """``GET /{orcid}/qualifications``: the visible items in affiliation groups.
+
+    ORCID groups items that share an external identifier; an item without one is a
+    group of its own. Empty groups never appear, as on ORCID's filtered reads.
+    """
+    groups: list[tuple[set, list[Qualification]]] = []  # (shared ids, items)
+    for item in items:
+        ids = {(e.type, e.value) for e in item.external_ids}
+        group = next((g for g in groups if g[0] & ids), None)
+        if group is None:
+            groups.append((ids, [item]))
+        else:
+            group[0].update(ids)
+            group[1].append(item)
+    return {
+        "last-modified-date": _millis(max(i.created for i in items)) if items else None,
+        "affiliation-group": [
+            {
+                "last-modified-date": _millis(max(i.created for i in group)),
+                "external-ids": {
+                    "external-id": [_external_id(e) for e in _group_external_ids(group)]
+                },
+                "summaries": [{"qualification-summary": qualification(persona, i)} for i in group],
+            }
+            for _, group in groups
+        ],
+        "path": f"/{persona.orcid}/qualifications",
+    }
+
+
+def qualification(persona: Persona, item: Qualification) -> dict:
+    """``GET /{orcid}/qualification/{put-code}``: one item, not wrapped (§1.3)."""
+    return {
+        "created-date": _millis(item.created),
+        "last-modified-date": _millis(item.created),
+        "source": _source(item.source),
+        "put-code": item.put_code,
+        "path": f"/{persona.orcid}/qualification/{item.put_code}",
+        "department-name": item.department,
+        "role-title": item.title,
+        "start-date": _fuzzy_date(item.start),
+        "end-date": _fuzzy_date(item.end),
+        "organization": _organization(item.organization),
+        "url": _value(item.url),
+        "external-ids": {"external-id": [_external_id(e) for e in item.external_ids]},
+        "display-index": "0",
+        "visibility": item.visibility,
+    }
+
+
+def person(persona: Persona, *, show_name: bool) -> dict:
+    """``GET /{orcid}/person``: the name (when the caller may see it) and empty sections."""
+    orcid = persona.orcid
+
+    def empty(items_key: str, path: str) -> dict:
+        return {"last-modified-date": None, items_key: [], "path": f"/{orcid}/{path}"}
+
+    created = _millis(_RECORD_CREATED)
+    return {
+        "last-modified-date": created if show_name else None,
+        "name": _name(persona.name, orcid, created) if show_name else None,
+        "other-names": empty("other-name", "other-names"),
+        "biography": None,
+        "researcher-urls": empty("researcher-url", "researcher-urls"),
+        "emails": empty("email", "email"),
+        "addresses": empty("address", "address"),
+        "keywords": empty("keyword", "keywords"),
+        "external-identifiers": empty("external-identifier", "external-identifiers"),
+        "path": f"/{orcid}/person",
+    }
+
+
+def error(status: int, code: int, developer: str, user: str) -> dict:
+    """The record API's error body (§4.1); ``developer`` follows the status line."""
+    return {
+        "response-code": status,
+        "developer-message": f"{status} {_REASONS[status]}: {developer}",
+        "user-message": user,
+        "error-code": code,
+        "more-info": MORE_INFO,
+    }
+
+
+def person_uri(orcid: str) -> str:
+    return f"https://{ORCID_HOST}/{orcid}"
+
+
+# --- pieces -------------------------------------------------------------------------------
+
+_RECORD_CREATED = dt.date(2020, 1, 1)  # when every persona's record (and name) was made
+_REASONS = {
+    301: "Moved Permanently",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+}
+
+
+def _value(value) -> dict | None:
+    return None if value is None else {"value": value}
+
+
+def _millis(day: dt.date) -> dict:
+    """ORCID's JSON timestamps: epoch milliseconds (here, midnight UTC of ``day``)."""
+    return {"value": calendar.timegm(day.timetuple()) * 1000}
+
+
+def _fuzzy_date(date: PartialDate | None) -> dict | None:
+    if date is None:
+        return None
+    return {
+        "year": {"value": f"{date.year:04d}"},
+        "month": None if date.month is None else {"value": f"{date.month:02d}"},
+        "day": None if date.day is None else {"value": f"{date.day:02d}"},
+    }
+
+
+def _person_ref(orcid: str | None) -> dict | None:
+    if orcid is None:
+        return None
+    return {"uri": person_uri(orcid), "path": orcid, "host": ORCID_HOST}
+
+
+def _client_ref(client_id: str | None) -> dict | None:
+    if client_id is None:
+        return None
+    return {
+        "uri": f"https://{ORCID_HOST}/client/{client_id}",
+        "path": client_id,
+        "host": ORCID_HOST,
+    }
+
+
+def _source(source: Source) -> dict:
+    return {
+        "source-orcid": _person_ref(source.orcid),
+        "source-client-id": _client_ref(source.client_id),
+        "source-name": _value(source.name),
+        "assertion-origin-orcid": _person_ref(source.origin_orcid),
+        "assertion-origin-client-id": _client_ref(source.origin_client_id),
+        "assertion-origin-name": _value(source.origin_name),
+    }
+
+
+def _organization(org: Organization | None) -> dict | None:
+    if org is None:
+        return None
+    has_address = any((org.city, org.region, org.country))
+    return {
+        "name": org.name,
+        "address": (
+            {"city": org.city, "region": org.region, "country": org.country}
+            if has_address
+            else None
+        ),
+        "disambiguated-organization": (
+            {
+                "disambiguated-organization-identifier": org.id,
+                "disambiguation-source": org.source,
+            }
+            if org.id
+            else None
+        ),
+    }
+
+
+def _external_id(ext: ExternalId) -> dict:
+    return {
+        "external-id-type": ext.type,
+        "external-id-value": ext.value,
+        "external-id-normalized": {"value": ext.value, "transient": True},
+        "external-id-normalized-error": None,
+        "external-id-url": _value(ext.url),
+        "external-id-relationship": ext.relationship,
+    }
+
+
+def _group_external_ids(group: list[Qualification]) -> list[ExternalId]:
+    seen: dict[tuple[str, str], ExternalId] = {}
+    for item in group:
+        for ext in item.external_ids:
+            seen.setdefault((ext.type, ext.value), ext)
+    return list(seen.values())
+
+
+def _name(name: Name, orcid: str, created: dict) -> dict:
+    return {
+        "created-date": created,
+        "last-modified-date": created,
+        "given-names": _value(name.given),
+        "family-name": _value(name.family),
+        "credit-name": _value(name.credit),
+        "source": None,
+        "visibility": name.visibility,
+        "path": orcid,
+    }

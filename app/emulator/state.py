@@ -1,0 +1,27 @@
+"""The emulator's shared state, kept on the Flask app for the blueprints to reach."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+
+from app.emulator.faults import Faults
+from app.emulator.personas import Fixtures
+from app.emulator.tokens import TokenStore
+
+EXTENSION = "orcid_emulator"
+
+
+@dataclass(frozen=True, slots=True)
+class Emulator:
+    """What the emulator serves, what it has issued, and its fault knobs."""
+
+    fixtures: Fixtures
+    tokens: TokenStore
+    faults: Faults
+
+
+def emulator() -> Emulator:
+    """The running emulator's state (inside a request)."""
+    return current_app.extensions[EXTENSION]

@@ -1,0 +1,93 @@
+"""Authorization codes and access tokens the emulator has issued, shared by its threads."""
+
+from __future__ import annotations
+
+import secrets
+import string
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+CODE_ALPHABET = string.ascii_letters + string.digits
+CODE_LIFETIME = 600.0  # seconds; ORCID's codes are short-lived and single-use
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What an access token (or the code it came from) allows."""
+
+    client_id: str
+    scope: str  # space separated, as requested
+    orcid: str | None = None  # None for a client-credentials token
+    redirect_uri: str | None = None
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return frozenset(self.scope.split())
+
+    def may_read_limited(self, orcid: str) -> bool:
+        """Whether this token may see ``limited`` items on the record ``orcid``."""
+        return self.orcid == orcid and "/read-limited" in self.scopes
+
+
+class TokenStore:
+    """Issues single-use codes and bearer tokens; safe to use from many threads."""
+
+    def __init__(
+        self, code_lifetime: float = CODE_LIFETIME, clock: Callable[[], float] = time.monotonic
+    ):
+        self.code_lifetime = code_lifetime
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._codes: dict[str, tuple[Grant, float]] = {}
+        self._tokens: dict[str, Grant] = {}
+
+    def issue_code(self, grant: Grant) -> str:
+        with self._lock:
+            code = _new_code()
+            while code in self._codes:
+                code = _new_code()
+            self._codes[code] = (grant, self.clock() + self.code_lifetime)
+            return code
+
+    def redeem_code(self, code: str, client_id: str, redirect_uri: str | None) -> Grant | None:
+        """The grant behind ``code`` if it is live and matches; the code is spent either way."""
+        with self._lock:
+            pending = self._codes.pop(code, None)
+        if pending is None:
+            return None
+        grant, expires_at = pending
+        if self.clock() > expires_at:
+            return None
+        if grant.client_id != client_id or grant.redirect_uri != redirect_uri:
+            return None
+        return grant
+
+    def issue_token(self, grant: Grant) -> tuple[str, str]:
+        """A new (access token, refresh token) pair for ``grant``."""
+        access_token, refresh_token = str(uuid.uuid4()), str(uuid.uuid4())
+        with self._lock:
+            self._tokens[access_token] = grant
+        return access_token, refresh_token
+
+    def grant_for(self, access_token: str) -> Grant | None:
+        with self._lock:
+            return self._tokens.get(access_token)
+
+    def revoke(self, *, access_token: str | None = None, orcid: str | None = None) -> int:
+        """Forget one token, or every token for a researcher; returns how many went."""
+        with self._lock:
+            doomed = [
+                token
+                for token, grant in self._tokens.items()
+                if token == access_token or (orcid is not None and grant.orcid == orcid)
+            ]
+            for token in doomed:
+                del self._tokens[token]
+            return len(doomed)
+
+
+def _new_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(6))
