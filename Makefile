@@ -17,11 +17,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Until the service exists, the demo explains a shipped example record.
+# The gatekeeper with the ORCID emulator and sample datasets; DEMO_PORT and
+# DEMO_ORCID_PORT move it from 8000 and 8001. Ctrl-C stops everything.
 demo: $(STAMP)
-	$(BIN)/gatekeeper policy check policies/
-	-$(BIN)/gatekeeper explain --orcid 0000-0002-1825-0097 --dataset sail-cohort \
-	    --record app/examples/record-0000-0002-1825-0097.json --policy policies/
+	$(BIN)/gatekeeper demo --policy policies/
 
 # Installs what is missing, with one `apt-get update` first (we run as root in CI).
 system-packages:

@@ -49,15 +49,15 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
     except PolicyError as exc:
         raise ConfigError(f"POLICY_PATH: {exc.message}") from None
 
-    if store is None:
-        if settings.redis_url:
-            store = RedisStore.from_url(settings.redis_url)
-        else:
+    if store is None and settings.redis_url:
+        store = RedisStore.from_url(settings.redis_url)
+    elif store is None:
+        if not settings.demo:
             logger.warning(
                 "REDIS_URL is not set: decisions and sessions live in this process only; "
                 "run a single worker, or set REDIS_URL"
             )
-            store = MemoryStore()
+        store = MemoryStore()
     reader = orcid_reader or OrcidClient(
         settings.orcid_api_url,
         base_url=settings.orcid_base_url,

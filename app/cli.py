@@ -168,6 +168,37 @@ def decisions_revoke(orcid):
     click.echo(f"revoked {count} cached decision{'s' if count != 1 else ''} for {orcid}")
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address.")
+@click.option("--port", default=8001, show_default=True, envvar="EMULATOR_PORT")
+@click.option("--fixtures", type=click.Path(dir_okay=False), help="Personas YAML file.")
+def emulator(host, port, fixtures):
+    """Run the local ORCID emulator (OAuth and the v3.0 record API) for tests and demos."""
+    from app.emulator.personas import FixtureError
+    from app.emulator.server import run as run_emulator
+
+    try:
+        run_emulator(host, port, fixtures)
+    except (ValueError, FixtureError, OSError) as exc:
+        raise Misuse(str(exc)) from None
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address.")
+@click.option("--port", default=8000, show_default=True, envvar="DEMO_PORT")
+@click.option("--orcid-port", default=8001, show_default=True, envvar="DEMO_ORCID_PORT")
+@click.option("--policy", "policy_path", help="Policy file or directory (default: POLICY_PATH).")
+def demo(host, port, orcid_port, policy_path):
+    """Run the gatekeeper with the ORCID emulator and sample datasets: no account needed."""
+    from app.demo import run_demo
+
+    settings = _settings()
+    try:
+        run_demo(host, port, orcid_port, policy_path or settings.policy_path)
+    except (ConfigError, ValueError, OSError) as exc:
+        raise Misuse(getattr(exc, "message", None) or str(exc)) from None
+
+
 def run():
     """Entry point that keeps even unexpected errors to one line."""
     try:

@@ -1,0 +1,111 @@
+"""``gatekeeper demo``: the ORCID emulator and the gatekeeper in one process, no account needed.
+
+Sample dataset files are served behind the very check a reverse proxy makes: each file
+request is first put to the forward-auth layer as nginx's ``auth_request`` would.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import secrets
+import sys
+from pathlib import Path
+
+from werkzeug.security import safe_join
+from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.utils import redirect
+from werkzeug.wrappers import Response
+
+from app.settings import Settings
+
+DATASETS = Path(__file__).parent / "examples" / "datasets"
+DEMO_CLIENT = {
+    "client_id": "APP-GATEKEEPERDEMO01",
+    "client_secret": "demo-secret",
+    "name": "orcid-gatekeeper demo",
+    "redirect_uris": "any-loopback",
+    "member": False,
+}
+
+
+class DemoFiles:
+    """Serves ``app/examples/datasets/<dataset>/...`` for protected paths, after /auth says yes."""
+
+    def __init__(self, wsgi_app, forward_auth, policy_file):
+        self.wsgi_app, self.forward_auth, self.policy_file = wsgi_app, forward_auth, policy_file
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        dataset = self.policy_file.current.dataset_for_path(path)
+        if dataset is None or not path.startswith(tuple(dataset.paths)):
+            return self.wsgi_app(environ, start_response)
+        check = dict(environ, PATH_INFO="/auth", QUERY_STRING="", HTTP_X_ORIGINAL_URI=path)
+        status, headers = self.forward_auth.answer(check, "/auth")
+        if status.startswith("401"):
+            response = redirect(f"/login?next={path}")
+        elif not status.startswith("200"):
+            response = Response(
+                f'<!doctype html><title>No access</title><h1>No access to {dataset.title}</h1>'
+                f'<p>See why on <a href="/datasets/{dataset.key}">the dataset page</a>.</p>',
+                403, mimetype="text/html")
+        else:
+            response = self.serve(dataset, path, headers)
+        return response(environ, start_response)
+
+    def serve(self, dataset, path, identity_headers) -> Response:
+        prefix = next(p for p in dataset.paths if path.startswith(p))
+        folder = DATASETS / dataset.key
+        target = safe_join(str(folder), path[len(prefix):]) if path != prefix else str(folder)
+        if target is None or not Path(target).exists():
+            return Response("No such file in the demo dataset.", 404)
+        if Path(target).is_dir():
+            names = sorted(p.name for p in Path(target).iterdir())
+            links = "".join(f'<li><a href="{prefix}{n}">{n}</a></li>' for n in names)
+            response = Response(f"<!doctype html><title>{dataset.title}</title>"
+                                f"<h1>{dataset.title}</h1><ul>{links}</ul>", mimetype="text/html")
+        else:
+            kind = mimetypes.guess_type(target)[0] or "application/octet-stream"
+            response = Response(Path(target).read_bytes(), mimetype=kind)
+        for name, value in identity_headers:
+            response.headers[name] = value
+        return response
+
+
+class _Quiet(WSGIRequestHandler):
+    """The demo's output is the one line with its URL, not a line per request."""
+
+    def log_request(self, *args, **kwargs):
+        pass
+
+
+def run_demo(host: str = "127.0.0.1", port: int = 8000, orcid_port: int = 8001,
+             policy_path: str = "policies/"):
+    """Start the emulator and the gatekeeper; print one line with the URL; Ctrl-C stops both."""
+    from app import create_app
+    from app.emulator import create_app as create_emulator
+    from app.emulator.server import serve_in_thread
+
+    orcid_url, stop_orcid = serve_in_thread(create_emulator(clients=[DEMO_CLIENT]), host, orcid_port)
+    settings = Settings(
+        orcid_base_url=orcid_url,
+        orcid_api_url=f"{orcid_url}/v3.0",
+        orcid_client_id=DEMO_CLIENT["client_id"],
+        orcid_client_secret=DEMO_CLIENT["client_secret"],
+        public_url=f"http://{host}:{port}",
+        policy_path=policy_path,
+        secret_key=secrets.token_urlsafe(32),
+        demo=True,
+    )
+    app = create_app(settings)
+    gk = app.extensions["gatekeeper"]
+    app.wsgi_app = DemoFiles(app.wsgi_app, app.wsgi_app, gk.policy_file)
+    server = make_server(host, port, app, threaded=True, request_handler=_Quiet)
+    print(f"orcid-gatekeeper demo: open http://{host}:{port} "
+          f"(ORCID emulator at {orcid_url}); Ctrl-C stops it", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        stop_orcid()

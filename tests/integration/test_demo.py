@@ -1,0 +1,66 @@
+"""`gatekeeper demo` as a newcomer runs it: one command, one URL, files behind the check."""
+
+import signal
+import subprocess
+
+import pytest
+import requests
+
+from tests.integration.conftest import BIN, REPO, free_port, sign_in, wait_until
+
+
+@pytest.fixture(scope="module")
+def demo():
+    port, orcid_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [str(BIN / "gatekeeper"), "demo", "--port", str(port), "--orcid-port", str(orcid_port)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: requests.get(f"{url}/healthz", timeout=1).ok, what="demo")
+    yield url, process
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+class TestDemo:
+    def test_a_protected_file_asks_for_sign_in(self, demo):
+        url, _ = demo
+        response = requests.get(f"{url}/datasets/sail-cohort/README.txt", allow_redirects=False,
+                                timeout=5)
+        assert response.status_code == 302
+        assert response.headers["Location"] == "/login?next=/datasets/sail-cohort/README.txt"
+
+    def test_a_qualified_persona_gets_the_file_with_identity_headers(self, demo):
+        url, _ = demo
+        browser, response = sign_in(url, "qualified", "/datasets/sail-cohort/README.txt")
+        assert response.headers["Location"] == "/datasets/sail-cohort/README.txt"
+        file = browser.get(f"{url}/datasets/sail-cohort/README.txt", timeout=10)
+        assert file.status_code == 200 and "SAIL cohort extract (demo)" in file.text
+        assert file.headers["X-Auth-Request-Dataset"] == "sail-cohort"
+
+    def test_a_refused_persona_gets_403_and_the_page_says_why(self, demo):
+        url, _ = demo
+        browser, _ = sign_in(url, "expired")
+        assert browser.get(f"{url}/datasets/sail-cohort/README.txt", timeout=10).status_code == 403
+        page = browser.get(f"{url}/datasets/sail-cohort", timeout=10).text
+        assert "expired on" in page
+
+    def test_traversal_out_of_a_dataset_serves_nothing(self, demo):
+        url, _ = demo
+        browser, _ = sign_in(url, "qualified")
+        for path in ("/datasets/sail-cohort/../../pyproject.toml",
+                     "/datasets/sail-cohort/%2e%2e/%2e%2e/pyproject.toml"):
+            response = browser.get(url + path, timeout=10)
+            assert "build-system" not in response.text
+
+    def test_ctrl_c_stops_everything_and_printed_one_url_line(self, demo):
+        url, process = demo
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=15)
+        assert process.returncode == 0
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert lines == [f"orcid-gatekeeper demo: open {url} (ORCID emulator at "
+                         f"{lines[0].split('ORCID emulator at ')[1]}"]
+        assert "Traceback" not in err
