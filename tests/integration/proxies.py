@@ -1,0 +1,267 @@
+"""The reverse-proxy configs in docs/proxies/, rendered for a test and run as real processes.
+
+The docs are written with literal addresses: the gatekeeper at 127.0.0.1:8000, the file
+server at 127.0.0.1:8081, browsers on port 8080. ``render`` swaps exactly those literals
+for free loopback ports and temporary paths, and fails if one is missing, so an edit to
+the docs that these tests would silently stop exercising fails loudly instead.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from tests.integration.conftest import BIN, REPO, stop
+
+DOCS = REPO / "docs" / "proxies"
+NGINX = "/usr/sbin/nginx"
+START_TIMEOUT = 15.0  # seconds; each proxy is ready within about two
+LOG_TAIL = 4000  # characters of a log shown in a failure message
+
+
+def render(source: Path, substitutions: dict[str, str]) -> str:
+    """``source``'s text with each literal replaced by its value.
+
+    :raises AssertionError: naming every literal the file no longer contains.
+    """
+    text = source.read_text()
+    missing = [literal for literal in substitutions if literal not in text]
+    assert not missing, (
+        f"{source.relative_to(REPO)} no longer contains {missing}: update the substitutions "
+        f"in tests/integration/proxies.py along with the docs"
+    )
+    for literal, value in substitutions.items():
+        text = text.replace(literal, value)
+    # Everything a test starts listens on loopback only.
+    settings = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    assert not any("0.0.0.0" in line for line in settings), (
+        f"{source.name}: a listener left on every interface")
+    return text
+
+
+def tail(path: Path) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return f"({path} was never written)"
+    return text[-LOG_TAIL:] or f"({path} is empty)"
+
+
+class Proxy:
+    """One real proxy process serving a config rendered from docs/proxies/."""
+
+    name = ""
+    # Settings the gatekeeper behind this proxy needs besides PUBLIC_URL.
+    gatekeeper_settings: dict[str, str] = {}
+
+    def __init__(self, tmp: Path, port: int, gatekeeper_port: int, files_port: int):
+        self.tmp = tmp
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.gatekeeper_port, self.files_port = gatekeeper_port, files_port
+        self.gatekeeper = f"127.0.0.1:{gatekeeper_port}"
+        self.files = f"127.0.0.1:{files_port}"
+        self.log_path = tmp / f"{self.name}.log"
+        self.process: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        """Write the rendered configs into ``tmp``; return the command that serves them."""
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str] | None:
+        return None
+
+    def start(self):
+        """Start the proxy and wait until it routes /healthz to the gatekeeper."""
+        command = self.command()
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(
+                command, cwd=self.tmp, env=self.environment(),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        last = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n"
+                                   f"{self.logs()}")
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+                last = "not routing /healthz yet"
+            except requests.RequestException as exc:
+                last = exc
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} was not ready within {START_TIMEOUT}s ({last}):\n"
+                           f"{self.logs()}")
+
+    def stop(self):
+        if self.process is not None:
+            stop(self.process)
+
+    def logs(self) -> str:
+        return f"--- {self.log_path} ---\n{tail(self.log_path)}"
+
+
+class Nginx(Proxy):
+    """nginx in the foreground; the docs' server block included in a minimal nginx.conf.
+
+    The docs file is meant for /etc/nginx/conf.d/, inside Debian's nginx.conf; here a
+    wrapper supplies the rest (pid, logs and temp paths inside ``tmp``).
+    """
+
+    name = "nginx"
+
+    def command(self):
+        site = self.tmp / "gatekeeper.conf"
+        site.write_text(render(DOCS / "nginx.conf", {
+            "listen 8080;": f"listen 127.0.0.1:{self.port};",
+            "127.0.0.1:8000": self.gatekeeper,
+            "127.0.0.1:8081": self.files,
+        }))
+        main = self.tmp / "nginx.conf"
+        main.write_text(
+            "daemon off;\n"
+            "worker_processes 1;\n"
+            f"pid {self.tmp}/nginx.pid;\n"
+            f"error_log {self.log_path} info;\n"
+            "events { worker_connections 256; }\n"
+            "http {\n"
+            f"    access_log {self.tmp}/nginx-access.log;\n"
+            f"    client_body_temp_path {self.tmp}/client_body;\n"
+            f"    proxy_temp_path {self.tmp}/proxy;\n"
+            f"    fastcgi_temp_path {self.tmp}/fastcgi;\n"
+            f"    uwsgi_temp_path {self.tmp}/uwsgi;\n"
+            f"    scgi_temp_path {self.tmp}/scgi;\n"
+            f"    include {site};\n"
+            "}\n"
+        )
+        # -e: errors before the config is read go to our log too, not /var/log/nginx.
+        return [NGINX, "-p", str(self.tmp), "-c", str(main), "-e", str(self.log_path)]
+
+    def logs(self):
+        return super().logs() + f"\n--- access log ---\n{tail(self.tmp / 'nginx-access.log')}"
+
+
+class Caddy(Proxy):
+    name = "caddy"
+
+    def command(self):
+        config = self.tmp / "Caddyfile"
+        config.write_text(render(DOCS / "Caddyfile", {
+            # The site address alone binds every interface: add `bind` for loopback only.
+            ":8080 {": f":{self.port} {{\n\tbind 127.0.0.1",
+            "127.0.0.1:8000": self.gatekeeper,
+            "127.0.0.1:8081": self.files,
+        }))
+        return [str(BIN / "caddy"), "run", "--config", str(config), "--adapter", "caddyfile"]
+
+    def environment(self):
+        # Caddy keeps data and config under XDG directories: keep them in tmp.
+        return {"PATH": "/usr/bin:/bin", "HOME": str(self.tmp),
+                "XDG_DATA_HOME": str(self.tmp / "data"),
+                "XDG_CONFIG_HOME": str(self.tmp / "config")}
+
+
+class Traefik(Proxy):
+    name = "traefik"
+
+    def command(self):
+        dynamic = self.tmp / "traefik-dynamic.yaml"
+        dynamic.write_text(render(DOCS / "traefik-dynamic.yaml", {
+            "127.0.0.1:8000": self.gatekeeper,
+            "127.0.0.1:8081": self.files,
+        }))
+        static = self.tmp / "traefik.yaml"
+        static.write_text(render(DOCS / "traefik.yaml", {
+            'address: ":8080"': f'address: "127.0.0.1:{self.port}"',
+            "/etc/traefik/traefik-dynamic.yaml": str(dynamic),
+        }))
+        return [str(BIN / "traefik"), f"--configFile={static}"]
+
+    def environment(self):
+        return {"PATH": "/usr/bin:/bin", "HOME": str(self.tmp)}
+
+
+class Envoy(Proxy):
+    name = "envoy"
+    gatekeeper_settings = {"AUTH_REDIRECT": "1"}
+
+    def command(self):
+        def socket(host, port):
+            return f"{{address: {host}, port_value: {port}}}"
+
+        config = self.tmp / "envoy.yaml"
+        config.write_text(render(DOCS / "envoy.yaml", {
+            socket("0.0.0.0", 8080): socket("127.0.0.1", self.port),
+            socket("127.0.0.1", 8000): socket("127.0.0.1", self.gatekeeper_port),
+            "uri: http://127.0.0.1:8000": f"uri: http://{self.gatekeeper}",
+            socket("127.0.0.1", 8081): socket("127.0.0.1", self.files_port),
+        }))
+        # A base id of its own (our pid: no other running test run has it) keeps this
+        # Envoy's shared memory apart from any other Envoy's on the machine.
+        return [str(BIN / "envoy"), "-c", str(config), "--base-id", str(os.getpid()),
+                "--concurrency", "2", "--log-level", "warning"]
+
+
+PROXIES = {proxy.name: proxy for proxy in (Nginx, Caddy, Traefik, Envoy)}
+
+
+def missing_binary(name: str) -> str | None:
+    path = NGINX if name == "nginx" else str(BIN / name)
+    if shutil.which(path) is None:
+        return f"{path} is missing: `make test` installs nginx and the [test] extras"
+    return None
+
+
+# --- the file server behind the proxy ------------------------------------------------------
+
+
+class FileServer:
+    """A plain static file server on loopback that remembers what each request carried.
+
+    It stands for the data portal behind the proxy: the tests read ``seen`` to prove which
+    requests reached it and with which identity headers.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.seen: list[tuple[str, http.client.HTTPMessage]] = []
+        seen = self.seen
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def send_head(self):
+                seen.append((self.path, self.headers))
+                return super().send_head()
+
+            def log_message(self, format, *args):  # noqa: A002 - the base class's name
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_port
+        self.thread = threading.Thread(target=self.server.serve_forever, name="file-server",
+                                       daemon=True)
+        self.thread.start()
+
+    def put(self, path: str, content: str):
+        target = self.root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
