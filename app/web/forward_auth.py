@@ -69,23 +69,23 @@ class ForwardAuth:
         if self.policy_file.refresh():
             self.answers.clear()
         policy = self.checker.policy
-        query = parse_qs(environ.get("QUERY_STRING", ""))
-        dataset = self.dataset(policy, environ, path, query)
+        request = ProxyRequest(environ, path)
+        dataset = request.dataset(policy)
         session = self.session(environ)
         if session is None:
-            return self.unauthenticated(environ, path, query)
+            return self.unauthenticated(request)
         sid, orcid = session[0], session[1]
         if dataset is None:
             return "403 Forbidden", []  # no dataset owns this URL: fail closed
         key = (policy.version, sid, dataset.key)
-        now = time.time()
         remembered = self.answers.get(key)
-        if remembered and remembered[1] > now and time.monotonic() - self.synced < SYNC_INTERVAL:
+        fresh = time.monotonic() - self.synced < SYNC_INTERVAL
+        if remembered and remembered[1] > time.time() and fresh:
             allowed = remembered[0]
         else:
-            allowed = self.lookup(key, sid, orcid, dataset.key, now)
+            allowed = self.lookup(key, sid, orcid, dataset.key)
             if allowed is None:
-                return self.unauthenticated(environ, path, query)
+                return self.unauthenticated(request)
         if not allowed:
             return "403 Forbidden", []
         return "200 OK", [
@@ -94,7 +94,7 @@ class ForwardAuth:
             ("X-Auth-Request-Dataset", dataset.key),
         ]
 
-    def lookup(self, key, sid, orcid, dataset, now) -> bool | None:
+    def lookup(self, key, sid, orcid, dataset) -> bool | None:
         """One store round trip: epoch, session and decision; None when signed out."""
         epoch, stored_session, raw = self.store.lookup(sid, key[0], orcid, dataset)
         if epoch is not None:
@@ -114,20 +114,6 @@ class ForwardAuth:
             self.answers.clear()
         self.answers[key] = (decision.allowed, self.checker.cache_until(decision).timestamp())
         return decision.allowed
-
-    def dataset(self, policy, environ, path, query):
-        """?dataset= first, else the original URL the proxy tells us about."""
-        names = query.get("dataset")
-        if names:
-            return policy.datasets.get(names[0])
-        original = (
-            environ.get("HTTP_X_ORIGINAL_URI")
-            or environ.get("HTTP_X_FORWARDED_URI")
-            or (path[len("/auth") :] if path.startswith("/auth/") else None)
-        )
-        if not original:
-            return None
-        return policy.dataset_for_path(original)
 
     def session(self, environ) -> tuple[str, str, float] | None:
         """(sid, ORCID iD, expiry) from the signed session cookie, verified once per worker."""
@@ -155,30 +141,82 @@ class ForwardAuth:
         self.sessions[cookie] = found
         return found
 
-    def unauthenticated(self, environ, path, query) -> tuple[str, list]:
-        if not (self.settings.auth_redirect or query.get("redirect") == ["1"]):
+    def unauthenticated(self, request) -> tuple[str, list]:
+        if not (self.settings.auth_redirect or request.wants_redirect):
             return "401 Unauthorized", []
-        target = original_url(environ, path)
+        target = request.original_url()
         login = (self.settings.public_url or "").rstrip("/") + "/login"
         if target:
             login += "?next=" + quote(target, safe="")
         return "302 Found", [("Location", login)]
 
 
-def original_url(environ, path) -> str | None:
-    """The URL the browser asked the proxy for, as far as the proxy told us."""
-    uri = environ.get("HTTP_X_ORIGINAL_URI") or environ.get("HTTP_X_FORWARDED_URI")
-    if not uri and path.startswith("/auth/"):
-        uri = path[len("/auth") :]
-        if environ.get("QUERY_STRING") and not environ["QUERY_STRING"].startswith("redirect="):
-            uri += "?" + environ["QUERY_STRING"]
-    if not uri:
-        return None
-    host = environ.get("HTTP_X_FORWARDED_HOST")
-    if host:
-        proto = environ.get("HTTP_X_FORWARDED_PROTO", "https")
-        return f"{proto}://{host}{uri}"
-    return uri
+class ProxyRequest:
+    """What a proxy's auth sub-request tells us about the browser's request.
+
+    NOTE: only what the proxy itself sets can be trusted. For ``/auth/<path>`` (Envoy)
+    the query string is the browser's own, so it is never read for ``dataset`` or
+    ``redirect`` (Envoy asks for the redirect with an ``X-Auth-Redirect: 1`` header).
+    The original-URL headers are the proxy's, but a proxy may pass a browser's header of
+    the other name along (nginx forwards a browser's X-Forwarded-Uri; Traefik and Caddy
+    a browser's X-Original-URI): when the sources name different datasets, the check
+    fails closed.
+    """
+
+    def __init__(self, environ, path):
+        self.environ = environ
+        self.appended = path.startswith("/auth/")
+        self.query = {} if self.appended else parse_qs(environ.get("QUERY_STRING", ""))
+
+    @property
+    def wants_redirect(self) -> bool:
+        return (
+            self.query.get("redirect") == ["1"]
+            or self.environ.get("HTTP_X_AUTH_REDIRECT") == "1"
+        )
+
+    def original_uris(self) -> list[str]:
+        """Every original URL the request carries: the headers, then the appended path."""
+        found = [
+            self.environ[name]
+            for name in ("HTTP_X_ORIGINAL_URI", "HTTP_X_FORWARDED_URI")
+            if self.environ.get(name)
+        ]
+        if self.appended:
+            found.append(self.appended_uri())
+        return found
+
+    def appended_uri(self) -> str:
+        # The raw request line keeps the browser's percent-encoding, which PATH_INFO has
+        # already undone once: decoding it twice would judge another path than is served.
+        raw = self.environ.get("RAW_URI") or self.environ.get("REQUEST_URI")
+        if raw and raw.startswith("/auth/"):
+            return raw[len("/auth") :]
+        uri = quote(self.environ.get("PATH_INFO", "")[len("/auth") :])
+        if self.environ.get("QUERY_STRING"):
+            uri += "?" + self.environ["QUERY_STRING"]
+        return uri
+
+    def dataset(self, policy):
+        """?dataset= first (never for /auth/<path>), else the original URL; None fails closed."""
+        names = self.query.get("dataset")
+        if names:
+            return policy.datasets.get(names[0])
+        found = {policy.dataset_for_path(uri) for uri in self.original_uris()}
+        if len(found) != 1:
+            return None  # no original URL, or sources that disagree
+        return found.pop()
+
+    def original_url(self) -> str | None:
+        """The URL the browser asked the proxy for, as far as the proxy told us."""
+        uris = self.original_uris()
+        if not uris:
+            return None
+        host = self.environ.get("HTTP_X_FORWARDED_HOST")
+        if host:
+            proto = self.environ.get("HTTP_X_FORWARDED_PROTO", "https")
+            return f"{proto}://{host}{uris[0]}"
+        return uris[0]
 
 
 def _token_of(stored_session: str) -> str | None:

@@ -54,7 +54,7 @@ def dataset(name):
     )
 
 
-@bp.post("/datasets/<name>/check")
+@bp.post("/check/<name>")
 def check_again(name):
     """Decide again from ORCID, bypassing the cache (a few times a minute at most).
 

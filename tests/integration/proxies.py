@@ -194,7 +194,6 @@ class Traefik(Proxy):
 
 class Envoy(Proxy):
     name = "envoy"
-    gatekeeper_settings = {"AUTH_REDIRECT": "1"}
 
     def command(self):
         def socket(host, port):

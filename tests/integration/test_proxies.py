@@ -30,26 +30,6 @@ SAIL_CONTENT = "hello from the SAIL cohort extract\n"
 SURVEY_FILE = "/datasets/survey-microdata/hello.txt"
 SURVEY_CONTENT = "hello from the household survey\n"
 
-# Problems in the gatekeeper's /auth that only Envoy's ext_authz shows: its check request
-# is GET /auth<original path and query>, and the gatekeeper reads that query and the
-# percent-decoded path. Strict, so the fix in app/web/forward_auth.py turns them red
-# until they are removed from here.
-KNOWN_PROBLEMS = {
-    "envoy-dataset-query": "for /auth/<path> the gatekeeper takes ?dataset= from the "
-    "browser's own query string before the path, so a browser chooses the dataset checked",
-    "envoy-encoded-with-query": "for /auth/<path> the gatekeeper builds next= from the "
-    "percent-decoded PATH_INFO, and safe_next then refuses the space it decoded",
-}
-
-
-@pytest.fixture(autouse=True)
-def known_problem(request):
-    callspec = getattr(request.node, "callspec", None)
-    reason = KNOWN_PROBLEMS.get(callspec.id if callspec else None)
-    if reason:
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
-
-
 class Site:
     """One proxy with its gatekeeper and the shared file server, as a browser sees them."""
 
@@ -196,14 +176,14 @@ def test_the_gatekeeper_pages_are_reachable_through_the_proxy(walk):
         assert response.status_code == 200, walk.explain(response)
     assert "SAIL cohort extract" in walk.get("/datasets/sail-cohort").text
 
-    # A refused researcher reads why, and can ask for a fresh check: both pages sit at
-    # /datasets/<name>..., beside the files, yet reach the gatekeeper unchecked.
+    # A refused researcher reads why, and can ask for a fresh check: the page sits at
+    # /datasets/<name>, beside the files, yet reaches the gatekeeper unchecked.
     browser = walk.sign_in(SELF_ASSERTED)
     page = walk.get("/datasets/sail-cohort", browser)
     assert page.status_code == 200, walk.explain(page)
     assert "No access yet" in page.text
     token = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
-    response = browser.post(f"{walk.url}/datasets/sail-cohort/check", data={"csrf": token},
+    response = browser.post(f"{walk.url}/check/sail-cohort", data={"csrf": token},
                             allow_redirects=False, timeout=15)
     assert response.status_code == 302, walk.explain(response)
     assert urljoin(walk.url, response.headers["Location"]) == f"{walk.url}/datasets/sail-cohort"

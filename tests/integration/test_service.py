@@ -202,11 +202,11 @@ class TestPages:
         page = browser.get(f"{gatekeeper.url}/datasets/sail-cohort", timeout=15).text
         token = re.search(r'name="csrf" value="([^"]+)"', page)[1]
         before = orcid.requests()["qualifications"]
-        first = browser.post(f"{gatekeeper.url}/datasets/sail-cohort/check",
+        first = browser.post(f"{gatekeeper.url}/check/sail-cohort",
                              data={"csrf": token}, allow_redirects=False, timeout=15)
         assert first.status_code == 302
         assert orcid.requests()["qualifications"] == before + 1
-        second = browser.post(f"{gatekeeper.url}/datasets/sail-cohort/check",
+        second = browser.post(f"{gatekeeper.url}/check/sail-cohort",
                               data={"csrf": token}, allow_redirects=False, timeout=15)
         assert second.status_code == 429
         assert orcid.requests()["qualifications"] == before + 1
