@@ -15,7 +15,17 @@ from dataclasses import asdict, dataclass, fields
 from flask import Response
 
 # The kinds of request the emulator counts and can fault, one per ORCID endpoint.
-KINDS = ("authorize", "token", "qualifications", "qualification", "person")
+KINDS = (
+    "authorize",
+    "token",
+    "qualifications",
+    "qualification",
+    "person",
+    "discovery",
+    "jwks",
+    "userinfo",
+    "revoke",
+)
 
 REASONS = {
     429: "Too Many Requests",

@@ -1,4 +1,4 @@
-"""ORCID's OAuth endpoints: the consent page at /oauth/authorize and /oauth/token.
+"""ORCID's OAuth endpoints: the consent page at /oauth/authorize, /oauth/token, /oauth/revoke.
 
 Emulator-only shortcut for automated tests: ``GET /oauth/authorize?...&persona=<key or
 iD>&decision=authorize`` (or ``decision=deny``) answers as if that persona had clicked
@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from flask import Blueprint, Response, redirect, render_template, request
 
+from app.emulator.oidc import issuer
 from app.emulator.personas import Client
 from app.emulator.state import emulator
 from app.emulator.tokens import Grant
@@ -68,7 +70,14 @@ def authorize():
         persona = fixtures.persona(params.get("persona", ""))
         if persona is None:
             return _oauth_error(400, "invalid_request", "Unknown persona")
-        grant = Grant(client.client_id, scope, orcid=persona.orcid, redirect_uri=redirect_uri)
+        grant = Grant(
+            client.client_id,
+            scope,
+            orcid=persona.orcid,
+            redirect_uri=redirect_uri,
+            nonce=params.get("nonce"),
+            auth_time=int(time.time()),
+        )
         return _back(redirect_uri, code=emulator().tokens.issue_code(grant), state=state)
     if decision is not None:
         return _oauth_error(400, "invalid_request", "decision must be authorize or deny")
@@ -91,12 +100,10 @@ def token():
     """Exchange a code (or client credentials) for a token, as ORCID answers it."""
     if request.mimetype != FORM:
         return _oauth_error(415, "invalid_request", f"Content-Type must be {FORM}")
-    form = request.form
-    client = emulator().fixtures.clients.get(form.get("client_id", ""))
-    secret = form.get("client_secret", "").encode()
-    if client is None or not hmac.compare_digest(client.client_secret.encode(), secret):
+    client = _authenticated_client()
+    if client is None:
         return _oauth_error(401, "invalid_client", "Client authentication failed")
-    grant_type = form.get("grant_type")
+    grant_type = request.form.get("grant_type")
     if grant_type == "authorization_code":
         return _exchange_code(client)
     if grant_type == "client_credentials":
@@ -104,6 +111,37 @@ def token():
     # TODO: refresh_token (and revoke_old) when a caller needs it.
     detail = f"Unsupported grant type: {grant_type}" if grant_type else "Missing grant type"
     return _oauth_error(400, "unsupported_grant_type", detail)
+
+
+@bp.post("/revoke")
+def revoke():
+    """Revoke one of the client's access or refresh tokens (the pair goes together).
+
+    Answers 200 with an empty body, also for a token that is unknown or already revoked,
+    as RFC 7009 asks, so a client cannot probe for tokens.
+
+    :raise 401: ``invalid_client`` when the client id or secret is wrong.
+    :raise 400: ``invalid_request`` when there is no token.
+    """
+    if request.mimetype != FORM:
+        return _oauth_error(415, "invalid_request", f"Content-Type must be {FORM}")
+    client = _authenticated_client()
+    if client is None:
+        return _oauth_error(401, "invalid_client", "Client authentication failed")
+    token = request.form.get("token", "").strip()
+    if not token:
+        return _oauth_error(400, "invalid_request", "Missing token")
+    emulator().tokens.revoke(token=token, client_id=client.client_id)
+    return Response(status=200)
+
+
+def _authenticated_client() -> Client | None:
+    """The client named in the form if its secret matches (client_secret_post)."""
+    client = emulator().fixtures.clients.get(request.form.get("client_id", ""))
+    secret = request.form.get("client_secret", "").encode()
+    if client is None or not hmac.compare_digest(client.client_secret.encode(), secret):
+        return None
+    return client
 
 
 def _exchange_code(client: Client) -> Response:
@@ -118,18 +156,18 @@ def _exchange_code(client: Client) -> Response:
     persona = emulator().fixtures.persona(grant.orcid)
     access_token, refresh_token = emulator().tokens.issue_token(grant)
     public_name = persona.name.display if persona.name.visibility == "public" else None
-    return _json(
-        200,
-        {
-            "access_token": access_token,
-            "token_type": "bearer",
-            "refresh_token": refresh_token,
-            "expires_in": EXPIRES_IN,
-            "scope": grant.scope,
-            "name": public_name,
-            "orcid": grant.orcid,
-        },
-    )
+    body = {
+        "access_token": access_token,
+        "token_type": "bearer",
+        "refresh_token": refresh_token,
+        "expires_in": EXPIRES_IN,
+        "scope": grant.scope,
+        "name": public_name,
+        "orcid": grant.orcid,
+    }
+    if "openid" in grant.scopes:
+        body["id_token"] = emulator().id_tokens.issue(grant, access_token, persona, issuer())
+    return _json(200, body)
 
 
 def _client_credentials(client: Client) -> Response:

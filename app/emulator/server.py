@@ -24,7 +24,10 @@ def serve_in_thread(
     :raises ValueError: for a host that is not loopback.
     """
     server = make_server(_loopback(host), port, app, threaded=True, request_handler=_Quiet)
-    thread = threading.Thread(target=server.serve_forever, name="orcid-emulator", daemon=True)
+    # A short poll interval: stop() waits up to one interval for the loop to notice.
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name="orcid-emulator", daemon=True
+    )
     thread.start()
 
     def stop() -> None:

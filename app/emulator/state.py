@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from app.emulator.faults import Faults
+from app.emulator.id_tokens import IdTokens
 from app.emulator.personas import Fixtures
 from app.emulator.tokens import TokenStore
 
@@ -15,11 +16,12 @@ EXTENSION = "orcid_emulator"
 
 @dataclass(frozen=True, slots=True)
 class Emulator:
-    """What the emulator serves, what it has issued, and its fault knobs."""
+    """What the emulator serves, what it has issued, its signing key and its fault knobs."""
 
     fixtures: Fixtures
     tokens: TokenStore
     faults: Faults
+    id_tokens: IdTokens
 
 
 def emulator() -> Emulator:

@@ -22,6 +22,8 @@ class Grant:
     scope: str  # space separated, as requested
     orcid: str | None = None  # None for a client-credentials token
     redirect_uri: str | None = None
+    nonce: str | None = None  # from the authorize request, for the ID token
+    auth_time: int | None = None  # when the researcher signed in (seconds since the epoch)
 
     @property
     def scopes(self) -> frozenset[str]:
@@ -42,7 +44,8 @@ class TokenStore:
         self.clock = clock
         self._lock = threading.Lock()
         self._codes: dict[str, tuple[Grant, float]] = {}
-        self._tokens: dict[str, Grant] = {}
+        self._tokens: dict[str, Grant] = {}  # access token -> grant
+        self._refresh: dict[str, str] = {}  # refresh token -> its access token
 
     def issue_code(self, grant: Grant) -> str:
         with self._lock:
@@ -70,22 +73,33 @@ class TokenStore:
         access_token, refresh_token = str(uuid.uuid4()), str(uuid.uuid4())
         with self._lock:
             self._tokens[access_token] = grant
+            self._refresh[refresh_token] = access_token
         return access_token, refresh_token
 
     def grant_for(self, access_token: str) -> Grant | None:
         with self._lock:
             return self._tokens.get(access_token)
 
-    def revoke(self, *, access_token: str | None = None, orcid: str | None = None) -> int:
-        """Forget one token, or every token for a researcher; returns how many went."""
+    def revoke(
+        self, *, token: str | None = None, orcid: str | None = None, client_id: str | None = None
+    ) -> int:
+        """Forget one token, or every token for a researcher; returns how many went.
+
+        ``token`` may be an access or a refresh token: ORCID keeps the two as one row, so
+        revoking either ends both. With ``client_id``, only that client's tokens go.
+        """
         with self._lock:
+            access_token = self._refresh.get(token, token) if token is not None else None
             doomed = [
-                token
-                for token, grant in self._tokens.items()
-                if token == access_token or (orcid is not None and grant.orcid == orcid)
+                access
+                for access, grant in self._tokens.items()
+                if (access == access_token or (orcid is not None and grant.orcid == orcid))
+                and (client_id is None or grant.client_id == client_id)
             ]
-            for token in doomed:
-                del self._tokens[token]
+            for access in doomed:
+                del self._tokens[access]
+            gone = set(doomed)
+            self._refresh = {r: a for r, a in self._refresh.items() if a not in gone}
             return len(doomed)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app.emulator import create_app
 
@@ -39,9 +40,15 @@ TEST_CLIENTS = [
 ]
 
 
+@pytest.fixture(scope="session")
+def signing_key():
+    """One RSA key for every test's emulator: making a 2048-bit key per app is slow."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 @pytest.fixture
-def app():
-    return create_app(clients=TEST_CLIENTS)
+def app(signing_key):
+    return create_app(clients=TEST_CLIENTS, signing_key=signing_key)
 
 
 @pytest.fixture

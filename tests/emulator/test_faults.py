@@ -83,6 +83,10 @@ class TestCounters:
             "qualifications": 1,
             "qualification": 2,
             "person": 1,
+            "discovery": 0,
+            "jwks": 0,
+            "userinfo": 0,
+            "revoke": 0,
         }
 
     def test_reset_zeroes_the_counters(self, client, read):
