@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.flask_client import OAuth
 from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from joserfc.errors import JoseError
 from requests import RequestException
 
 from app.cache import UNAVAILABLE
@@ -142,8 +143,19 @@ def callback():
         for key in [k for k in session if k.startswith("_state_orcid_")]:
             session.pop(key)
         return render_template("denied.html"), 200
+    settings = _gatekeeper().settings
     try:
-        token = oauth.orcid.authorize_access_token()
+        token = oauth.orcid.authorize_access_token(claims_options=_id_token_claims(settings))
+    except JoseError as exc:
+        # An ID token that fails verification: wrong signature, issuer, audience, nonce,
+        # or expired. Authlib checks them with joserfc, whose errors are its own.
+        logger.warning("ID token refused: %s", type(exc).__name__)
+        return render_template(
+            "message.html",
+            title="Sign-in did not complete",
+            message="ORCID's answer could not be verified. Please start again.",
+            action=("Sign in with ORCID", url_for("login.login")),
+        ), 400
     except AuthlibBaseError as exc:
         logger.info("sign-in refused: %s", getattr(exc, "error", type(exc).__name__))
         return render_template(
@@ -171,7 +183,7 @@ def callback():
             message="ORCID did not tell us your iD. Please start again.",
             action=("Sign in with ORCID", url_for("login.login")),
         ), 502
-    if "openid" in _gatekeeper().settings.orcid_scope.split() and "userinfo" not in token:
+    if "openid" in settings.orcid_scope.split() and "userinfo" not in token:
         logger.warning("openid requested but no ID token came back")
         return render_template(
             "message.html", title="Sign-in did not complete",
@@ -181,6 +193,18 @@ def callback():
     next_url = session.pop("next", "/")
     start_session(orcid, token.get("name") or None, token.get("access_token"))
     return redirect(safe_next(next_url, allowed_hosts()))
+
+
+def _id_token_claims(settings) -> dict:
+    """What an ID token must say, beyond Authlib's own checks (signature, nonce, expiry).
+
+    NOTE: Authlib compares ``aud`` with our client only through ``azp``, which ORCID does
+    not send, so the audience is pinned here, and the issuer with it.
+    """
+    return {
+        "iss": {"essential": True, "values": [settings.orcid_base_url.rstrip("/")]},
+        "aud": {"essential": True, "values": [settings.orcid_client_id]},
+    }
 
 
 def start_session(orcid: str, name: str | None, access_token: str | None):
