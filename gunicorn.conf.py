@@ -5,11 +5,17 @@
 
 import os
 import sys
+import tempfile
+
+from app.logs import logging_config
 
 bind = os.environ.get("GUNICORN_BIND", os.environ.get("BIND", "127.0.0.1:8000"))
 workers = int(os.environ.get("GUNICORN_WORKERS", os.environ.get("WEB_CONCURRENCY", "2")))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 worker_class = "gthread" if threads > 1 else "sync"
+# Load the app (and the policy) once in the master: a worker that restarts later forks
+# from it, so a policy file broken since start-up cannot stop workers from booting.
+preload_app = True
 # A cold decision may wait on ORCID for up to ORCID_TIMEOUT (8 s by default).
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
@@ -20,11 +26,29 @@ access_log_format = os.environ.get(
 )
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+# One JSON object per line, for our loggers and gunicorn's alike.
+logconfig_dict = logging_config(loglevel.upper())
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 
-def on_starting(server):
-    """Check settings and policy once in the master: a problem is one line, then exit."""
+# Each worker writes its metrics here and /metrics adds them up; it must be set before
+# any worker imports prometheus_client. A fresh directory per start: no stale samples.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gatekeeper-metrics-")
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def _check_settings():
+    """Settings and policy, checked before anything loads: a problem is one line, then exit.
+
+    NOTE: this runs when gunicorn reads this file, because with preload_app the app is
+    built before any server hook (on_starting included) would run.
+    """
     from app.errors import ConfigError, PolicyError
     from app.policy import load_policy
     from app.settings import Settings
@@ -41,3 +65,6 @@ def on_starting(server):
     except ConfigError as exc:
         print(f"orcid-gatekeeper: {exc.message}", file=sys.stderr)
         sys.exit(3)
+
+
+_check_settings()

@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
     """
     from flask import Flask
 
+    from app import metrics
     from app.access import AccessChecker
     from app.cache import MemoryStore, RedisStore
     from app.orcid_client import OrcidClient
@@ -45,7 +46,11 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
     if problems:
         raise ConfigError("; ".join(problems))
     try:
-        policy_file = PolicyFile(settings.policy_path)
+        policy_file = PolicyFile(
+            settings.policy_path,
+            on_load=lambda ok: metrics.POLICY_LOADS.labels("ok" if ok else "error").inc(),
+        )
+        metrics.POLICY_LOADS.labels("ok").inc()
     except PolicyError as exc:
         raise ConfigError(f"POLICY_PATH: {exc.message}") from None
 

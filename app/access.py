@@ -12,6 +12,7 @@ import json
 import logging
 import time
 
+from app import metrics
 from app.decision import Decision, decide, refuse_unreadable
 from app.errors import OrcidError, OrcidUnavailable
 from app.policy import PolicyFile
@@ -98,6 +99,7 @@ class AccessChecker:
             )
         except OrcidError as exc:
             decision = refuse_unreadable(policy, target, orcid=orcid, error=exc, now=now)
+        metrics.DECISIONS.labels("allow" if decision.allowed else "deny").inc()
         log_decision(decision)
         return decision
 

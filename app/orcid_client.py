@@ -19,6 +19,7 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.common.errors import AuthlibBaseError
 
+from app import metrics
 from app.errors import (
     AccessForbidden,
     MalformedResponse,
@@ -175,15 +176,20 @@ class OrcidClient:
             if remaining <= 0:
                 raise OrcidUnavailable()
             timeout = (min(self.connect_timeout, remaining), min(self.read_timeout, remaining))
+            endpoint = metrics.orcid_endpoint(_path_only(url))
+            started = time.monotonic()
             try:
                 response = self.session.request(
                     method, url, timeout=timeout, allow_redirects=False, **kwargs
                 )
             except requests.RequestException as exc:
+                metrics.ORCID_CALLS.labels(endpoint, "error").inc()
                 logger.warning("ORCID %s failed: %s", _path_only(url), type(exc).__name__)
                 delay = self._backoff(attempt)
                 failure = exc
             else:
+                metrics.ORCID_LATENCY.labels(endpoint).observe(time.monotonic() - started)
+                metrics.ORCID_CALLS.labels(endpoint, str(response.status_code)).inc()
                 if response.status_code not in RETRY_STATUSES:
                     return response
                 logger.warning("ORCID %s answered %s", _path_only(url), response.status_code)

@@ -218,8 +218,9 @@ class PolicyFile:
     A reload that fails keeps the policy in force and records why in ``last_error``.
     """
 
-    def __init__(self, path: str | Path, check_interval: float = 1.0, clock=None):
+    def __init__(self, path: str | Path, check_interval: float = 1.0, clock=None, on_load=None):
         self.path = Path(path)
+        self.on_load = on_load or (lambda ok: None)  # told True/False after each (re)load
         self._clock = clock or time.monotonic
         self.check_interval = check_interval
         self.current = load_policy(self.path)
@@ -249,7 +250,9 @@ class PolicyFile:
             loaded = load_policy(self.path)
         except PolicyError as exc:
             self.last_error = exc
+            self.on_load(False)
             return False
+        self.on_load(True)
         self.last_error = None
         self.loads += 1
         changed = loaded.version != self.current.version

@@ -40,6 +40,8 @@ class Settings:
     decision_ttl: int = field(default=3600, metadata={"env": "DECISION_TTL"})
     session_lifetime: int = field(default=43200, metadata={"env": "SESSION_LIFETIME"})
     recheck_interval: int = field(default=10, metadata={"env": "RECHECK_INTERVAL"})
+    # Set by gunicorn.conf.py so that /metrics adds up every worker's samples.
+    metrics_dir: str | None = field(default=None, metadata={"env": "PROMETHEUS_MULTIPROC_DIR"})
 
     @classmethod
     def from_env(cls, environ=None) -> Settings:

@@ -24,12 +24,20 @@ from urllib.parse import parse_qs, quote
 from itsdangerous import BadSignature
 from werkzeug.http import parse_cookie
 
+from app import metrics
 from app.access import decision_from_json
 from app.cache import UNAVAILABLE
 from app.errors import InvalidOrcidId
 from app.orcid_id import parse_orcid_id
 
 logger = logging.getLogger(__name__)
+
+# Counters bound once: the hot path should not look up label sets per request.
+ALLOW, DENY = metrics.AUTH_CHECKS.labels("allow"), metrics.AUTH_CHECKS.labels("deny")
+UNAUTHENTICATED = metrics.AUTH_CHECKS.labels("unauthenticated")
+NO_DATASET, ERROR = metrics.AUTH_CHECKS.labels("no_dataset"), metrics.AUTH_CHECKS.labels("error")
+HIT_MEMORY, HIT_STORE = metrics.CACHE.labels("hit_memory"), metrics.CACHE.labels("hit_store")
+MISS = metrics.CACHE.labels("miss")
 
 SYNC_INTERVAL = 1.0  # seconds a memorised answer may go unchecked against the store
 MEMO_LIMIT = 50_000
@@ -57,6 +65,7 @@ class ForwardAuth:
             status, headers = self.answer(environ, path)
         except Exception:  # fail closed, and say so in the log, never to the proxy
             logger.exception("auth check failed")
+            ERROR.inc()
             status, headers = "403 Forbidden", []
         headers.append(("Content-Type", "text/plain; charset=utf-8"))
         headers.append(("Cache-Control", "no-store"))
@@ -76,18 +85,22 @@ class ForwardAuth:
             return self.unauthenticated(request)
         sid, orcid = session[0], session[1]
         if dataset is None:
+            NO_DATASET.inc()
             return "403 Forbidden", []  # no dataset owns this URL: fail closed
         key = (policy.version, sid, dataset.key)
         remembered = self.answers.get(key)
         fresh = time.monotonic() - self.synced < SYNC_INTERVAL
         if remembered and remembered[1] > time.time() and fresh:
+            HIT_MEMORY.inc()
             allowed = remembered[0]
         else:
             allowed = self.lookup(key, sid, orcid, dataset.key)
             if allowed is None:
                 return self.unauthenticated(request)
         if not allowed:
+            DENY.inc()
             return "403 Forbidden", []
+        ALLOW.inc()
         return "200 OK", [
             ("X-Auth-Request-User", orcid),
             ("X-Orcid-Id", orcid),
@@ -105,7 +118,10 @@ class ForwardAuth:
         if stored_session is None:
             return None  # signed out, or expired server-side
         decision = decision_from_json(raw)
-        if decision is None:
+        if decision is not None:
+            HIT_STORE.inc()
+        else:
+            MISS.inc()
             token = None
             if stored_session is not UNAVAILABLE:
                 token = _token_of(stored_session)
@@ -142,6 +158,7 @@ class ForwardAuth:
         return found
 
     def unauthenticated(self, request) -> tuple[str, list]:
+        UNAUTHENTICATED.inc()
         if not (self.settings.auth_redirect or request.wants_redirect):
             return "401 Unauthorized", []
         target = request.original_url()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify
+
+from app import metrics
 
 bp = Blueprint("health", __name__)
 
@@ -30,3 +32,10 @@ def readyz():
     body = {"status": "ready" if not problems else "not ready", "problems": problems,
             "policy_version": gk.checker.policy.version}
     return jsonify(body), (200 if not problems else 503)
+
+
+@bp.get("/metrics")
+def metrics_view():
+    """Prometheus metrics; keep this path off the public proxy (docs/proxies do)."""
+    body, content_type = metrics.render(current_app.extensions["gatekeeper"].settings.metrics_dir)
+    return Response(body, content_type=content_type)

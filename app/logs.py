@@ -1,0 +1,46 @@
+"""Logging as one JSON object per line, configured once before the app is built.
+
+Decision lines carry the ORCID iD, dataset, outcome, reason codes and policy version;
+nothing here ever formats a token, a cookie or an ORCID response body.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+
+# Attributes every LogRecord has; anything else was passed as ``extra=`` and is logged.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def logging_config(level: str = "INFO") -> dict:
+    """A ``logging.config.dictConfig`` dict: ours and gunicorn's loggers, as JSON on stderr."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {"stderr": handler},
+        "root": {"handlers": ["stderr"], "level": level},
+        "loggers": {
+            "gunicorn.error": {"handlers": ["stderr"], "level": level, "propagate": False},
+            "gunicorn.access": {"handlers": ["stderr"], "level": level, "propagate": False},
+        },
+    }

@@ -1,0 +1,64 @@
+"""Prometheus metrics, correct under several gunicorn workers.
+
+Under gunicorn each worker writes its samples to ``PROMETHEUS_MULTIPROC_DIR`` (set by
+gunicorn.conf.py before the workers start) and ``/metrics`` adds them up.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+AUTH_CHECKS = Counter(
+    "gatekeeper_auth_checks_total",
+    "Forward-auth checks by outcome: allow, deny, unauthenticated, no_dataset, error.",
+    ["outcome"],
+)
+CACHE = Counter(
+    "gatekeeper_cache_lookups_total",
+    "Decision lookups: hit_memory (this worker), hit_store (Redis or process), miss.",
+    ["result"],
+)
+DECISIONS = Counter(
+    "gatekeeper_decisions_total", "Decisions made from an ORCID read, by outcome.", ["outcome"]
+)
+ORCID_CALLS = Counter(
+    "gatekeeper_orcid_requests_total",
+    "HTTP requests to ORCID by endpoint and status (or 'error' when none came back).",
+    ["endpoint", "status"],
+)
+ORCID_LATENCY = Histogram(
+    "gatekeeper_orcid_request_seconds",
+    "Latency of HTTP requests to ORCID, by endpoint.",
+    ["endpoint"],
+    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+POLICY_LOADS = Counter(
+    "gatekeeper_policy_loads_total", "Policy loads and reloads, by result.", ["result"]
+)
+
+
+def orcid_endpoint(path: str) -> str:
+    """A low-cardinality name for an ORCID API path: never the iD or put-code."""
+    parts = [p for p in path.split("/") if p]
+    if "qualification" in parts:
+        return "qualification"
+    for name in ("qualifications", "person", "token"):
+        if name in parts:
+            return name
+    return "other"
+
+
+def render(multiprocess_dir: str | None) -> tuple[bytes, str]:
+    """The exposition text: every worker's samples when running under gunicorn."""
+    if multiprocess_dir:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
