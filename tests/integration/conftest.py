@@ -155,7 +155,8 @@ class Gatekeeper:
                    what=f"gatekeeper (log: {env['GK_LOG']})")
 
     def stop(self):
-        stop(self.process)
+        # Quick shutdown: a graceful one waits out the test clients' keep-alive connections.
+        stop(self.process, signal.SIGINT)
         self.log.close()
 
 
