@@ -4,8 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-# Servers the integration tests start themselves, on loopback ports.
-SYSTEM_PACKAGES := redis-server nginx
+# Servers the integration tests start themselves on loopback ports, and the browser
+# the browser tests drive.
+SYSTEM_PACKAGES := redis-server nginx chromium
 
 .PHONY: demo test install system-packages clean lint
 
@@ -29,6 +30,7 @@ system-packages:
 	  case $$pkg in \
 	    redis-server) command -v redis-server >/dev/null 2>&1 || missing="$$missing $$pkg";; \
 	    nginx) { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1 || missing="$$missing $$pkg";; \
+	    chromium) test -x /usr/bin/chromium || missing="$$missing $$pkg";; \
 	    *) dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg";; \
 	  esac; \
 	done; \
