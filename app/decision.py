@@ -209,7 +209,7 @@ class _Judge:
                 return f"ORCID user {source.source_orcid}"
             return "an unknown source"
         if client == self.own_client_id:
-            return "this service"
+            return "this site"
         for trusted in self.policy.sources.values():
             if client in trusted.client_ids:
                 return trusted.name

@@ -22,7 +22,7 @@ DATASETS = Path(__file__).parent / "examples" / "datasets"
 DEMO_CLIENT = {
     "client_id": "APP-GATEKEEPERDEMO01",
     "client_secret": "demo-secret",
-    "name": "orcid-gatekeeper demo",
+    "name": "ORCID Gatekeeper (demo)",
     "redirect_uris": "any-loopback",
     "member": False,
 }

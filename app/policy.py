@@ -152,7 +152,7 @@ class Policy:
             if key == SELF_ASSERTED:
                 names.append("yourself")
             elif key == SELF_ISSUED:
-                names.append("this service")
+                names.append("this site")
             else:
                 names.append(self.sources[key].name)
         return " or ".join(names)

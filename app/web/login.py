@@ -120,9 +120,17 @@ def csrf_ok() -> bool:
     return bool(expected) and hmac.compare_digest(sent, expected)
 
 
+def sign_in_url() -> str:
+    """The sign-in link for this page: back here afterwards, unless here is sign-in itself."""
+    if request.blueprint == "pages" and request.method == "GET":
+        return url_for("login.login", next=request.path)
+    remembered = session.get("next")  # a sign-in that was cancelled or failed
+    return url_for("login.login", next=remembered) if remembered else url_for("login.login")
+
+
 @bp.app_context_processor
 def _template_helpers():
-    return {"csrf_token": csrf_token, "researcher": current_researcher}
+    return {"csrf_token": csrf_token, "researcher": current_researcher, "sign_in_url": sign_in_url}
 
 
 @bp.get("/login")
