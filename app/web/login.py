@@ -158,49 +158,35 @@ def callback():
         # An ID token that fails verification: wrong signature, issuer, audience, nonce,
         # or expired. Authlib checks them with joserfc, whose errors are its own.
         logger.warning("ID token refused: %s", type(exc).__name__)
-        return render_template(
-            "message.html",
-            title="Sign-in did not complete",
-            message="ORCID's answer could not be verified. Please start again.",
-            action=("Sign in with ORCID", url_for("login.login")),
-        ), 400
+        return _sign_in_failed("ORCID's answer could not be verified.", 400)
     except AuthlibBaseError as exc:
         logger.info("sign-in refused: %s", getattr(exc, "error", type(exc).__name__))
-        return render_template(
-            "message.html",
-            title="Sign-in did not complete",
-            message="This sign-in link has expired or was already used. Please start again.",
-            action=("Sign in with ORCID", url_for("login.login")),
-        ), 400
+        return _sign_in_failed("This sign-in link has expired or was already used.", 400)
     except RequestException:
         logger.warning("ORCID token endpoint unreachable")
-        return render_template(
-            "message.html",
-            title="ORCID is not answering",
-            message="We could not finish signing you in because ORCID did not answer. "
-            "Please try again in a few minutes.",
-            action=("Try again", url_for("login.login")),
-        ), 502
+        return _sign_in_failed("ORCID did not answer; please try again in a few minutes.", 502,
+                               title="ORCID is not answering")
     try:
         orcid = parse_orcid_id(str(token.get("orcid") or token.get("userinfo", {}).get("sub")))
     except InvalidOrcidId:
         logger.warning("ORCID token answer carried no valid iD")
-        return render_template(
-            "message.html",
-            title="Sign-in did not complete",
-            message="ORCID did not tell us your iD. Please start again.",
-            action=("Sign in with ORCID", url_for("login.login")),
-        ), 502
+        return _sign_in_failed("ORCID did not tell us your iD.", 502)
     if "openid" in settings.orcid_scope.split() and "userinfo" not in token:
         logger.warning("openid requested but no ID token came back")
-        return render_template(
-            "message.html", title="Sign-in did not complete",
-            message="ORCID's answer could not be verified. Please start again.",
-            action=("Sign in with ORCID", url_for("login.login")),
-        ), 502
+        return _sign_in_failed("ORCID's answer could not be verified.", 502)
     next_url = session.pop("next", "/")
     start_session(orcid, token.get("name") or None, token.get("access_token"))
     return redirect(safe_next(next_url, allowed_hosts()))
+
+
+def _sign_in_failed(reason: str, status: int, title: str = "Sign-in did not complete"):
+    """A page that says why sign-in stopped, with a way to start again; no session."""
+    return render_template(
+        "message.html",
+        title=title,
+        message=f"{reason} Please start again.",
+        action=("Sign in with ORCID", sign_in_url()),
+    ), status
 
 
 def _id_token_claims(settings) -> dict:
