@@ -1,6 +1,6 @@
 """Gunicorn settings from the environment; `-b` and `-w` on the command line override.
 
-    gunicorn -c gunicorn.conf.py 'app:create_app()'
+gunicorn -c gunicorn.conf.py 'app:create_app()'
 """
 
 import os

@@ -37,7 +37,7 @@ class AccessChecker:
         refusal_ttl: float = 60,
         max_ttl: float = 3600,
         wait_timeout: float = 10.0,
-        clock=lambda: dt.datetime.now(dt.timezone.utc),
+        clock=lambda: dt.datetime.now(dt.UTC),
     ):
         self.policy_file, self.reader, self.store = policy_file, reader, store
         self.own_client_id = own_client_id

@@ -70,8 +70,10 @@ class MemoryStore:
 
     def lookup(self, sid: str, version: str, orcid: str, dataset: str):
         """(epoch, session JSON or None, decision JSON or None) in one go."""
-        return self.epoch, self._get(session_key(sid)), self._get(
-            decision_key(version, orcid, dataset)
+        return (
+            self.epoch,
+            self._get(session_key(sid)),
+            self._get(decision_key(version, orcid, dataset)),
         )
 
     def get_decision(self, version, orcid, dataset) -> str | None:

@@ -121,7 +121,7 @@ def explain(orcid, dataset, record, policy_path, as_json):
             client_secret=settings.orcid_client_secret,
             total_timeout=settings.orcid_timeout,
         )
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     try:
         items = reader.read_qualifications(orcid, lambda q: loaded.is_candidate(target, q))
         decision = decide(

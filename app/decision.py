@@ -183,7 +183,7 @@ def _datetime(value) -> dt.datetime | None:
 
 def _end_of(day: dt.date) -> dt.datetime:
     """The instant a day stops counting: midnight UTC after it (end dates are inclusive)."""
-    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
 
 
 # --- judging --------------------------------------------------------------------------
@@ -244,9 +244,9 @@ class _Judge:
                 # both must be trusted, as one source.
                 if client in ids and (origin is None or origin in ids):
                     return Success()
+        needed = self.policy.who_may_add(rule)
         return Failure(
-            "wrong_source",
-            f"added by {self.added_by(item)}; this dataset needs it from {self.policy.who_may_add(rule)}",
+            "wrong_source", f"added by {self.added_by(item)}; this dataset needs it from {needed}"
         )
 
     def verdict(self, rule: QualificationRule, item: Qualification) -> CandidateVerdict:
@@ -305,7 +305,9 @@ class _Judge:
             basis = start or (item.created.date() if item.created else None)
             if basis is None:
                 failures.append(
-                    Failure("age_unknown", "it has no start or creation date, so its age is unknown")
+                    Failure(
+                        "age_unknown", "it has no start or creation date, so its age is unknown"
+                    )
                 )
             else:
                 lapses = basis + dt.timedelta(days=rule.max_age_days)
@@ -355,7 +357,9 @@ def decide(
                 )
             )
         else:
-            results.append(RequirementResult(requirement.options, False, candidates=tuple(verdicts)))
+            results.append(
+                RequirementResult(requirement.options, False, candidates=tuple(verdicts))
+            )
     allowed = bool(results) and all(r.met for r in results)
     return Decision(
         orcid=orcid,

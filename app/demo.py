@@ -45,9 +45,11 @@ class DemoFiles:
             response = redirect(f"/login?next={path}")
         elif not status.startswith("200"):
             response = Response(
-                f'<!doctype html><title>No access</title><h1>No access to {dataset.title}</h1>'
+                f"<!doctype html><title>No access</title><h1>No access to {dataset.title}</h1>"
                 f'<p>See why on <a href="/datasets/{dataset.key}">the dataset page</a>.</p>',
-                403, mimetype="text/html")
+                403,
+                mimetype="text/html",
+            )
         else:
             response = self.serve(dataset, path, headers)
         return response(environ, start_response)
@@ -55,14 +57,17 @@ class DemoFiles:
     def serve(self, dataset, path, identity_headers) -> Response:
         prefix = next(p for p in dataset.paths if path.startswith(p))
         folder = DATASETS / dataset.key
-        target = safe_join(str(folder), path[len(prefix):]) if path != prefix else str(folder)
+        target = safe_join(str(folder), path[len(prefix) :]) if path != prefix else str(folder)
         if target is None or not Path(target).exists():
             return Response("No such file in the demo dataset.", 404)
         if Path(target).is_dir():
             names = sorted(p.name for p in Path(target).iterdir())
             links = "".join(f'<li><a href="{prefix}{n}">{n}</a></li>' for n in names)
-            response = Response(f"<!doctype html><title>{dataset.title}</title>"
-                                f"<h1>{dataset.title}</h1><ul>{links}</ul>", mimetype="text/html")
+            response = Response(
+                f"<!doctype html><title>{dataset.title}</title>"
+                f"<h1>{dataset.title}</h1><ul>{links}</ul>",
+                mimetype="text/html",
+            )
         else:
             kind = mimetypes.guess_type(target)[0] or "application/octet-stream"
             response = Response(Path(target).read_bytes(), mimetype=kind)
@@ -78,14 +83,20 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
-def run_demo(host: str = "127.0.0.1", port: int = 8000, orcid_port: int = 8001,
-             policy_path: str = "policies/"):
+def run_demo(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    orcid_port: int = 8001,
+    policy_path: str = "policies/",
+):
     """Start the emulator and the gatekeeper; print one line with the URL; Ctrl-C stops both."""
     from app import create_app
     from app.emulator import create_app as create_emulator
     from app.emulator.server import serve_in_thread
 
-    orcid_url, stop_orcid = serve_in_thread(create_emulator(clients=[DEMO_CLIENT]), host, orcid_port)
+    orcid_url, stop_orcid = serve_in_thread(
+        create_emulator(clients=[DEMO_CLIENT]), host, orcid_port
+    )
     settings = Settings(
         orcid_base_url=orcid_url,
         orcid_api_url=f"{orcid_url}/v3.0",
@@ -100,8 +111,12 @@ def run_demo(host: str = "127.0.0.1", port: int = 8000, orcid_port: int = 8001,
     gk = app.extensions["gatekeeper"]
     app.wsgi_app = DemoFiles(app.wsgi_app, app.wsgi_app, gk.policy_file)
     server = make_server(host, port, app, threaded=True, request_handler=_Quiet)
-    print(f"orcid-gatekeeper demo: open http://{host}:{port} "
-          f"(ORCID emulator at {orcid_url}); Ctrl-C stops it", file=sys.stderr, flush=True)
+    print(
+        f"orcid-gatekeeper demo: open http://{host}:{port} "
+        f"(ORCID emulator at {orcid_url}); Ctrl-C stops it",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -66,9 +66,8 @@ def explain_lines(policy: Policy, decision: Decision) -> list[str]:
                 lines.append("      no matching qualification on the ORCID record.")
             for candidate in result.candidates:
                 why = "; ".join(f.message for f in candidate.failures)
-                lines.append(
-                    f'      put-code {candidate.put_code} "{candidate.title}" does not count: {why}.'
-                )
+                item = f'put-code {candidate.put_code} "{candidate.title}"'
+                lines.append(f"      {item} does not count: {why}.")
             lines.append(f"      What to do: {next_step(policy, result)}")
     holds = decision.valid_until.isoformat() if decision.valid_until else "no set end"
     lines.append(

@@ -231,8 +231,9 @@ class PolicyFile:
 
     def _fingerprint(self):
         try:
-            return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size)
-                         for p in policy_files(self.path))
+            return tuple(
+                (str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in policy_files(self.path)
+            )
         except OSError:
             return None
 
@@ -332,17 +333,17 @@ def _collect_lines(node, path, lines, display, problems, seen=None):
                     Problem(
                         display,
                         line,
-                        _dotted(path + (key,)),
+                        _dotted((*path, key)),
                         f"defined twice (first on line {keys_here[key]})",
                     )
                 )
             keys_here[key] = line
-            lines[path + (key,)] = line
-            _collect_lines(value_node, path + (key,), lines, display, problems, seen)
+            lines[(*path, key)] = line
+            _collect_lines(value_node, (*path, key), lines, display, problems, seen)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            lines[path + (index,)] = item.start_mark.line + 1
-            _collect_lines(item, path + (index,), lines, display, problems, seen)
+            lines[(*path, index)] = item.start_mark.line + 1
+            _collect_lines(item, (*path, index), lines, display, problems, seen)
 
 
 def _dotted(path: tuple) -> str:
@@ -395,7 +396,7 @@ def _version(datas) -> str:
 
 
 SECTIONS = ("sources", "qualifications", "datasets")
-TOP_KEYS = ("version",) + SECTIONS
+TOP_KEYS = ("version", *SECTIONS)
 SOURCE_KEYS = ("name", "client_ids")
 QUALIFICATION_KEYS = (
     "title",
@@ -429,7 +430,7 @@ class _Checker:
         for key in mapping:
             if key not in allowed:
                 hint = ", ".join(allowed)
-                self.problem(doc, path + (key,), f"unknown key (allowed here: {hint})")
+                self.problem(doc, (*path, key), f"unknown key (allowed here: {hint})")
 
     def collect(self, doc: _Document):
         data = doc.data
@@ -479,10 +480,10 @@ class _Checker:
         value = entry.get(key)
         if value is None:
             if required:
-                self.problem(doc, path + (key,), "is required")
+                self.problem(doc, (*path, key), "is required")
             return None
         if not isinstance(value, str) or not value.strip():
-            self.problem(doc, path + (key,), "must be a non-empty string")
+            self.problem(doc, (*path, key), "must be a non-empty string")
             return None
         return value.strip()
 
@@ -491,22 +492,22 @@ class _Checker:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            self.problem(doc, path + (key,), "must be a whole number greater than 0")
+            self.problem(doc, (*path, key), "must be a whole number greater than 0")
             return None
         return value
 
     def string_list(self, doc, path, entry, key) -> list[str] | None:
         value = entry.get(key)
         if value is None:
-            self.problem(doc, path + (key,), "is required")
+            self.problem(doc, (*path, key), "is required")
             return None
         if not isinstance(value, list) or not value:
-            self.problem(doc, path + (key,), "must be a non-empty list")
+            self.problem(doc, (*path, key), "must be a non-empty list")
             return None
         good = []
         for index, item in enumerate(value):
             if not isinstance(item, str) or not item.strip():
-                self.problem(doc, path + (key, index), "must be a non-empty string")
+                self.problem(doc, (*path, key, index), "must be a non-empty string")
             else:
                 good.append(item.strip())
         return good if len(good) == len(value) else None
@@ -521,7 +522,7 @@ class _Checker:
             if not CLIENT_ID.match(client_id):
                 self.problem(
                     doc,
-                    path + ("client_ids", index),
+                    (*path, "client_ids", index),
                     f"{client_id!r} is not an ORCID client ID (APP- and 16 letters or digits)",
                 )
         self.sources[name] = TrustedSource(name, display, tuple(client_ids))
@@ -534,13 +535,15 @@ class _Checker:
             try:
                 re.compile(pattern)
             except re.error as exc:
-                self.problem(doc, path + ("title_pattern",), f"not a valid regular expression: {exc}")
+                self.problem(
+                    doc, (*path, "title_pattern"), f"not a valid regular expression: {exc}"
+                )
         if title is not None and pattern is not None:
-            self.problem(doc, path + ("title_pattern",), "use title or title_pattern, not both")
+            self.problem(doc, (*path, "title_pattern"), "use title or title_pattern, not both")
         external_id = None
         raw_ext = entry.get("external_id")
         if raw_ext is not None:
-            ext_path = path + ("external_id",)
+            ext_path = (*path, "external_id")
             if not isinstance(raw_ext, dict):
                 self.problem(doc, ext_path, "must be a mapping with type and value")
             else:
@@ -553,10 +556,10 @@ class _Checker:
             self.problem(doc, path, "needs at least one of title, title_pattern, external_id")
         url_prefix = self.string(doc, path, entry, "url_prefix")
         if url_prefix is not None and not url_prefix.startswith(("https://", "http://")):
-            self.problem(doc, path + ("url_prefix",), "must start with https:// or http://")
+            self.problem(doc, (*path, "url_prefix"), "must start with https:// or http://")
         sources = self.string_list(doc, path, entry, "sources") or []
         for index, source in enumerate(sources):
-            self.references.append((doc, path + ("sources", index), "source", source))
+            self.references.append((doc, (*path, "sources", index), "source", source))
         self.qualifications[name] = QualificationRule(
             key=name,
             sources=tuple(sources),
@@ -576,18 +579,18 @@ class _Checker:
             if not prefix.startswith("/") or normalize_path(prefix) != prefix:
                 self.problem(
                     doc,
-                    path + ("paths", index),
+                    (*path, "paths", index),
                     f"{prefix!r} must be a clean absolute URL path such as /datasets/{name}/",
                 )
         requirements = []
         raw_require = entry.get("require")
         if raw_require is None:
-            self.problem(doc, path + ("require",), "is required: list the qualifications needed")
+            self.problem(doc, (*path, "require"), "is required: list the qualifications needed")
         elif not isinstance(raw_require, list) or not raw_require:
-            self.problem(doc, path + ("require",), "must be a non-empty list")
+            self.problem(doc, (*path, "require"), "must be a non-empty list")
         else:
             for index, item in enumerate(raw_require):
-                requirement = self.requirement(doc, path + ("require", index), item)
+                requirement = self.requirement(doc, (*path, "require", index), item)
                 if requirement is not None:
                     requirements.append(requirement)
         self.dataset_origin[name] = (doc, path)
@@ -609,7 +612,7 @@ class _Checker:
             options = self.string_list(doc, path, item, "any_of")
             if options:
                 for index, option in enumerate(options):
-                    self.references.append((doc, path + ("any_of", index), "qualification", option))
+                    self.references.append((doc, (*path, "any_of", index), "qualification", option))
                 return Requirement(tuple(options))
             return None
         self.problem(doc, path, "must be a qualification name or {any_of: [names]}")
@@ -632,6 +635,6 @@ class _Checker:
                 if owner != dataset.key:
                     self.problem(
                         doc,
-                        path + ("paths", index),
+                        (*path, "paths", index),
                         f"{prefix!r} is already protected by dataset {owner!r}",
                     )

@@ -93,7 +93,7 @@ def _millis(wrapper) -> dt.datetime | None:
     raw = _value(wrapper)
     if raw is None:
         return None
-    return dt.datetime.fromtimestamp(int(raw) / 1000, tz=dt.timezone.utc)
+    return dt.datetime.fromtimestamp(int(raw) / 1000, tz=dt.UTC)
 
 
 def _organization(data) -> Organization | None:
@@ -106,9 +106,7 @@ def _organization(data) -> Organization | None:
     return Organization(
         name=_text(data.get("name")),
         disambiguated_id=_text(disambiguated.get("disambiguated-organization-identifier")),
-        disambiguation_source=(
-            _text(disambiguated.get("disambiguation-source")) or ""
-        ).upper()
+        disambiguation_source=(_text(disambiguated.get("disambiguation-source")) or "").upper()
         or None,
     )
 
@@ -176,9 +174,7 @@ def parse_qualification(data) -> Qualification:
             visibility=_text(data.get("visibility")),
         )
     except (ValueError, TypeError, AttributeError, OverflowError) as exc:
-        raise MalformedResponse(
-            f"ORCID sent a qualification we could not read ({exc})."
-        ) from exc
+        raise MalformedResponse(f"ORCID sent a qualification we could not read ({exc}).") from exc
 
 
 def parse_summaries(data) -> list[Qualification]:

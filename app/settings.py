@@ -23,9 +23,7 @@ class Settings:
         default="https://pub.orcid.org/v3.0", metadata={"env": "ORCID_API_URL"}
     )
     orcid_client_id: str | None = field(default=None, metadata={"env": "ORCID_CLIENT_ID"})
-    orcid_client_secret: str | None = field(
-        default=None, metadata={"env": "ORCID_CLIENT_SECRET"}
-    )
+    orcid_client_secret: str | None = field(default=None, metadata={"env": "ORCID_CLIENT_SECRET"})
     orcid_scope: str = field(default="/authenticate", metadata={"env": "ORCID_SCOPE"})
     public_url: str | None = field(default=None, metadata={"env": "PUBLIC_URL"})
     policy_path: str = field(default="policies/", metadata={"env": "POLICY_PATH"})
@@ -78,9 +76,7 @@ class Settings:
             if url is not None and urlsplit(url).scheme not in ("http", "https"):
                 found.append(f"{name}: {url!r} is not an http(s) URL")
         if bool(self.orcid_client_id) != bool(self.orcid_client_secret):
-            found.append(
-                "ORCID_CLIENT_SECRET: ORCID_CLIENT_ID and ORCID_CLIENT_SECRET go together"
-            )
+            found.append("ORCID_CLIENT_SECRET: ORCID_CLIENT_ID and ORCID_CLIENT_SECRET go together")
         if self.orcid_timeout <= 0 or self.orcid_timeout > 30:
             found.append("ORCID_TIMEOUT: must be between 0 and 30 seconds")
         for name, value in (

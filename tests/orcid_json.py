@@ -27,7 +27,11 @@ def person(orcid: str):
 
 
 def client(client_id: str):
-    return {"uri": f"https://{ORCID_HOST}/client/{client_id}", "path": client_id, "host": ORCID_HOST}
+    return {
+        "uri": f"https://{ORCID_HOST}/client/{client_id}",
+        "path": client_id,
+        "host": ORCID_HOST,
+    }
 
 
 def source(

@@ -188,8 +188,7 @@ class ProxyRequest:
     @property
     def wants_redirect(self) -> bool:
         return (
-            self.query.get("redirect") == ["1"]
-            or self.environ.get("HTTP_X_AUTH_REDIRECT") == "1"
+            self.query.get("redirect") == ["1"] or self.environ.get("HTTP_X_AUTH_REDIRECT") == "1"
         )
 
     def original_uris(self) -> list[str]:

@@ -25,12 +25,17 @@ def readyz():
     problems = []
     gk.policy_file.refresh()
     if gk.policy_file.last_error is not None:
-        problems.append(f"policy reload failed, still serving the previous one: "
-                        f"{gk.policy_file.last_error.message}")
+        problems.append(
+            f"policy reload failed, still serving the previous one: "
+            f"{gk.policy_file.last_error.message}"
+        )
     if not gk.store.ping():
         problems.append("Redis does not answer")
-    body = {"status": "ready" if not problems else "not ready", "problems": problems,
-            "policy_version": gk.checker.policy.version}
+    body = {
+        "status": "ready" if not problems else "not ready",
+        "problems": problems,
+        "policy_version": gk.checker.policy.version,
+    }
     return jsonify(body), (200 if not problems else 503)
 
 

@@ -164,8 +164,11 @@ def callback():
         return _sign_in_failed("This sign-in link has expired or was already used.", 400)
     except RequestException:
         logger.warning("ORCID token endpoint unreachable")
-        return _sign_in_failed("ORCID did not answer; please try again in a few minutes.", 502,
-                               title="ORCID is not answering")
+        return _sign_in_failed(
+            "ORCID did not answer; please try again in a few minutes.",
+            502,
+            title="ORCID is not answering",
+        )
     try:
         orcid = parse_orcid_id(str(token.get("orcid") or token.get("userinfo", {}).get("sub")))
     except InvalidOrcidId:
@@ -233,6 +236,9 @@ def logout():
     if isinstance(researcher, dict) and isinstance(researcher.get("sid"), str):
         _gatekeeper().store.delete_session(researcher["sid"])
     session.clear()
-    return render_template("message.html", title="Signed out",
-                           message="You are signed out of the gatekeeper.",
-                           action=("Home", url_for("pages.index")))
+    return render_template(
+        "message.html",
+        title="Signed out",
+        message="You are signed out of the gatekeeper.",
+        action=("Home", url_for("pages.index")),
+    )

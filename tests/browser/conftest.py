@@ -42,12 +42,16 @@ def demo(tmp_path_factory):
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [str(BIN / "gatekeeper"), "demo", "--port", str(port), "--orcid-port", str(orcid_port)],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: requests.get(f"{url}/healthz", timeout=1).ok,
-                   what=f"gatekeeper demo (log: {log_path})")
+        wait_until(
+            lambda: requests.get(f"{url}/healthz", timeout=1).ok,
+            what=f"gatekeeper demo (log: {log_path})",
+        )
         yield url
     finally:
         stop(process, signal.SIGINT)
@@ -57,13 +61,16 @@ def demo(tmp_path_factory):
 def browser():
     """Headless Debian Chromium, launched once for the session."""
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make test`, which installs Debian's chromium",
-                    pytrace=False)
+        pytest.fail(
+            f"{CHROMIUM} is missing: run `make test`, which installs Debian's chromium",
+            pytrace=False,
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.fail("playwright is missing: run `make test`, which installs the test extras",
-                    pytrace=False)
+        pytest.fail(
+            "playwright is missing: run `make test`, which installs the test extras", pytrace=False
+        )
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium

@@ -28,7 +28,9 @@ class TestSignIn:
 
         page.goto(DATASET_PAGE)
         expect(page.get_by_role("status")).to_contain_text("Access granted")
-        expect(page.get_by_role("navigation", name="Account")).to_contain_text("0009-0000-0000-0017")
+        expect(page.get_by_role("navigation", name="Account")).to_contain_text(
+            "0009-0000-0000-0017"
+        )
         screenshot(page, "access-granted")
 
     def test_self_asserted_persona_is_refused_and_told_why(self, page, screenshot):
@@ -40,8 +42,9 @@ class TestSignIn:
 
         page.goto(DATASET_PAGE)
         expect(page.get_by_role("status")).to_contain_text("No access yet")
-        expect(page.get_by_text("added by yourself; this dataset needs it from UK Data Service")
-               .first).to_be_visible()
+        expect(
+            page.get_by_text("added by yourself; this dataset needs it from UK Data Service").first
+        ).to_be_visible()
         screenshot(page, "access-refused")
 
     def test_deny_at_consent_shows_the_friendly_page(self, page, screenshot):
@@ -49,6 +52,9 @@ class TestSignIn:
         page.get_by_role("button", name="Deny access").click()
 
         expect(page.get_by_role("heading", name="You did not give permission")).to_be_visible()
-        expect(page.get_by_role("navigation", name="Account")
-               .get_by_role("link", name="Sign in with ORCID")).to_be_visible()
+        expect(
+            page.get_by_role("navigation", name="Account").get_by_role(
+                "link", name="Sign in with ORCID"
+            )
+        ).to_be_visible()
         screenshot(page, "consent-denied")

@@ -36,7 +36,7 @@ def wait_until(check, timeout=15.0, what="server"):
         try:
             if check():
                 return
-        except Exception as exc:  # noqa: BLE001 - still starting
+        except Exception as exc:
             last = exc
         time.sleep(0.05)
     raise RuntimeError(f"{what} did not start within {timeout}s (last error: {last})")
@@ -66,9 +66,21 @@ class RedisServer:
     def start(self):
         """Start (or restart, after a test stopped it) on the same port."""
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.tmp)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_until(self.client.ping, what="redis-server")
 
@@ -145,14 +157,27 @@ class Gatekeeper:
     def __init__(self, env: dict, port: int, workers: int = 2):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.log = open(env["GK_LOG"], "w")  # noqa: SIM115 - closed in stop()
+        self.log = open(env["GK_LOG"], "w")
         self.process = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "app:create_app()",
-             "-b", f"127.0.0.1:{port}", "-w", str(workers)],
-            cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                str(BIN / "gunicorn"),
+                "-c",
+                "gunicorn.conf.py",
+                "app:create_app()",
+                "-b",
+                f"127.0.0.1:{port}",
+                "-w",
+                str(workers),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
-        wait_until(lambda: requests.get(f"{self.url}/healthz", timeout=1).ok,
-                   what=f"gatekeeper (log: {env['GK_LOG']})")
+        wait_until(
+            lambda: requests.get(f"{self.url}/healthz", timeout=1).ok,
+            what=f"gatekeeper (log: {env['GK_LOG']})",
+        )
 
     def stop(self):
         # Quick shutdown: a graceful one waits out the test clients' keep-alive connections.
@@ -186,8 +211,9 @@ def start_gatekeeper(tmp_path, emulator):
 
     def start(redis_url=None, port=None, public_url=None, workers=2, **extra):
         port = port or free_port()
-        env = gatekeeper_env(tmp_path, emulator, redis_url,
-                             public_url or f"http://127.0.0.1:{port}", **extra)
+        env = gatekeeper_env(
+            tmp_path, emulator, redis_url, public_url or f"http://127.0.0.1:{port}", **extra
+        )
         server = Gatekeeper(env, port, workers)
         started.append(server)
         return server
@@ -203,12 +229,17 @@ def sign_in(base_url: str, persona: str, next_path: str = "/", decision: str = "
     Returns (requests.Session holding the cookie, the final response).
     """
     browser = requests.Session()
-    response = browser.get(f"{base_url}/login", params={"next": next_path},
-                           allow_redirects=False, timeout=10)
+    response = browser.get(
+        f"{base_url}/login", params={"next": next_path}, allow_redirects=False, timeout=10
+    )
     assert response.status_code == 302, response.text
     authorize = response.headers["Location"]
-    response = browser.get(authorize, params={"persona": persona, "decision": decision},
-                           allow_redirects=False, timeout=10)
+    response = browser.get(
+        authorize,
+        params={"persona": persona, "decision": decision},
+        allow_redirects=False,
+        timeout=10,
+    )
     assert response.status_code in (302, 303), response.text
     callback = response.headers["Location"]
     response = browser.get(callback, allow_redirects=False, timeout=10)

@@ -43,7 +43,8 @@ def render(source: Path, substitutions: dict[str, str]) -> str:
     # Everything a test starts listens on loopback only.
     settings = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     assert not any("0.0.0.0" in line for line in settings), (
-        f"{source.name}: a listener left on every interface")
+        f"{source.name}: a listener left on every interface"
+    )
     return text
 
 
@@ -84,15 +85,20 @@ class Proxy:
         command = self.command()
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
-                command, cwd=self.tmp, env=self.environment(),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                command,
+                cwd=self.tmp,
+                env=self.environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + START_TIMEOUT
         last = None
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n"
-                                   f"{self.logs()}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode}:\n{self.logs()}"
+                )
             try:
                 if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return
@@ -101,8 +107,9 @@ class Proxy:
                 last = exc
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"{self.name} was not ready within {START_TIMEOUT}s ({last}):\n"
-                           f"{self.logs()}")
+        raise RuntimeError(
+            f"{self.name} was not ready within {START_TIMEOUT}s ({last}):\n{self.logs()}"
+        )
 
     def stop(self):
         if self.process is not None:
@@ -123,11 +130,16 @@ class Nginx(Proxy):
 
     def command(self):
         site = self.tmp / "gatekeeper.conf"
-        site.write_text(render(DOCS / "nginx.conf", {
-            "listen 8080;": f"listen 127.0.0.1:{self.port};",
-            "127.0.0.1:8000": self.gatekeeper,
-            "127.0.0.1:8081": self.files,
-        }))
+        site.write_text(
+            render(
+                DOCS / "nginx.conf",
+                {
+                    "listen 8080;": f"listen 127.0.0.1:{self.port};",
+                    "127.0.0.1:8000": self.gatekeeper,
+                    "127.0.0.1:8081": self.files,
+                },
+            )
+        )
         main = self.tmp / "nginx.conf"
         main.write_text(
             "daemon off;\n"
@@ -157,19 +169,27 @@ class Caddy(Proxy):
 
     def command(self):
         config = self.tmp / "Caddyfile"
-        config.write_text(render(DOCS / "Caddyfile", {
-            # The site address alone binds every interface: add `bind` for loopback only.
-            ":8080 {": f":{self.port} {{\n\tbind 127.0.0.1",
-            "127.0.0.1:8000": self.gatekeeper,
-            "127.0.0.1:8081": self.files,
-        }))
+        config.write_text(
+            render(
+                DOCS / "Caddyfile",
+                {
+                    # The site address alone binds every interface: add `bind` for loopback only.
+                    ":8080 {": f":{self.port} {{\n\tbind 127.0.0.1",
+                    "127.0.0.1:8000": self.gatekeeper,
+                    "127.0.0.1:8081": self.files,
+                },
+            )
+        )
         return [str(BIN / "caddy"), "run", "--config", str(config), "--adapter", "caddyfile"]
 
     def environment(self):
         # Caddy keeps data and config under XDG directories: keep them in tmp.
-        return {"PATH": "/usr/bin:/bin", "HOME": str(self.tmp),
-                "XDG_DATA_HOME": str(self.tmp / "data"),
-                "XDG_CONFIG_HOME": str(self.tmp / "config")}
+        return {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(self.tmp),
+            "XDG_DATA_HOME": str(self.tmp / "data"),
+            "XDG_CONFIG_HOME": str(self.tmp / "config"),
+        }
 
 
 class Traefik(Proxy):
@@ -177,15 +197,25 @@ class Traefik(Proxy):
 
     def command(self):
         dynamic = self.tmp / "traefik-dynamic.yaml"
-        dynamic.write_text(render(DOCS / "traefik-dynamic.yaml", {
-            "127.0.0.1:8000": self.gatekeeper,
-            "127.0.0.1:8081": self.files,
-        }))
+        dynamic.write_text(
+            render(
+                DOCS / "traefik-dynamic.yaml",
+                {
+                    "127.0.0.1:8000": self.gatekeeper,
+                    "127.0.0.1:8081": self.files,
+                },
+            )
+        )
         static = self.tmp / "traefik.yaml"
-        static.write_text(render(DOCS / "traefik.yaml", {
-            'address: ":8080"': f'address: "127.0.0.1:{self.port}"',
-            "/etc/traefik/traefik-dynamic.yaml": str(dynamic),
-        }))
+        static.write_text(
+            render(
+                DOCS / "traefik.yaml",
+                {
+                    'address: ":8080"': f'address: "127.0.0.1:{self.port}"',
+                    "/etc/traefik/traefik-dynamic.yaml": str(dynamic),
+                },
+            )
+        )
         return [str(BIN / "traefik"), f"--configFile={static}"]
 
     def environment(self):
@@ -200,16 +230,30 @@ class Envoy(Proxy):
             return f"{{address: {host}, port_value: {port}}}"
 
         config = self.tmp / "envoy.yaml"
-        config.write_text(render(DOCS / "envoy.yaml", {
-            socket("0.0.0.0", 8080): socket("127.0.0.1", self.port),
-            socket("127.0.0.1", 8000): socket("127.0.0.1", self.gatekeeper_port),
-            "uri: http://127.0.0.1:8000": f"uri: http://{self.gatekeeper}",
-            socket("127.0.0.1", 8081): socket("127.0.0.1", self.files_port),
-        }))
+        config.write_text(
+            render(
+                DOCS / "envoy.yaml",
+                {
+                    socket("0.0.0.0", 8080): socket("127.0.0.1", self.port),
+                    socket("127.0.0.1", 8000): socket("127.0.0.1", self.gatekeeper_port),
+                    "uri: http://127.0.0.1:8000": f"uri: http://{self.gatekeeper}",
+                    socket("127.0.0.1", 8081): socket("127.0.0.1", self.files_port),
+                },
+            )
+        )
         # A base id of its own (our pid: no other running test run has it) keeps this
         # Envoy's shared memory apart from any other Envoy's on the machine.
-        return [str(BIN / "envoy"), "-c", str(config), "--base-id", str(os.getpid()),
-                "--concurrency", "2", "--log-level", "warning"]
+        return [
+            str(BIN / "envoy"),
+            "-c",
+            str(config),
+            "--base-id",
+            str(os.getpid()),
+            "--concurrency",
+            "2",
+            "--log-level",
+            "warning",
+        ]
 
 
 PROXIES = {proxy.name: proxy for proxy in (Nginx, Caddy, Traefik, Envoy)}
@@ -245,14 +289,15 @@ class FileServer:
                 seen.append((self.path, self.headers))
                 return super().send_head()
 
-            def log_message(self, format, *args):  # noqa: A002 - the base class's name
+            def log_message(self, format, *args):
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_port
-        self.thread = threading.Thread(target=self.server.serve_forever, name="file-server",
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name="file-server", daemon=True
+        )
         self.thread.start()
 
     def put(self, path: str, content: str):

@@ -19,8 +19,9 @@ class CountingRecord(SavedRecord):
     """A saved record that counts reads, can be slowed down, or can fail."""
 
     def __init__(self, items, delay=0.0, error=None):
-        super().__init__({"orcid": RESEARCHER,
-                          "qualifications": orcid_json.summaries(RESEARCHER, items)})
+        super().__init__(
+            {"orcid": RESEARCHER, "qualifications": orcid_json.summaries(RESEARCHER, items)}
+        )
         self.reads, self.delay, self.error = 0, delay, error
         self._lock = threading.Lock()
 
@@ -35,10 +36,18 @@ class CountingRecord(SavedRecord):
 
 def qualified():
     return [
-        orcid_json.qualification(1, owner=RESEARCHER, title="Safe Researcher Training",
-                                 src=orcid_json.source(client_id=UKDS)),
-        orcid_json.qualification(2, owner=RESEARCHER, title="Good Clinical Practice",
-                                 src=orcid_json.source(client_id=NIHR)),
+        orcid_json.qualification(
+            1,
+            owner=RESEARCHER,
+            title="Safe Researcher Training",
+            src=orcid_json.source(client_id=UKDS),
+        ),
+        orcid_json.qualification(
+            2,
+            owner=RESEARCHER,
+            title="Good Clinical Practice",
+            src=orcid_json.source(client_id=NIHR),
+        ),
     ]
 
 
@@ -91,18 +100,19 @@ class TestAccessChecker:
         assert not decision.allowed and decision.error.reason == "record_locked"
 
     def test_refusals_are_cached_briefly_and_orcid_failures_more_briefly(self, policy_file, store):
-        now = dt.datetime(2026, 11, 25, 12, tzinfo=dt.timezone.utc)
-        checker = AccessChecker(policy_file, CountingRecord([]), store, refusal_ttl=60,
-                                clock=lambda: now)
+        now = dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC)
+        checker = AccessChecker(
+            policy_file, CountingRecord([]), store, refusal_ttl=60, clock=lambda: now
+        )
         assert checker.ttl(checker.check(RESEARCHER, "sail")) == 60
-        down = AccessChecker(policy_file, CountingRecord([], error=OrcidUnavailable()), store,
-                             clock=lambda: now)
+        down = AccessChecker(
+            policy_file, CountingRecord([], error=OrcidUnavailable()), store, clock=lambda: now
+        )
         assert down.ttl(down.check(RESEARCHER, "open")) == 10
 
     def test_allows_are_cached_until_the_dataset_ttl(self, policy_file, store):
-        now = dt.datetime(2026, 11, 25, 12, tzinfo=dt.timezone.utc)
-        checker = AccessChecker(policy_file, CountingRecord(qualified()), store,
-                                clock=lambda: now)
+        now = dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC)
+        checker = AccessChecker(policy_file, CountingRecord(qualified()), store, clock=lambda: now)
         assert checker.ttl(checker.check(RESEARCHER, "sail")) == 900  # sail's cache_ttl
 
     def test_a_policy_change_is_a_new_version_and_a_miss(self, policy_file, store):

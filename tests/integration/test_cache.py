@@ -22,7 +22,7 @@ class TestStores:
     def test_lookup_returns_epoch_session_and_decision_together(self, any_store):
         any_store.put_session("s1", '{"orcid": "x"}', 60)
         any_store.put_decision("v1", "0000-0002-1825-0097", "d", '{"a": 1}', 60)
-        epoch, session, decision = any_store.lookup("s1", "v1", "0000-0002-1825-0097", "d")
+        _epoch, session, decision = any_store.lookup("s1", "v1", "0000-0002-1825-0097", "d")
         assert (session, decision) == ('{"orcid": "x"}', '{"a": 1}')
         assert any_store.lookup("s1", "v2", "0000-0002-1825-0097", "d")[2] is None
 
@@ -60,8 +60,9 @@ class TestStores:
 
 
 class TestRedisOutage:
-    def test_a_stopped_redis_is_a_miss_and_falls_back_to_memory(self, redis_server, redis_url,
-                                                               caplog):
+    def test_a_stopped_redis_is_a_miss_and_falls_back_to_memory(
+        self, redis_server, redis_url, caplog
+    ):
         store = RedisStore.from_url(redis_url)
         redis_server.stop()
         epoch, session, decision = store.lookup("s1", "v", "o", "d")
@@ -97,9 +98,11 @@ class TestRevokeCommand:
         store = RedisStore.from_url(redis_url)
         store.put_decision("v1", "0000-0002-1825-0097", "a", "x", 60)
         epoch = store.lookup("s", "v1", "o", "a")[0]
-        result = CliRunner().invoke(main, ["decisions", "revoke", "--orcid",
-                                           "https://orcid.org/0000-0002-1825-0097"],
-                                    env={"REDIS_URL": redis_url})
+        result = CliRunner().invoke(
+            main,
+            ["decisions", "revoke", "--orcid", "https://orcid.org/0000-0002-1825-0097"],
+            env={"REDIS_URL": redis_url},
+        )
         assert result.exit_code == 0, result.output
         assert "revoked 1 cached decision for 0000-0002-1825-0097" in result.output
         assert store.get_decision("v1", "0000-0002-1825-0097", "a") is None
@@ -110,6 +113,7 @@ class TestRevokeCommand:
 
         from app.cli import main
 
-        result = CliRunner().invoke(main, ["decisions", "revoke", "--orcid",
-                                           "0000-0002-1825-0097"], env={"REDIS_URL": ""})
+        result = CliRunner().invoke(
+            main, ["decisions", "revoke", "--orcid", "0000-0002-1825-0097"], env={"REDIS_URL": ""}
+        )
         assert result.exit_code == 2 and "REDIS_URL" in result.stderr

@@ -14,7 +14,10 @@ def demo():
     port, orcid_port = free_port(), free_port()
     process = subprocess.Popen(
         [str(BIN / "gatekeeper"), "demo", "--port", str(port), "--orcid-port", str(orcid_port)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: requests.get(f"{url}/healthz", timeout=1).ok, what="demo")
@@ -27,8 +30,9 @@ def demo():
 class TestDemo:
     def test_a_protected_file_asks_for_sign_in(self, demo):
         url, _ = demo
-        response = requests.get(f"{url}/datasets/sail-cohort/README.txt", allow_redirects=False,
-                                timeout=5)
+        response = requests.get(
+            f"{url}/datasets/sail-cohort/README.txt", allow_redirects=False, timeout=5
+        )
         assert response.status_code == 302
         assert response.headers["Location"] == "/login?next=/datasets/sail-cohort/README.txt"
 
@@ -50,17 +54,21 @@ class TestDemo:
     def test_traversal_out_of_a_dataset_serves_nothing(self, demo):
         url, _ = demo
         browser, _ = sign_in(url, "qualified")
-        for path in ("/datasets/sail-cohort/../../pyproject.toml",
-                     "/datasets/sail-cohort/%2e%2e/%2e%2e/pyproject.toml"):
+        for path in (
+            "/datasets/sail-cohort/../../pyproject.toml",
+            "/datasets/sail-cohort/%2e%2e/%2e%2e/pyproject.toml",
+        ):
             response = browser.get(url + path, timeout=10)
             assert "build-system" not in response.text
 
     def test_ctrl_c_stops_everything_and_printed_one_url_line(self, demo):
         url, process = demo
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=15)
+        _out, err = process.communicate(timeout=15)
         assert process.returncode == 0
         lines = [line for line in err.splitlines() if line.strip()]
-        assert lines == [f"orcid-gatekeeper demo: open {url} (ORCID emulator at "
-                         f"{lines[0].split('ORCID emulator at ')[1]}"]
+        assert lines == [
+            f"orcid-gatekeeper demo: open {url} (ORCID emulator at "
+            f"{lines[0].split('ORCID emulator at ')[1]}"
+        ]
         assert "Traceback" not in err

@@ -36,8 +36,12 @@ def traffic(start_gatekeeper, redis_url, orcid):
         assert qualified.get(f"{gatekeeper.url}/auth", headers=headers, timeout=15).ok
     assert refused.get(f"{gatekeeper.url}/auth", headers=headers, timeout=15).status_code == 403
     assert requests.get(f"{gatekeeper.url}/auth", headers=headers, timeout=5).status_code == 401
-    assert qualified.get(f"{gatekeeper.url}/auth", headers={"X-Original-URI": "/nowhere"},
-                         timeout=5).status_code == 403
+    assert (
+        qualified.get(
+            f"{gatekeeper.url}/auth", headers={"X-Original-URI": "/nowhere"}, timeout=5
+        ).status_code
+        == 403
+    )
     return gatekeeper, qualified
 
 
@@ -55,19 +59,23 @@ class TestMetrics:
         assert value(found, checks, outcome="no_dataset") == 1
         lookups = "gatekeeper_cache_lookups_total"
         assert value(found, lookups, result="miss") == 2  # one per researcher
-        assert (value(found, lookups, result="hit_memory")
-                + value(found, lookups, result="hit_store")) == 11
+        assert (
+            value(found, lookups, result="hit_memory") + value(found, lookups, result="hit_store")
+        ) == 11
         assert value(found, "gatekeeper_decisions_total", outcome="allow") == 1
-        assert value(found, "gatekeeper_orcid_requests_total",
-                     endpoint="qualifications", status="200") == 2
-        assert value(found, "gatekeeper_orcid_request_seconds_count",
-                     endpoint="qualifications") == 2
+        assert (
+            value(found, "gatekeeper_orcid_requests_total", endpoint="qualifications", status="200")
+            == 2
+        )
+        assert (
+            value(found, "gatekeeper_orcid_request_seconds_count", endpoint="qualifications") == 2
+        )
         assert value(found, "gatekeeper_policy_loads_total", result="ok") == 1  # in the master
 
 
 class TestLogs:
     def test_each_decision_is_one_json_line_without_secrets(self, traffic, tmp_path):
-        gatekeeper, browser = traffic
+        _gatekeeper, browser = traffic
         log = (tmp_path / "gatekeeper.log").read_text()
         lines = [json.loads(line) for line in log.splitlines() if line.strip()]
         decisions = [line for line in lines if line["message"] == "decision"]
@@ -89,8 +97,9 @@ class TestHealth:
         ready = requests.get(f"{gatekeeper.url}/readyz", timeout=5)
         assert ready.status_code == 200 and ready.json()["status"] == "ready"
 
-    def test_readyz_reports_a_policy_edit_that_does_not_load(self, start_gatekeeper, redis_url,
-                                                             tmp_path):
+    def test_readyz_reports_a_policy_edit_that_does_not_load(
+        self, start_gatekeeper, redis_url, tmp_path
+    ):
         import shutil
 
         from tests.integration.conftest import REPO

@@ -12,8 +12,9 @@ def openid_gatekeeper(start_gatekeeper, redis_url, orcid):
 
 
 def tamper(orcid, mode):
-    requests.post(f"{orcid.url}/_emulator/oidc", json={"tamper": mode},
-                  timeout=5).raise_for_status()
+    requests.post(
+        f"{orcid.url}/_emulator/oidc", json={"tamper": mode}, timeout=5
+    ).raise_for_status()
 
 
 def test_a_valid_id_token_signs_the_researcher_in(openid_gatekeeper, orcid):

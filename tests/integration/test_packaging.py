@@ -16,39 +16,69 @@ def installed(tmp_path_factory):
     """The project built as a wheel and installed on its own, away from the source tree."""
     tmp = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp / "dist"), str(REPO)],
-        check=True, cwd=tmp, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp / "dist"),
+            str(REPO),
+        ],
+        check=True,
+        cwd=tmp,
+        timeout=120,
     )
     [wheel] = (tmp / "dist").glob("*.whl")
     site = tmp / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
-         str(wheel)],
-        check=True, cwd=tmp, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+        cwd=tmp,
+        timeout=120,
     )
     return site
 
 
 def run_python(site: Path, code: str, cwd: Path):
     env = dict(os.environ, PYTHONPATH=str(site))
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_the_wheel_carries_templates_static_files_fixtures_and_examples(installed):
-    for part in ("app/web/templates/dataset.html", "app/web/static/style.css",
-                 "app/emulator/fixtures/personas.yaml", "app/emulator/templates/authorize.html",
-                 "app/examples/datasets/sail-cohort/README.txt",
-                 "app/examples/record-0000-0002-1825-0097.json"):
+    for part in (
+        "app/web/templates/dataset.html",
+        "app/web/static/style.css",
+        "app/emulator/fixtures/personas.yaml",
+        "app/emulator/templates/authorize.html",
+        "app/examples/datasets/sail-cohort/README.txt",
+        "app/examples/record-0000-0002-1825-0097.json",
+    ):
         assert (installed / part).is_file(), part
 
 
 def test_the_installed_command_explains_a_saved_record(installed, tmp_path):
-    code = ("import sys; from app.cli import run; sys.argv = ['gatekeeper', 'explain', "
-            "'--orcid', '0000-0002-1825-0097', '--dataset', 'sail-cohort', '--json', "
-            f"'--policy', {str(REPO / 'policies')!r}, '--record', "
-            f"{str(installed / 'app/examples/record-0000-0002-1825-0097.json')!r}]; run()")
+    code = (
+        "import sys; from app.cli import run; sys.argv = ['gatekeeper', 'explain', "
+        "'--orcid', '0000-0002-1825-0097', '--dataset', 'sail-cohort', '--json', "
+        f"'--policy', {str(REPO / 'policies')!r}, '--record', "
+        f"{str(installed / 'app/examples/record-0000-0002-1825-0097.json')!r}]; run()"
+    )
     result = run_python(installed, code, tmp_path)
     assert result.returncode == 1, result.stderr  # the example researcher is refused
     assert json.loads(result.stdout)["dataset"] == "sail-cohort"

@@ -30,6 +30,7 @@ SAIL_CONTENT = "hello from the SAIL cohort extract\n"
 SURVEY_FILE = "/datasets/survey-microdata/hello.txt"
 SURVEY_CONTENT = "hello from the household survey\n"
 
+
 class Site:
     """One proxy with its gatekeeper and the shared file server, as a browser sees them."""
 
@@ -85,8 +86,9 @@ def site(request, tmp_path_factory, emulator, redis_server, files):
     tmp = tmp_path_factory.mktemp(name)
     port, gatekeeper_port = free_port(), free_port()
     proxy = PROXIES[name](tmp, port, gatekeeper_port, files.port)
-    env = gatekeeper_env(tmp, emulator, redis_url, public_url=proxy.url,
-                         **proxy.gatekeeper_settings)
+    env = gatekeeper_env(
+        tmp, emulator, redis_url, public_url=proxy.url, **proxy.gatekeeper_settings
+    )
     gatekeeper = Gatekeeper(env, gatekeeper_port)
     try:
         proxy.start()
@@ -110,13 +112,16 @@ def next_of(site, response) -> str:
     assert response.status_code == 302, site.explain(response)
     location = urlsplit(response.headers["Location"])
     assert f"{location.scheme}://{location.netloc}{location.path}" == f"{site.url}/login", (
-        site.explain(response))
+        site.explain(response)
+    )
     return parse_qs(location.query)["next"][0]
 
 
 @pytest.mark.parametrize(
-    "path", [SAIL_FILE, "/datasets/sail-cohort/two%20words.txt?part=1&of=2"],
-    ids=["plain", "encoded-with-query"])
+    "path",
+    [SAIL_FILE, "/datasets/sail-cohort/two%20words.txt?part=1&of=2"],
+    ids=["plain", "encoded-with-query"],
+)
 def test_without_a_session_a_file_redirects_to_sign_in_and_back(walk, path):
     response = walk.get(path, headers={"X-Orcid-Id": FORGED_ORCID})
     # The URL to come back to may be a path or a URL on the proxy, but it is this one.
@@ -142,8 +147,11 @@ def test_signing_in_through_the_proxy_serves_the_file_with_the_identity(walk):
 
 def test_identity_headers_a_browser_sends_are_replaced(walk):
     browser = walk.sign_in(QUALIFIED)
-    forged = {"X-Orcid-Id": FORGED_ORCID, "X-Auth-Request-User": FORGED_ORCID,
-              "X-Auth-Request-Dataset": "survey-microdata"}
+    forged = {
+        "X-Orcid-Id": FORGED_ORCID,
+        "X-Auth-Request-User": FORGED_ORCID,
+        "X-Auth-Request-Dataset": "survey-microdata",
+    }
     response = walk.get(SAIL_FILE, browser, headers=forged)
     assert response.status_code == 200, walk.explain(response)
     [(_, headers)] = walk.files.seen
@@ -183,8 +191,9 @@ def test_the_gatekeeper_pages_are_reachable_through_the_proxy(walk):
     assert page.status_code == 200, walk.explain(page)
     assert "No access yet" in page.text
     token = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
-    response = browser.post(f"{walk.url}/check/sail-cohort", data={"csrf": token},
-                            allow_redirects=False, timeout=15)
+    response = browser.post(
+        f"{walk.url}/check/sail-cohort", data={"csrf": token}, allow_redirects=False, timeout=15
+    )
     assert response.status_code == 302, walk.explain(response)
     assert urljoin(walk.url, response.headers["Location"]) == f"{walk.url}/datasets/sail-cohort"
     assert walk.files.seen == []
@@ -193,8 +202,12 @@ def test_the_gatekeeper_pages_are_reachable_through_the_proxy(walk):
 def test_only_the_gatekeeper_pages_are_routed_to_it(walk):
     # The check is the proxy's to make, not a browser's; nor is anything else public.
     browser = walk.sign_in(QUALIFIED)
-    for path in ("/auth?dataset=sail-cohort", "/auth/datasets/sail-cohort/hello.txt",
-                 "/metrics", "/elsewhere"):
+    for path in (
+        "/auth?dataset=sail-cohort",
+        "/auth/datasets/sail-cohort/hello.txt",
+        "/metrics",
+        "/elsewhere",
+    ):
         response = walk.get(path, browser)
         assert response.status_code == 404, walk.explain(response)
     assert walk.files.seen == []
@@ -221,8 +234,14 @@ def raw_get(site, path, session_cookie) -> tuple[int, str]:
         ("/datasets/survey-microdata/%2e%2e/sail-cohort/hello.txt", {}),
         ("/datasets/survey-microdata/..%2fsail-cohort/hello.txt", {}),
     ],
-    ids=["x-original-uri", "x-forwarded-uri", "dataset-query", "dot-segments",
-         "encoded-dot-segments", "encoded-slash"],
+    ids=[
+        "x-original-uri",
+        "x-forwarded-uri",
+        "dataset-query",
+        "dot-segments",
+        "encoded-dot-segments",
+        "encoded-slash",
+    ],
 )
 def test_a_browser_cannot_have_another_url_checked_than_the_one_served(walk, path, headers):
     # Signed in as someone the survey admits and the SAIL extract refuses, the browser
@@ -235,6 +254,7 @@ def test_a_browser_cannot_have_another_url_checked_than_the_one_served(walk, pat
         status, body = raw_get(walk, path, browser.cookies["gatekeeper_session"])
     assert status in (400, 403, 404), (
         f"GET {path} {headers} -> {status}: {body[:200]}\n"
-        f"file server saw: {[seen for seen, _ in walk.files.seen]}")
+        f"file server saw: {[seen for seen, _ in walk.files.seen]}"
+    )
     assert SAIL_CONTENT not in body
     assert walk.files.seen == []

@@ -19,13 +19,14 @@ def gatekeeper(start_gatekeeper, redis_url, orcid):
 
 
 def auth(browser_or_requests, gatekeeper, **headers):
-    return browser_or_requests.get(f"{gatekeeper.url}/auth", headers=headers,
-                                   allow_redirects=False, timeout=15)
+    return browser_or_requests.get(
+        f"{gatekeeper.url}/auth", headers=headers, allow_redirects=False, timeout=15
+    )
 
 
 class TestSignIn:
     def test_sign_in_sets_a_hardened_cookie_and_returns_to_next(self, gatekeeper):
-        browser, response = sign_in(gatekeeper.url, QUALIFIED, "/datasets/sail-cohort")
+        _browser, response = sign_in(gatekeeper.url, QUALIFIED, "/datasets/sail-cohort")
         assert response.status_code == 302
         assert response.headers["Location"] == "/datasets/sail-cohort"
         cookie = response.headers["Set-Cookie"]
@@ -33,8 +34,9 @@ class TestSignIn:
         assert "Secure" not in cookie  # plain http on loopback only
 
     @pytest.mark.parametrize(
-        "hostile", ["https://evil.example/", "//evil.example", "/\\evil.example",
-                    "javascript:alert(1)"])
+        "hostile",
+        ["https://evil.example/", "//evil.example", "/\\evil.example", "javascript:alert(1)"],
+    )
     def test_hostile_next_falls_back_to_home(self, gatekeeper, hostile):
         _, response = sign_in(gatekeeper.url, QUALIFIED, hostile)
         assert response.headers["Location"] == "/"
@@ -43,15 +45,20 @@ class TestSignIn:
         browser, response = sign_in(gatekeeper.url, QUALIFIED, decision="deny")
         assert response.status_code == 200
         assert "You did not give permission" in response.text
-        assert auth(browser, gatekeeper, **{"X-Original-URI": "/datasets/sail-cohort/a"}
-                    ).status_code == 401
+        assert (
+            auth(browser, gatekeeper, **{"X-Original-URI": "/datasets/sail-cohort/a"}).status_code
+            == 401
+        )
 
     def test_a_forged_state_is_refused_with_no_session(self, gatekeeper, orcid):
         browser = requests.Session()
         browser.get(f"{gatekeeper.url}/login", allow_redirects=False, timeout=5)
-        response = browser.get(f"{gatekeeper.url}/callback",
-                               params={"code": "abcdef", "state": "forged"},
-                               allow_redirects=False, timeout=5)
+        response = browser.get(
+            f"{gatekeeper.url}/callback",
+            params={"code": "abcdef", "state": "forged"},
+            allow_redirects=False,
+            timeout=5,
+        )
         assert response.status_code == 400
         assert "expired or was already used" in response.text
         assert orcid.requests().get("token", 0) == 0
@@ -59,9 +66,12 @@ class TestSignIn:
     def test_a_replayed_callback_is_refused(self, gatekeeper):
         browser = requests.Session()
         start = browser.get(f"{gatekeeper.url}/login", allow_redirects=False, timeout=5)
-        back = browser.get(start.headers["Location"],
-                           params={"persona": QUALIFIED, "decision": "authorize"},
-                           allow_redirects=False, timeout=5)
+        back = browser.get(
+            start.headers["Location"],
+            params={"persona": QUALIFIED, "decision": "authorize"},
+            allow_redirects=False,
+            timeout=5,
+        )
         callback = back.headers["Location"]
         assert browser.get(callback, allow_redirects=False, timeout=5).status_code == 302
         assert browser.get(callback, allow_redirects=False, timeout=5).status_code == 400
@@ -71,12 +81,16 @@ class TestSignIn:
         headers = {"X-Original-URI": "/datasets/sail-cohort/data.csv"}
         assert auth(browser, gatekeeper, **headers).status_code == 200
         stolen = dict(browser.cookies)
-        assert browser.post(f"{gatekeeper.url}/logout", data={"csrf": "wrong"},
-                            timeout=5).status_code == 400
+        assert (
+            browser.post(f"{gatekeeper.url}/logout", data={"csrf": "wrong"}, timeout=5).status_code
+            == 400
+        )
         page = browser.get(f"{gatekeeper.url}/logout", timeout=5).text
         token = re.search(r'name="csrf" value="([^"]+)"', page)[1]
-        assert browser.post(f"{gatekeeper.url}/logout", data={"csrf": token},
-                            timeout=5).status_code == 200
+        assert (
+            browser.post(f"{gatekeeper.url}/logout", data={"csrf": token}, timeout=5).status_code
+            == 200
+        )
         # Even the old cookie, replayed, no longer counts (within the one-second sync).
         replay = requests.Session()
         replay.cookies.update(stolen)
@@ -92,12 +106,18 @@ class TestForwardAuth:
     def test_redirect_mode_answers_302_to_login_with_the_original_url(self, gatekeeper):
         response = requests.get(
             f"{gatekeeper.url}/auth?redirect=1",
-            headers={"X-Forwarded-Uri": "/datasets/sail-cohort/x.csv",
-                     "X-Forwarded-Host": "127.0.0.1:9", "X-Forwarded-Proto": "http"},
-            allow_redirects=False, timeout=5)
+            headers={
+                "X-Forwarded-Uri": "/datasets/sail-cohort/x.csv",
+                "X-Forwarded-Host": "127.0.0.1:9",
+                "X-Forwarded-Proto": "http",
+            },
+            allow_redirects=False,
+            timeout=5,
+        )
         assert response.status_code == 302
         assert response.headers["Location"] == (
-            f"{gatekeeper.url}/login?next=http%3A%2F%2F127.0.0.1%3A9%2Fdatasets%2Fsail-cohort%2Fx.csv")
+            f"{gatekeeper.url}/login?next=http%3A%2F%2F127.0.0.1%3A9%2Fdatasets%2Fsail-cohort%2Fx.csv"
+        )
 
     @pytest.mark.parametrize(
         "headers, path",
@@ -134,19 +154,28 @@ class TestForwardAuth:
         browser, _ = sign_in(gatekeeper.url, QUALIFIED)
         value = browser.cookies["gatekeeper_session"]
         forged = requests.Session()
-        forged.cookies.set("gatekeeper_session", value[:-3] + ("AAA" if value[-3:] != "AAA" else "BBB"))
-        assert auth(forged, gatekeeper, **{"X-Original-URI": "/datasets/sail-cohort/a"}
-                    ).status_code == 401
+        forged.cookies.set(
+            "gatekeeper_session", value[:-3] + ("AAA" if value[-3:] != "AAA" else "BBB")
+        )
+        assert (
+            auth(forged, gatekeeper, **{"X-Original-URI": "/datasets/sail-cohort/a"}).status_code
+            == 401
+        )
 
     def test_the_cached_path_reads_orcid_once(self, gatekeeper, orcid):
         browser, _ = sign_in(gatekeeper.url, QUALIFIED)
         for _ in range(20):
-            assert auth(browser, gatekeeper, **{"X-Original-URI": "/datasets/sail-cohort/a"}
-                        ).status_code == 200
+            assert (
+                auth(
+                    browser, gatekeeper, **{"X-Original-URI": "/datasets/sail-cohort/a"}
+                ).status_code
+                == 200
+            )
         assert orcid.requests()["qualifications"] == 1
 
-    def test_thirty_concurrent_first_requests_cost_one_summary_read(self, start_gatekeeper,
-                                                                     redis_url, orcid):
+    def test_thirty_concurrent_first_requests_cost_one_summary_read(
+        self, start_gatekeeper, redis_url, orcid
+    ):
         gatekeeper = start_gatekeeper(redis_url=redis_url, workers=2)
         browser, _ = sign_in(gatekeeper.url, QUALIFIED)
         orcid.reset()
@@ -154,8 +183,9 @@ class TestForwardAuth:
         cookies = dict(browser.cookies)
 
         def one(_):
-            return requests.get(f"{gatekeeper.url}/auth?dataset=sail-cohort", cookies=cookies,
-                                timeout=20).status_code
+            return requests.get(
+                f"{gatekeeper.url}/auth?dataset=sail-cohort", cookies=cookies, timeout=20
+            ).status_code
 
         with concurrent.futures.ThreadPoolExecutor(30) as pool:
             statuses = list(pool.map(one, range(30)))
@@ -202,12 +232,20 @@ class TestPages:
         page = browser.get(f"{gatekeeper.url}/datasets/sail-cohort", timeout=15).text
         token = re.search(r'name="csrf" value="([^"]+)"', page)[1]
         before = orcid.requests()["qualifications"]
-        first = browser.post(f"{gatekeeper.url}/check/sail-cohort",
-                             data={"csrf": token}, allow_redirects=False, timeout=15)
+        first = browser.post(
+            f"{gatekeeper.url}/check/sail-cohort",
+            data={"csrf": token},
+            allow_redirects=False,
+            timeout=15,
+        )
         assert first.status_code == 302
         assert orcid.requests()["qualifications"] == before + 1
-        second = browser.post(f"{gatekeeper.url}/check/sail-cohort",
-                              data={"csrf": token}, allow_redirects=False, timeout=15)
+        second = browser.post(
+            f"{gatekeeper.url}/check/sail-cohort",
+            data={"csrf": token},
+            allow_redirects=False,
+            timeout=15,
+        )
         assert second.status_code == 429
         assert orcid.requests()["qualifications"] == before + 1
 
@@ -225,9 +263,11 @@ class TestPages:
 class TestStartUp:
     @pytest.mark.parametrize(
         "unset, extra, variable",
-        [("SECRET_KEY", {}, "SECRET_KEY"),
-         (None, {"POLICY_PATH": "/nonexistent/policies"}, "POLICY_PATH"),
-         (None, {"REFUSAL_TTL": "soon"}, "REFUSAL_TTL")],
+        [
+            ("SECRET_KEY", {}, "SECRET_KEY"),
+            (None, {"POLICY_PATH": "/nonexistent/policies"}, "POLICY_PATH"),
+            (None, {"REFUSAL_TTL": "soon"}, "REFUSAL_TTL"),
+        ],
         ids=["no-secret", "no-policy", "bad-number"],
     )
     def test_bad_settings_stop_gunicorn_with_one_line_naming_the_variable(
@@ -241,9 +281,19 @@ class TestStartUp:
         if unset:
             env.pop(unset)
         result = subprocess.run(
-            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "app:create_app()",
-             "-b", f"127.0.0.1:{free_port()}"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=30,
+            [
+                str(BIN / "gunicorn"),
+                "-c",
+                "gunicorn.conf.py",
+                "app:create_app()",
+                "-b",
+                f"127.0.0.1:{free_port()}",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert result.returncode != 0
         ours = [line for line in result.stderr.splitlines() if line.startswith("orcid-gatekeeper:")]

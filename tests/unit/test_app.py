@@ -23,21 +23,26 @@ class TestCreateApp:
 
     def test_a_broken_policy_names_policy_path(self, write_policy):
         path = write_policy("version: 1\ndatasets: {x: {paths: [/x/]}}\n")
-        with pytest.raises(ConfigError, match="POLICY_PATH: .*require"):
+        with pytest.raises(ConfigError, match=r"POLICY_PATH: .*require"):
             make_app(POLICY_PATH=str(path))
 
 
 class TestLogin:
     def test_login_redirects_to_orcid_with_the_oauth_parameters(self):
-        app = make_app(PUBLIC_URL="https://data.example.org",
-                       ORCID_BASE_URL="https://sandbox.orcid.org")
+        app = make_app(
+            PUBLIC_URL="https://data.example.org", ORCID_BASE_URL="https://sandbox.orcid.org"
+        )
         response = app.test_client().get("/login?next=/datasets/sail-cohort")
         assert response.status_code == 302
         location = response.headers["Location"]
         assert location.startswith("https://sandbox.orcid.org/oauth/authorize?")
-        for part in ("response_type=code", "client_id=APP-ABCDEFGHIJKLMNOP",
-                     "scope=%2Fauthenticate", "state=",
-                     "redirect_uri=https%3A%2F%2Fdata.example.org%2Fcallback"):
+        for part in (
+            "response_type=code",
+            "client_id=APP-ABCDEFGHIJKLMNOP",
+            "scope=%2Fauthenticate",
+            "state=",
+            "redirect_uri=https%3A%2F%2Fdata.example.org%2Fcallback",
+        ):
             assert part in location
 
     def test_the_session_cookie_is_signed_httponly_secure_and_lax(self):
@@ -58,8 +63,9 @@ class TestLogin:
 
 
 class TestAuthWithoutSession:
-    @pytest.mark.parametrize("path", ["/auth", "/auth/datasets/sail-cohort/x",
-                                      "/auth?dataset=sail-cohort"])
+    @pytest.mark.parametrize(
+        "path", ["/auth", "/auth/datasets/sail-cohort/x", "/auth?dataset=sail-cohort"]
+    )
     def test_no_cookie_is_401(self, path):
         response = make_app().test_client().get(path, headers={"X-Original-URI": "/datasets/x/"})
         assert response.status_code == 401
@@ -68,10 +74,12 @@ class TestAuthWithoutSession:
     def test_auth_redirect_setting_answers_302_to_login(self):
         app = make_app(AUTH_REDIRECT="1", PUBLIC_URL="https://data.example.org")
         response = app.test_client().get(
-            "/auth", headers={"X-Original-URI": "/datasets/sail-cohort/f.csv"})
+            "/auth", headers={"X-Original-URI": "/datasets/sail-cohort/f.csv"}
+        )
         assert response.status_code == 302
         assert response.headers["Location"] == (
-            "https://data.example.org/login?next=%2Fdatasets%2Fsail-cohort%2Ff.csv")
+            "https://data.example.org/login?next=%2Fdatasets%2Fsail-cohort%2Ff.csv"
+        )
 
     def test_garbage_cookie_is_401(self):
         client = make_app().test_client()

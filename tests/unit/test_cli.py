@@ -25,8 +25,12 @@ def policy_file(write_policy):
 @pytest.fixture
 def record_file(tmp_path):
     def write(items, **extra):
-        data = {"orcid": RESEARCHER, "qualifications": orcid_json.summaries(RESEARCHER, items),
-                "items": {str(i["put-code"]): i for i in items}, **extra}
+        data = {
+            "orcid": RESEARCHER,
+            "qualifications": orcid_json.summaries(RESEARCHER, items),
+            "items": {str(i["put-code"]): i for i in items},
+            **extra,
+        }
         path = tmp_path / "record.json"
         path.write_text(json.dumps(data))
         return str(path)
@@ -36,10 +40,18 @@ def record_file(tmp_path):
 
 def qualified_items():
     return [
-        orcid_json.qualification(1, owner=RESEARCHER, title="Safe Researcher Training",
-                                 src=orcid_json.source(client_id=UKDS)),
-        orcid_json.qualification(2, owner=RESEARCHER, title="Good Clinical Practice",
-                                 src=orcid_json.source(client_id=NIHR)),
+        orcid_json.qualification(
+            1,
+            owner=RESEARCHER,
+            title="Safe Researcher Training",
+            src=orcid_json.source(client_id=UKDS),
+        ),
+        orcid_json.qualification(
+            2,
+            owner=RESEARCHER,
+            title="Good Clinical Practice",
+            src=orcid_json.source(client_id=NIHR),
+        ),
     ]
 
 
@@ -59,7 +71,9 @@ class TestPolicyCheck:
         assert result.exit_code == 1
         lines = [line for line in result.stdout.splitlines() if line]
         assert len(lines) == 7
-        assert f"{path}:11: sources.ukds.client_ids[1]: 'UKDS-1' is not an ORCID client ID" in lines[0]
+        assert (
+            f"{path}:11: sources.ukds.client_ids[1]: 'UKDS-1' is not an ORCID client ID" in lines[0]
+        )
         assert "7 problems" in result.stderr
 
     def test_policy_path_comes_from_the_environment(self, runner, policy_file):
@@ -69,21 +83,46 @@ class TestPolicyCheck:
 
 class TestExplain:
     def test_allowed_exits_0(self, runner, policy_file, record_file):
-        result = explain(runner, policy_file, "--orcid", RESEARCHER, "--dataset", "sail",
-                         "--record", record_file(qualified_items()))
+        result = explain(
+            runner,
+            policy_file,
+            "--orcid",
+            RESEARCHER,
+            "--dataset",
+            "sail",
+            "--record",
+            record_file(qualified_items()),
+        )
         assert result.exit_code == 0, result.output
         assert f'{RESEARCHER} may open "SAIL cohort extract"' in result.output
 
     def test_refused_exits_1_with_reasons(self, runner, policy_file, record_file):
         items = qualified_items()[:1]
-        result = explain(runner, policy_file, "--orcid", RESEARCHER, "--dataset", "sail",
-                         "--record", record_file(items))
+        result = explain(
+            runner,
+            policy_file,
+            "--orcid",
+            RESEARCHER,
+            "--dataset",
+            "sail",
+            "--record",
+            record_file(items),
+        )
         assert result.exit_code == 1
         assert "may not open" in result.output and "no matching qualification" in result.output
 
     def test_json_output_carries_the_contract_fields(self, runner, policy_file, record_file):
-        result = explain(runner, policy_file, "--orcid", f"https://orcid.org/{RESEARCHER}",
-                         "--dataset", "sail", "--record", record_file(qualified_items()), "--json")
+        result = explain(
+            runner,
+            policy_file,
+            "--orcid",
+            f"https://orcid.org/{RESEARCHER}",
+            "--dataset",
+            "sail",
+            "--record",
+            record_file(qualified_items()),
+            "--json",
+        )
         data = json.loads(result.output)
         assert data["allowed"] is True and data["orcid"] == RESEARCHER
         assert data["dataset"] == "sail" and data["policy_version"]
@@ -92,8 +131,17 @@ class TestExplain:
 
     def test_unreadable_record_is_a_refusal_exit_1(self, runner, policy_file, record_file):
         path = record_file([], error=orcid_json.error(409, 9044, "deactivated"))
-        result = explain(runner, policy_file, "--orcid", RESEARCHER, "--dataset", "sail",
-                         "--record", path, "--json")
+        result = explain(
+            runner,
+            policy_file,
+            "--orcid",
+            RESEARCHER,
+            "--dataset",
+            "sail",
+            "--record",
+            path,
+            "--json",
+        )
         assert result.exit_code == 1
         assert json.loads(result.output)["error"]["reason"] == "record_deactivated"
 
@@ -102,8 +150,10 @@ class TestExplain:
         [
             (["--orcid", "0000-0002-1825-0098", "--dataset", "sail"], "check digit is wrong"),
             (["--orcid", RESEARCHER, "--dataset", "nope"], "unknown dataset 'nope'"),
-            (["--orcid", RESEARCHER, "--dataset", "sail", "--record", "/nonexistent.json"],
-             "cannot read /nonexistent.json"),
+            (
+                ["--orcid", RESEARCHER, "--dataset", "sail", "--record", "/nonexistent.json"],
+                "cannot read /nonexistent.json",
+            ),
         ],
         ids=["invalid-id", "unknown-dataset", "missing-record"],
     )
@@ -121,14 +171,24 @@ class TestExplain:
         assert "YAML syntax error" in line and "gatekeeper policy check" in line
 
     def test_a_bad_setting_exits_2_naming_the_variable(self, runner, policy_file):
-        result = runner.invoke(main, ["explain", "--policy", str(policy_file), "--orcid",
-                                      RESEARCHER, "--dataset", "sail"],
-                               env={"ORCID_API_URL": "ftp://x"})
+        result = runner.invoke(
+            main,
+            ["explain", "--policy", str(policy_file), "--orcid", RESEARCHER, "--dataset", "sail"],
+            env={"ORCID_API_URL": "ftp://x"},
+        )
         assert result.exit_code == 2 and "ORCID_API_URL" in result.stderr
 
     def test_the_shipped_example_explains(self, runner):
         record = REPO / "app" / "examples" / f"record-{RESEARCHER}.json"
-        result = explain(runner, REPO / "policies", "--orcid", RESEARCHER,
-                         "--dataset", "sail-cohort", "--record", str(record))
+        result = explain(
+            runner,
+            REPO / "policies",
+            "--orcid",
+            RESEARCHER,
+            "--dataset",
+            "sail-cohort",
+            "--record",
+            str(record),
+        )
         assert result.exit_code == 1
         assert "added by yourself; this dataset needs it from NIHR Learn" in result.output

@@ -15,7 +15,11 @@ UNTRUSTED = "APP-UNTRUSTED0000001"
 
 def judge(policy, dataset, items, now="2026-11-25", own_client_id=OWN_CLIENT):
     return decide(
-        policy, policy.dataset(dataset), items, orcid=RESEARCHER, now=at(now),
+        policy,
+        policy.dataset(dataset),
+        items,
+        orcid=RESEARCHER,
+        now=at(now),
         own_client_id=own_client_id,
     )
 
@@ -39,20 +43,32 @@ class TestSources:
             (orcid_json.source(orcid=RESEARCHER, name="Me"), False, "yourself"),
             # Search-and-link import by a trusted client is still the researcher's claim.
             (orcid_json.source(client_id=UKDS, origin_orcid=RESEARCHER), False, "yourself"),
-            (orcid_json.source(client_id=UNTRUSTED, name="UK Data Service"), False,
-             '"UK Data Service" (ORCID client APP-UNTRUSTED0000001)'),
+            (
+                orcid_json.source(client_id=UNTRUSTED, name="UK Data Service"),
+                False,
+                '"UK Data Service" (ORCID client APP-UNTRUSTED0000001)',
+            ),
             (orcid_json.source(orcid=OTHER_PERSON), False, f"ORCID user {OTHER_PERSON}"),
             (orcid_json.source(client_id=NIHR, name="NIHR Learn"), False, "NIHR Learn"),
             (orcid_json.source(), False, "an unknown source"),
         ],
-        ids=["trusted-client", "self-issued", "self-asserted", "search-and-link",
-             "untrusted-client-with-trusted-name", "another-person", "trusted-elsewhere",
-             "no-source"],
+        ids=[
+            "trusted-client",
+            "self-issued",
+            "self-asserted",
+            "search-and-link",
+            "untrusted-client-with-trusted-name",
+            "another-person",
+            "trusted-elsewhere",
+            "no-source",
+        ],
     )
     def test_only_the_sources_the_rule_names_are_trusted(
         self, policy, make_qualification, src, allowed, added_by
     ):
-        decision = judge(policy, "sail", [srt(make_qualification, src=src), gcp(make_qualification)])
+        decision = judge(
+            policy, "sail", [srt(make_qualification, src=src), gcp(make_qualification)]
+        )
         assert decision.allowed is allowed
         [verdict] = decision.requirements[0].candidates
         assert verdict.added_by == added_by
@@ -69,7 +85,9 @@ class TestSources:
 
     def test_self_asserted_counts_where_the_rule_allows_it(self, policy, make_qualification):
         mine = make_qualification(
-            3, title="x", src=orcid_json.source(orcid=RESEARCHER),
+            3,
+            title="x",
+            src=orcid_json.source(orcid=RESEARCHER),
             external_ids=[("uri", "https://example.org/quals/hsr")],
         )
         decision = judge(policy, "sail", [srt(make_qualification), mine])
@@ -85,7 +103,9 @@ class TestSources:
     def test_item_written_on_behalf_of_another_client_needs_both_trusted(
         self, policy, make_qualification, writer, origin, allowed
     ):
-        item = gcp(make_qualification, src=orcid_json.source(client_id=writer, origin_client_id=origin))
+        item = gcp(
+            make_qualification, src=orcid_json.source(client_id=writer, origin_client_id=origin)
+        )
         assert judge(policy, "sail", [srt(make_qualification), item]).allowed is allowed
 
 
@@ -142,16 +162,20 @@ class TestDates:
     ):
         kwargs = {"created_ms": created_ms} if created_ms else {}
         item = make_qualification(
-            9, title="Data Protection Essentials", start=start,
-            src=orcid_json.source(orcid=RESEARCHER), **kwargs,
+            9,
+            title="Data Protection Essentials",
+            start=start,
+            src=orcid_json.source(orcid=RESEARCHER),
+            **kwargs,
         )
         decision = judge(policy, "open", [item], now=today)
         reasons = [f.reason for f in decision.requirements[0].candidates[0].failures]
         assert reasons == ([reason] if reason else [])
 
     def test_max_age_without_any_date_is_refused(self, policy, make_qualification):
-        item = make_qualification(9, title="Data Protection Essentials",
-                                  src=orcid_json.source(orcid=RESEARCHER))
+        item = make_qualification(
+            9, title="Data Protection Essentials", src=orcid_json.source(orcid=RESEARCHER)
+        )
         item = type(item)(**{**{f: getattr(item, f) for f in item.__slots__}, "created": None})
         decision = judge(policy, "open", [item])
         assert decision.requirements[0].candidates[0].failures[0].reason == "age_unknown"
@@ -182,14 +206,23 @@ class TestOtherChecks:
     def test_url_prefix_and_persistent_id_are_checked(
         self, policy, make_qualification, url, external_ids, reasons
     ):
-        item = make_qualification(5, title="Certified Course", url=url, external_ids=external_ids,
-                                  src=orcid_json.source(orcid=RESEARCHER))
+        item = make_qualification(
+            5,
+            title="Certified Course",
+            url=url,
+            external_ids=external_ids,
+            src=orcid_json.source(orcid=RESEARCHER),
+        )
         decision = judge(policy, "certs", [item])
         assert [f.reason for f in decision.requirements[0].candidates[0].failures] == reasons
 
     def test_every_failure_of_an_item_is_kept(self, policy, make_qualification):
-        item = srt(make_qualification, src=orcid_json.source(orcid=RESEARCHER),
-                   org_id="https://ror.org/000000000", end="2020")
+        item = srt(
+            make_qualification,
+            src=orcid_json.source(orcid=RESEARCHER),
+            org_id="https://ror.org/000000000",
+            end="2020",
+        )
         decision = judge(policy, "sail", [item])
         reasons = [f.reason for f in decision.requirements[0].candidates[0].failures]
         assert reasons == ["organization_mismatch", "wrong_source", "expired"]
@@ -197,8 +230,12 @@ class TestOtherChecks:
 
 class TestRequirements:
     def test_any_of_is_met_by_either_option(self, policy, make_qualification):
-        hsr = make_qualification(4, title="HSR", src=orcid_json.source(client_id=NIHR),
-                                 external_ids=[("uri", "https://example.org/quals/hsr")])
+        hsr = make_qualification(
+            4,
+            title="HSR",
+            src=orcid_json.source(client_id=NIHR),
+            external_ids=[("uri", "https://example.org/quals/hsr")],
+        )
         assert judge(policy, "sail", [srt(make_qualification), hsr]).allowed
         assert judge(policy, "sail", [srt(make_qualification), gcp(make_qualification)]).allowed
         assert not judge(policy, "sail", [srt(make_qualification)]).allowed
@@ -221,51 +258,79 @@ class TestRequirements:
 
 
 class TestValidUntil:
-    def test_allow_holds_until_the_earliest_end_capped_by_cache_ttl(self, policy, make_qualification):
+    def test_allow_holds_until_the_earliest_end_capped_by_cache_ttl(
+        self, policy, make_qualification
+    ):
         item = srt(make_qualification, end="2026-11-25")
         decision = judge(policy, "sail", [item, gcp(make_qualification)])
         # cache_ttl 900 s from noon comes before the end of the day
         assert decision.valid_until == at("2026-11-25") + dt.timedelta(seconds=900)
 
     def test_allow_ends_at_midnight_after_the_last_valid_day(self, policy, make_qualification):
-        item = make_qualification(9, title="Data Protection Essentials", start="2026-01-10",
-                                  src=orcid_json.source(orcid=RESEARCHER))
+        item = make_qualification(
+            9,
+            title="Data Protection Essentials",
+            start="2026-01-10",
+            src=orcid_json.source(orcid=RESEARCHER),
+        )
         decision = judge(policy, "open", [item])  # max_age 365: last day 2027-01-10
-        assert decision.valid_until == dt.datetime(2027, 1, 11, tzinfo=dt.timezone.utc)
+        assert decision.valid_until == dt.datetime(2027, 1, 11, tzinfo=dt.UTC)
 
     def test_allow_without_any_end_or_ttl_has_no_end(self, policy, make_qualification):
-        item = make_qualification(5, title="Certified Course", url="https://example.org/certs/1",
-                                  external_ids=[("other-id", "CERT-1")],
-                                  src=orcid_json.source(orcid=RESEARCHER))
+        item = make_qualification(
+            5,
+            title="Certified Course",
+            url="https://example.org/certs/1",
+            external_ids=[("other-id", "CERT-1")],
+            src=orcid_json.source(orcid=RESEARCHER),
+        )
         assert judge(policy, "certs", [item]).valid_until is None
 
     def test_refusal_ends_when_a_pending_item_starts(self, policy, make_qualification):
-        item = make_qualification(9, title="Data Protection Essentials", start="2026-12-01",
-                                  src=orcid_json.source(orcid=RESEARCHER))
+        item = make_qualification(
+            9,
+            title="Data Protection Essentials",
+            start="2026-12-01",
+            src=orcid_json.source(orcid=RESEARCHER),
+        )
         decision = judge(policy, "open", [item])
         assert not decision.allowed
-        assert decision.valid_until == dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+        assert decision.valid_until == dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 
 
 class TestSerialisation:
     def test_decision_round_trips_through_json(self, policy, make_qualification):
-        items = [srt(make_qualification, end="2027-03"),
-                 gcp(make_qualification, src=orcid_json.source(orcid=RESEARCHER))]
+        items = [
+            srt(make_qualification, end="2027-03"),
+            gcp(make_qualification, src=orcid_json.source(orcid=RESEARCHER)),
+        ]
         decision = judge(policy, "sail", items)
         again = Decision.from_dict(json.loads(json.dumps(decision.to_dict())))
         assert again == decision
 
     def test_json_has_the_contract_fields(self, policy, make_qualification):
         data = judge(policy, "sail", [srt(make_qualification)]).to_dict()
-        assert {"allowed", "orcid", "dataset", "requirements", "valid_until", "policy_version",
-                "decided_at"} <= set(data)
+        assert {
+            "allowed",
+            "orcid",
+            "dataset",
+            "requirements",
+            "valid_until",
+            "policy_version",
+            "decided_at",
+        } <= set(data)
         requirement = data["requirements"][0]
         assert requirement["met"] is True and requirement["put_code"] == 1
         assert data["requirements"][1]["candidates"] == []
 
     def test_unreadable_record_is_a_refusal_with_the_reason(self, policy):
-        decision = refuse_unreadable(policy, policy.dataset("sail"), orcid=RESEARCHER,
-                                     error=RecordLocked(), now=at("2026-11-25"))
+        decision = refuse_unreadable(
+            policy,
+            policy.dataset("sail"),
+            orcid=RESEARCHER,
+            error=RecordLocked(),
+            now=at("2026-11-25"),
+        )
         assert not decision.allowed
         assert decision.error.reason == "record_locked"
         assert Decision.from_dict(decision.to_dict()) == decision
@@ -273,8 +338,10 @@ class TestSerialisation:
 
 class TestExplain:
     def test_refusal_says_why_and_what_to_do(self, policy, make_qualification):
-        items = [srt(make_qualification, end="2025-06"),
-                 gcp(make_qualification, src=orcid_json.source(orcid=RESEARCHER))]
+        items = [
+            srt(make_qualification, end="2025-06"),
+            gcp(make_qualification, src=orcid_json.source(orcid=RESEARCHER)),
+        ]
         text = "\n".join(explain_lines(policy, judge(policy, "sail", items)))
         assert f'{RESEARCHER} may not open "SAIL cohort extract" (sail).' in text
         assert "it expired on 2025-06-30" in text
@@ -282,12 +349,20 @@ class TestExplain:
         assert 'renew "Safe Researcher Training"' in text
 
     def test_allow_names_the_item_used(self, policy, make_qualification):
-        text = "\n".join(explain_lines(
-            policy, judge(policy, "sail", [srt(make_qualification), gcp(make_qualification)])))
+        text = "\n".join(
+            explain_lines(
+                policy, judge(policy, "sail", [srt(make_qualification), gcp(make_qualification)])
+            )
+        )
         assert "may open" in text and "put-code 1" in text and "added by UK Data Service" in text
 
     def test_unreadable_record_is_explained(self, policy):
-        decision = refuse_unreadable(policy, policy.dataset("sail"), orcid=RESEARCHER,
-                                     error=RecordLocked(), now=at("2026-11-25"))
+        decision = refuse_unreadable(
+            policy,
+            policy.dataset("sail"),
+            orcid=RESEARCHER,
+            error=RecordLocked(),
+            now=at("2026-11-25"),
+        )
         text = "\n".join(explain_lines(policy, decision))
         assert "Your ORCID record is locked" in text

@@ -35,8 +35,11 @@ class TestProxyRequest:
         assert dataset_of(policy, env) == expected
 
     def test_envoy_never_reads_the_browsers_query(self, policy):
-        env = environ("/auth/datasets/sail/a.csv", query="dataset=open&redirect=1",
-                      raw="/auth/datasets/sail/a.csv?dataset=open&redirect=1")
+        env = environ(
+            "/auth/datasets/sail/a.csv",
+            query="dataset=open&redirect=1",
+            raw="/auth/datasets/sail/a.csv?dataset=open&redirect=1",
+        )
         request = ProxyRequest(env, env["PATH_INFO"])
         assert request.dataset(policy).key == "sail"
         assert request.wants_redirect is False
@@ -64,17 +67,27 @@ class TestProxyRequest:
         # The browser asked for /datasets/open/%252e%252e/sail/x: a folder literally named
         # "%2e%2e" under open. PATH_INFO holds it decoded once; decoding again would
         # judge sail, a dataset other than the one whose file is served.
-        env = environ("/auth/datasets/open/%2e%2e/sail/x",
-                      raw="/auth/datasets/open/%252e%252e/sail/x")
+        env = environ(
+            "/auth/datasets/open/%2e%2e/sail/x", raw="/auth/datasets/open/%252e%252e/sail/x"
+        )
         assert dataset_of(policy, env) == "open"
 
     def test_original_url_keeps_encoding_and_query_for_next(self):
-        env = environ("/auth/datasets/sail/two words.txt", query="part=1&of=2",
-                      raw="/auth/datasets/sail/two%20words.txt?part=1&of=2")
+        env = environ(
+            "/auth/datasets/sail/two words.txt",
+            query="part=1&of=2",
+            raw="/auth/datasets/sail/two%20words.txt?part=1&of=2",
+        )
         assert ProxyRequest(env, env["PATH_INFO"]).original_url() == (
-            "/datasets/sail/two%20words.txt?part=1&of=2")
+            "/datasets/sail/two%20words.txt?part=1&of=2"
+        )
 
     def test_original_url_is_absolute_with_forwarded_host(self):
-        env = environ(X_Forwarded_Uri="/datasets/sail/a", X_Forwarded_Host="data.example.org",
-                      X_Forwarded_Proto="https")
-        assert ProxyRequest(env, "/auth").original_url() == "https://data.example.org/datasets/sail/a"
+        env = environ(
+            X_Forwarded_Uri="/datasets/sail/a",
+            X_Forwarded_Host="data.example.org",
+            X_Forwarded_Proto="https",
+        )
+        assert (
+            ProxyRequest(env, "/auth").original_url() == "https://data.example.org/datasets/sail/a"
+        )

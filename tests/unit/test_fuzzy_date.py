@@ -38,8 +38,14 @@ class TestFuzzyDate:
             {"year": "2023"},
             "2023-01-01",
         ],
-        ids=["feb-29-not-leap", "month-13", "day-without-month", "not-a-number", "unwrapped",
-             "string"],
+        ids=[
+            "feb-29-not-leap",
+            "month-13",
+            "day-without-month",
+            "not-a-number",
+            "unwrapped",
+            "string",
+        ],
     )
     def test_malformed_orcid_dates_are_refused(self, value):
         with pytest.raises(ValueError):

@@ -358,7 +358,7 @@ class TestRetries:
         [
             "120",
             email.utils.format_datetime(
-                dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1), usegmt=True
+                dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), usegmt=True
             ),
         ],
         ids=["seconds", "http-date"],
@@ -684,9 +684,7 @@ class TestClientCredentials:
             f"Bearer {RESEARCHER_TOKEN}"
         ] * 2
 
-    def test_client_token_refused_by_the_api_is_fetched_afresh_next_time(
-        self, orcid, app_client
-    ):
+    def test_client_token_refused_by_the_api_is_fetched_afresh_next_time(self, orcid, app_client):
         orcid.add(responses.POST, TOKEN_URL, json=load("token-client-credentials.json"))
         second = {"access_token": "second-token", "token_type": "bearer", "expires_in": 3600}
         orcid.add(responses.POST, TOKEN_URL, json=second)

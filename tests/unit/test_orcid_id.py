@@ -49,7 +49,8 @@ class TestParseOrcidId:
 @given(st.text(alphabet="0123456789", min_size=15, max_size=15))
 def test_every_15_digits_have_exactly_one_valid_check_character(first15):
     valid = [
-        c for c in "0123456789X" if is_valid_orcid_id(f"{first15[:4]}-{first15[4:8]}-"
-                                                     f"{first15[8:12]}-{first15[12:]}{c}")
+        c
+        for c in "0123456789X"
+        if is_valid_orcid_id(f"{first15[:4]}-{first15[4:8]}-{first15[8:12]}-{first15[12:]}{c}")
     ]
     assert valid == [check_digit(first15)]

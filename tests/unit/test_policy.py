@@ -73,8 +73,11 @@ class TestLoadingProblems:
             ("missing", None, "no such file or directory"),
             ("empty.yaml", "", "the file is empty"),
             ("list.yaml", "- 1\n", "must be a mapping"),
-            ("builtin.yaml", "version: 1\nsources:\n  self-issued: {client_ids: [x]}\n",
-             "built in"),
+            (
+                "builtin.yaml",
+                "version: 1\nsources:\n  self-issued: {client_ids: [x]}\n",
+                "built in",
+            ),
         ],
     )
     def test_unusable_files_are_reported(self, tmp_path, name, content, message):
@@ -86,7 +89,7 @@ class TestLoadingProblems:
         assert message in str(raised.value.problems)
 
     def test_a_directory_without_yaml_is_reported(self, tmp_path):
-        with pytest.raises(PolicyError, match="no \\*.yaml files"):
+        with pytest.raises(PolicyError, match=r"no \*\.yaml files"):
             load_policy(tmp_path)
 
 
@@ -163,7 +166,9 @@ class TestRuleMatching:
     def test_external_id_identifies_when_there_is_no_title(self, policy, make_qualification):
         rule = policy.qualifications["hsr"]
         assert rule.is_candidate(
-            make_qualification(title="Anything", external_ids=[("uri", "https://example.org/quals/hsr")])
+            make_qualification(
+                title="Anything", external_ids=[("uri", "https://example.org/quals/hsr")]
+            )
         )
         assert not rule.is_candidate(make_qualification(title="Anything"))
 
@@ -177,7 +182,9 @@ class TestRuleMatching:
             (None, False),
         ],
     )
-    def test_organization_matches_full_or_bare_ror_id(self, policy, make_qualification, org_id, matches):
+    def test_organization_matches_full_or_bare_ror_id(
+        self, policy, make_qualification, org_id, matches
+    ):
         rule = policy.qualifications["safe-researcher"]
         assert rule.matches_organization(make_qualification(org_id=org_id)) is matches
 

@@ -26,9 +26,11 @@ class TestOrcidSamples:
         assert item.source.source_orcid is None
         assert item.source.assertion_origin_orcid == "0000-0002-7319-2192"
         assert item.source.source_name == "Demo Org Sandbox "
-        assert item.created == dt.datetime(2019, 6, 7, 14, 10, 4, 796000, tzinfo=dt.timezone.utc)
+        assert item.created == dt.datetime(2019, 6, 7, 14, 10, 4, 796000, tzinfo=dt.UTC)
         assert [e.value for e in item.external_ids] == [
-            "external-identifier-value", "external-identifier-value2"]
+            "external-identifier-value",
+            "external-identifier-value2",
+        ]
         assert item.url == "http://tempuri.org" and item.visibility == "public"
 
     def test_the_full_record_sample_qualifications_section_parses(self):
@@ -39,11 +41,16 @@ class TestOrcidSamples:
 
 class TestParsing:
     def test_an_item_without_organization_parses(self):
-        item = parse_qualification(orcid_json.qualification(1, owner=RESEARCHER, no_organization=True))
+        item = parse_qualification(
+            orcid_json.qualification(1, owner=RESEARCHER, no_organization=True)
+        )
         assert item.organization is None
 
     def test_empty_summary_has_no_items(self):
-        assert parse_summaries({"last-modified-date": None, "affiliation-group": [], "path": "/x"}) == []
+        assert (
+            parse_summaries({"last-modified-date": None, "affiliation-group": [], "path": "/x"})
+            == []
+        )
         assert parse_summaries({"affiliation-group": None}) == []
 
     @pytest.mark.parametrize(
@@ -51,16 +58,31 @@ class TestParsing:
         [
             lambda d: d.update({"put-code": None}),
             lambda d: d.update({"put-code": "abc"}),
-            lambda d: d.update({"start-date": {"year": {"value": "2023"}, "month": {"value": "02"},
-                                               "day": {"value": "30"}}}),
+            lambda d: d.update(
+                {
+                    "start-date": {
+                        "year": {"value": "2023"},
+                        "month": {"value": "02"},
+                        "day": {"value": "30"},
+                    }
+                }
+            ),
             lambda d: d.update({"role-title": ["not", "a", "string"]}),
             lambda d: d.update({"source": "someone"}),
             lambda d: d.update({"organization": "Org"}),
             lambda d: d.update({"external-ids": {"external-id": [{"external-id-type": "uri"}]}}),
             lambda d: d.update({"created-date": {"value": "yesterday"}}),
         ],
-        ids=["no-put-code", "bad-put-code", "impossible-date", "title-list", "source-string",
-             "org-string", "ext-id-no-value", "bad-created"],
+        ids=[
+            "no-put-code",
+            "bad-put-code",
+            "impossible-date",
+            "title-list",
+            "source-string",
+            "org-string",
+            "ext-id-no-value",
+            "bad-created",
+        ],
     )
     def test_malformed_items_raise_malformed_response(self, mutate):
         data = orcid_json.qualification(1, owner=RESEARCHER)
@@ -70,8 +92,13 @@ class TestParsing:
 
     @pytest.mark.parametrize(
         "body",
-        [[], "text", {"affiliation-group": {}}, {"affiliation-group": [{"summaries": None}]},
-         {"affiliation-group": [{"summaries": [{"employment-summary": {}}]}]}],
+        [
+            [],
+            "text",
+            {"affiliation-group": {}},
+            {"affiliation-group": [{"summaries": None}]},
+            {"affiliation-group": [{"summaries": [{"employment-summary": {}}]}]},
+        ],
         ids=["list", "string", "group-dict", "no-summaries", "wrong-wrapper"],
     )
     def test_malformed_summaries_raise_malformed_response(self, body):

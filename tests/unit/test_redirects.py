@@ -110,9 +110,20 @@ class TestSafeNext:
             st.builds(
                 str.__add__,
                 st.sampled_from(
-                    ["/", "//", "/%2F", "http://", "https://", "HTTPS://", "http:",
-                     "https://data.example.org", "https://gatekeeper.example.org:",
-                     "https://data.example.org@", "javascript:", "\\"]
+                    [
+                        "/",
+                        "//",
+                        "/%2F",
+                        "http://",
+                        "https://",
+                        "HTTPS://",
+                        "http:",
+                        "https://data.example.org",
+                        "https://gatekeeper.example.org:",
+                        "https://data.example.org@",
+                        "javascript:",
+                        "\\",
+                    ]
                 ),
                 st.text(),
             ),

@@ -55,25 +55,42 @@ class TestSettings:
     def test_the_service_needs_a_secret_key_and_a_client(self):
         problems = " ".join(Settings.from_env({}).service_problems())
         assert "SECRET_KEY" in problems and "ORCID_CLIENT_ID" in problems
-        demo = Settings.from_env({"GATEKEEPER_DEMO": "1", "ORCID_CLIENT_ID": "APP-ABCDEFGHIJKLMNOP",
-                                  "ORCID_CLIENT_SECRET": "x"})
+        demo = Settings.from_env(
+            {
+                "GATEKEEPER_DEMO": "1",
+                "ORCID_CLIENT_ID": "APP-ABCDEFGHIJKLMNOP",
+                "ORCID_CLIENT_SECRET": "x",
+            }
+        )
         assert demo.service_problems() == []
 
     def test_read_limited_on_the_public_api_is_contradictory(self):
-        settings = Settings.from_env({"ORCID_SCOPE": "/read-limited", "SECRET_KEY": "x" * 32,
-                                      "ORCID_CLIENT_ID": "APP-ABCDEFGHIJKLMNOP",
-                                      "ORCID_CLIENT_SECRET": "x"})
+        settings = Settings.from_env(
+            {
+                "ORCID_SCOPE": "/read-limited",
+                "SECRET_KEY": "x" * 32,
+                "ORCID_CLIENT_ID": "APP-ABCDEFGHIJKLMNOP",
+                "ORCID_CLIENT_SECRET": "x",
+            }
+        )
         assert any("ORCID_SCOPE" in p for p in settings.service_problems())
 
     @pytest.mark.parametrize(
         "public_url, secure",
-        [(None, True), ("https://data.example.org", True), ("http://127.0.0.1:8000", False),
-         ("http://localhost:8000", False), ("http://data.example.org", True)],
+        [
+            (None, True),
+            ("https://data.example.org", True),
+            ("http://127.0.0.1:8000", False),
+            ("http://localhost:8000", False),
+            ("http://data.example.org", True),
+        ],
     )
     def test_cookies_are_secure_except_plain_http_on_loopback(self, public_url, secure):
         environ = {"PUBLIC_URL": public_url} if public_url else {}
         assert Settings.from_env(environ).secure_cookies is secure
 
     def test_allowed_redirect_hosts_are_a_lowercase_list(self):
-        settings = Settings.from_env({"ALLOWED_REDIRECT_HOSTS": "Data.Example.org, files.example.org"})
+        settings = Settings.from_env(
+            {"ALLOWED_REDIRECT_HOSTS": "Data.Example.org, files.example.org"}
+        )
         assert settings.allowed_redirect_hosts == ("data.example.org", "files.example.org")
