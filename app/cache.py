@@ -143,13 +143,18 @@ class _LocalLock:
 
 
 class RedisStore:
-    """The shared store: one Redis round trip per lookup, MemoryStore while Redis is down."""
+    """The shared store: one Redis round trip per lookup, MemoryStore while Redis is down.
 
-    def __init__(self, client: redis.Redis, warn_interval: float = 30.0):
+    After a failure Redis is left alone for ``retry_after`` seconds (a circuit breaker),
+    so a hung Redis costs one socket timeout now and then, not one per request.
+    """
+
+    def __init__(self, client: redis.Redis, warn_interval: float = 30.0, retry_after: float = 2.0):
         self.redis = client
         self.fallback = MemoryStore(max_entries=10_000)
-        self._warn_interval = warn_interval
+        self._warn_interval, self._retry_after = warn_interval, retry_after
         self._last_warning = 0.0
+        self._down_until = 0.0
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -163,64 +168,67 @@ class RedisStore:
         )
         return cls(client)
 
+    def _guarded(self, call, fallback):
+        """``call()`` against Redis, or ``fallback()`` while it is down or when it fails."""
+        if time.monotonic() < self._down_until:
+            return fallback()
+        try:
+            return call()
+        except redis.RedisError as exc:
+            self._fault(exc)
+            return fallback()
+
     def _fault(self, exc: Exception):
         now = time.monotonic()
+        self._down_until = now + self._retry_after
         if now - self._last_warning >= self._warn_interval:
             self._last_warning = now
             logger.warning("Redis unavailable, deciding without the shared cache: %s", exc)
 
     def lookup(self, sid, version, orcid, dataset):
-        try:
+        def call():
             epoch, session, decision = self.redis.mget(
                 EPOCH, session_key(sid), decision_key(version, orcid, dataset)
             )
-        except redis.RedisError as exc:
-            self._fault(exc)
-            return None, UNAVAILABLE, self.fallback.get_decision(version, orcid, dataset)
-        return int(epoch or 0), session, decision
+            return int(epoch or 0), session, decision
+
+        return self._guarded(
+            call,
+            lambda: (None, UNAVAILABLE, self.fallback.get_decision(version, orcid, dataset)),
+        )
 
     def get_decision(self, version, orcid, dataset):
-        try:
-            return self.redis.get(decision_key(version, orcid, dataset))
-        except redis.RedisError as exc:
-            self._fault(exc)
-            return self.fallback.get_decision(version, orcid, dataset)
+        return self._guarded(
+            lambda: self.redis.get(decision_key(version, orcid, dataset)),
+            lambda: self.fallback.get_decision(version, orcid, dataset),
+        )
 
     def put_decision(self, version, orcid, dataset, value: str, ttl: float):
-        try:
-            self.redis.set(decision_key(version, orcid, dataset), value, px=max(1, int(ttl * 1000)))
-        except redis.RedisError as exc:
-            self._fault(exc)
-            self.fallback.put_decision(version, orcid, dataset, value, ttl)
+        key, millis = decision_key(version, orcid, dataset), max(1, int(ttl * 1000))
+        self._guarded(
+            lambda: self.redis.set(key, value, px=millis),
+            lambda: self.fallback.put_decision(version, orcid, dataset, value, ttl),
+        )
 
     def delete_decision(self, version, orcid, dataset):
         self.fallback.delete_decision(version, orcid, dataset)
-        try:
-            self.redis.delete(decision_key(version, orcid, dataset))
-        except redis.RedisError as exc:
-            self._fault(exc)
+        self._guarded(lambda: self.redis.delete(decision_key(version, orcid, dataset)), _nothing)
 
     def get_session(self, sid: str):
-        try:
-            return self.redis.get(session_key(sid))
-        except redis.RedisError as exc:
-            self._fault(exc)
-            return UNAVAILABLE
+        return self._guarded(lambda: self.redis.get(session_key(sid)), lambda: UNAVAILABLE)
 
     def put_session(self, sid: str, value: str, ttl: float):
-        try:
-            self.redis.set(session_key(sid), value, ex=int(ttl))
-        except redis.RedisError as exc:
-            self._fault(exc)
+        self._guarded(lambda: self.redis.set(session_key(sid), value, ex=int(ttl)), _nothing)
 
     def delete_session(self, sid: str):
-        try:
+        def call():
             with self.redis.pipeline() as pipe:
                 pipe.delete(session_key(sid)).incr(EPOCH).execute()
-        except redis.RedisError as exc:
-            self._fault(exc)
+
+        self._guarded(call, _nothing)
 
     def forget_orcid(self, orcid: str) -> int:
+        """:raises redis.RedisError: an operator's command should hear that Redis is down."""
         self.fallback.forget_orcid(orcid)
         keys = list(self.redis.scan_iter(match=f"{PREFIX}d:*:{orcid}:*", count=1000))
         with self.redis.pipeline() as pipe:
@@ -230,29 +238,31 @@ class RedisStore:
         return len(keys)
 
     def bump_epoch(self):
-        try:
-            self.redis.incr(EPOCH)
-        except redis.RedisError as exc:
-            self._fault(exc)
+        self._guarded(lambda: self.redis.incr(EPOCH), _nothing)
 
     def hit(self, key: str, window: float) -> int:
         full = f"{PREFIX}rl:{key}"
-        try:
+
+        def call():
             with self.redis.pipeline() as pipe:
                 count, _ = pipe.incr(full).expire(full, int(window), nx=True).execute()
             return int(count)
-        except redis.RedisError as exc:
-            self._fault(exc)
-            return self.fallback.hit(key, window)
+
+        return self._guarded(call, lambda: self.fallback.hit(key, window))
 
     def lock(self, name: str, timeout: float):
         return _RedisLock(self, name, timeout)
 
     def ping(self) -> bool:
+        """Asks Redis itself, breaker or not: readiness wants the truth."""
         try:
             return bool(self.redis.ping())
         except redis.RedisError:
             return False
+
+
+def _nothing():
+    return None
 
 
 class _RedisLock:
@@ -264,12 +274,11 @@ class _RedisLock:
         self._local = None
 
     def acquire(self) -> bool:
-        try:
-            return bool(self._lock.acquire(token=uuid.uuid4().hex))
-        except redis.RedisError as exc:
-            self._store._fault(exc)
+        def local():
             self._local = self._store.fallback.lock(self._lock.name, self._timeout)
             return self._local.acquire()
+
+        return self._store._guarded(lambda: bool(self._lock.acquire(token=uuid.uuid4().hex)), local)
 
     def release(self):
         if self._local is not None:

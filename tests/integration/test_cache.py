@@ -117,3 +117,44 @@ class TestRevokeCommand:
             main, ["decisions", "revoke", "--orcid", "0000-0002-1825-0097"], env={"REDIS_URL": ""}
         )
         assert result.exit_code == 2 and "REDIS_URL" in result.stderr
+
+
+class TestCircuitBreaker:
+    def test_a_hung_redis_is_asked_once_then_left_alone(self):
+        """A server that accepts connections and never answers: a hung Redis."""
+        import socket
+
+        import redis
+
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        accepted = []
+
+        def accept():
+            while True:
+                try:
+                    connection, _ = listener.accept()
+                except OSError:
+                    return
+                accepted.append(connection)
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        port = listener.getsockname()[1]
+        store = RedisStore(
+            redis.Redis(port=port, socket_timeout=0.2, socket_connect_timeout=0.2),
+            retry_after=30,
+        )
+        try:
+            assert store.lookup("s", "v", "o", "d")[1] is UNAVAILABLE
+            first = len(accepted)
+            for _ in range(10):
+                assert store.lookup("s", "v", "o", "d")[1] is UNAVAILABLE
+                store.put_decision("v", "o", "d", "x", 60)
+            assert len(accepted) == first  # no new connection while the breaker is open
+            assert store.get_decision("v", "o", "d") == "x"  # kept in the fallback
+        finally:
+            listener.close()
+            for connection in accepted:
+                connection.close()
