@@ -15,6 +15,8 @@ import uuid
 from collections import OrderedDict
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 logger = logging.getLogger(__name__)
 
@@ -158,11 +160,13 @@ class RedisStore:
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
-        # Short timeouts: a hung Redis must not hold a reverse proxy's auth request.
+        # Short timeouts and one immediate retry (for a pooled connection Redis closed):
+        # redis-py's default backs off for seconds, while a reverse proxy waits on us.
         client = redis.Redis.from_url(
             url,
             socket_connect_timeout=0.5,
             socket_timeout=0.5,
+            retry=Retry(NoBackoff(), 1),
             health_check_interval=30,
             decode_responses=True,
         )
