@@ -8,10 +8,11 @@
 - 403: signed in but not qualified, or the URL is no dataset's (fail closed).
 
 NOTE: this is plain WSGI middleware in front of Flask, not a blueprint. It is the hot
-path: Flask's request context and routing cost about a fifth of the throughput
-(bench/README.md). A per-worker memory of recent answers serves repeat checks with no
-Redis round trip; it is trusted only within a second of its last sync with the store's
-epoch, which logout and revocation bump, so no answer outlives them by more than a second.
+path: measured in-process, a cached check costs 9 µs here against 47 µs for a bare Flask
+route, and under gunicorn it serves 125% of a bare Flask endpoint (bench/README.md).
+A per-worker memory of recent answers serves repeat checks with no Redis round trip; it
+is trusted only within a second of its last sync with the store's epoch, which logout and
+revocation bump, so no answer outlives them by more than a second.
 """
 
 from __future__ import annotations
