@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # the browser tests drive.
 SYSTEM_PACKAGES := redis-server nginx chromium
 
-.PHONY: demo test install system-packages clean lint
+.PHONY: demo test bench install system-packages clean lint
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,7 @@ system-packages:
 	    redis-server) command -v redis-server >/dev/null 2>&1 || missing="$$missing $$pkg";; \
 	    nginx) { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1 || missing="$$missing $$pkg";; \
 	    chromium) test -x /usr/bin/chromium || missing="$$missing $$pkg";; \
+	    wrk) command -v wrk >/dev/null 2>&1 || missing="$$missing $$pkg";; \
 	    *) dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg";; \
 	  esac; \
 	done; \
@@ -41,6 +42,11 @@ system-packages:
 
 test: $(STAMP) system-packages
 	$(BIN)/python -m pytest
+
+# Run by hand, never in CI (about 6 minutes; bench/README.md says what it measures).
+bench: $(STAMP)
+	@$(MAKE) --no-print-directory system-packages SYSTEM_PACKAGES="redis-server wrk"
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
