@@ -68,3 +68,17 @@ def _check_settings():
 
 
 _check_settings()
+
+
+def on_starting(server):
+    """More than one worker needs Redis: sessions and decisions must be shared."""
+    from app.settings import Settings
+
+    settings = Settings.from_env()
+    if server.cfg.workers > 1 and not settings.redis_url and not settings.demo:
+        print(
+            f"orcid-gatekeeper: REDIS_URL: required with {server.cfg.workers} workers "
+            "(sessions, decisions and locks must be shared); set it, or run one worker",
+            file=sys.stderr,
+        )
+        sys.exit(3)

@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
         own_client_id=settings.orcid_client_id,
         refusal_ttl=settings.refusal_ttl,
         max_ttl=settings.decision_ttl,
+        wait_timeout=settings.orcid_timeout + 1,
     )
 
     app = Flask(__name__, template_folder="web/templates", static_folder="web/static")

@@ -8,6 +8,7 @@ others wait for its decision to appear in the store.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import time
@@ -36,7 +37,7 @@ class AccessChecker:
         own_client_id: str | None = None,
         refusal_ttl: float = 60,
         max_ttl: float = 3600,
-        wait_timeout: float = 10.0,
+        wait_timeout: float = 9.0,  # a little over the ORCID client's total_timeout
         clock=lambda: dt.datetime.now(dt.UTC),
     ):
         self.policy_file, self.reader, self.store = policy_file, reader, store
@@ -44,13 +45,21 @@ class AccessChecker:
         self.refusal_ttl, self.max_ttl = refusal_ttl, max_ttl
         self.wait_timeout = wait_timeout
         self.clock = clock
+        # Which items count as self-issued, and which ORCID was read, are part of a
+        # decision too: a change of client or API must not serve a cached one.
+        source = f"{own_client_id}|{getattr(reader, 'api_url', '')}"
+        self._namespace = hashlib.sha256(source.encode()).hexdigest()[:8]
 
     @property
     def policy(self):
         return self.policy_file.current
 
+    def cache_version(self, policy) -> str:
+        """The version part of cache keys: the policy's, and this service's ORCID setup."""
+        return f"{policy.version}.{self._namespace}"
+
     def cached(self, orcid: str, dataset: str) -> Decision | None:
-        raw = self.store.get_decision(self.policy.version, orcid, dataset)
+        raw = self.store.get_decision(self.cache_version(self.policy), orcid, dataset)
         return decision_from_json(raw)
 
     def check(
@@ -64,7 +73,7 @@ class AccessChecker:
         """
         policy = self.policy
         target = policy.dataset(dataset)
-        key = (policy.version, orcid, target.key)
+        key = (self.cache_version(policy), orcid, target.key)
         if fresh:
             self.store.delete_decision(*key)
         elif (hit := decision_from_json(self.store.get_decision(*key))) is not None:
@@ -77,8 +86,12 @@ class AccessChecker:
             if (hit := decision_from_json(self.store.get_decision(*key))) is not None:
                 return hit
             if time.monotonic() > deadline:
+                # The other check overran its own ORCID budget: refuse now rather than
+                # start a second read and keep the proxy waiting past its timeout.
                 logger.warning("gave up waiting for a concurrent check of %s", target.key)
-                return self._evaluate(policy, target, orcid, token)
+                return refuse_unreadable(
+                    policy, target, orcid=orcid, error=OrcidUnavailable(), now=self.clock()
+                )
         try:
             if not fresh and (hit := decision_from_json(self.store.get_decision(*key))):
                 return hit

@@ -4,6 +4,9 @@ Keys carry the policy version, so a policy change never serves an old decision. 
 Redis fault never reaches a caller: a read is a miss, a write is skipped, a lock is
 taken locally, each with a warning logged at most once per interval. Decisions are
 then kept in this process's memory until Redis answers again.
+
+Sessions fail closed: while Redis is down, only a session this process saw in Redis
+within the last ``SESSION_GRACE`` seconds, and did not see end, still counts.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from redis.retry import Retry
 logger = logging.getLogger(__name__)
 
 PREFIX = "gk:"
-EPOCH = PREFIX + "epoch"
-UNAVAILABLE = object()  # "the store could not say": distinct from "not there"
+UNAVAILABLE = object()  # "Redis cannot say, but this session was seen there lately"
+SESSION_GRACE = 300.0  # seconds a session seen in Redis still counts while Redis is down
 
 
 def decision_key(version: str, orcid: str, dataset: str) -> str:
@@ -42,7 +45,6 @@ class MemoryStore:
         self._guard = threading.Lock()
         self._max = max_entries
         self._clock = clock
-        self.epoch = 0
 
     # -- plain values with expiry ------------------------------------------------------
 
@@ -71,12 +73,8 @@ class MemoryStore:
     # -- the store interface -------------------------------------------------------------
 
     def lookup(self, sid: str, version: str, orcid: str, dataset: str):
-        """(epoch, session JSON or None, decision JSON or None) in one go."""
-        return (
-            self.epoch,
-            self._get(session_key(sid)),
-            self._get(decision_key(version, orcid, dataset)),
-        )
+        """(session JSON or None, decision JSON or None) in one go."""
+        return self._get(session_key(sid)), self._get(decision_key(version, orcid, dataset))
 
     def get_decision(self, version, orcid, dataset) -> str | None:
         return self._get(decision_key(version, orcid, dataset))
@@ -90,12 +88,13 @@ class MemoryStore:
     def get_session(self, sid: str):
         return self._get(session_key(sid))
 
-    def put_session(self, sid: str, value: str, ttl: float):
+    def put_session(self, sid: str, value: str, ttl: float) -> bool:
         self._set(session_key(sid), value, ttl)
+        return True
 
-    def delete_session(self, sid: str):
+    def delete_session(self, sid: str) -> bool:
         self._delete(session_key(sid))
-        self.bump_epoch()
+        return True
 
     def forget_orcid(self, orcid: str) -> int:
         """Drop every cached decision about one researcher; returns how many."""
@@ -104,11 +103,7 @@ class MemoryStore:
             doomed = [k for k in self._data if k.startswith(PREFIX + "d:") and marker in k]
             for key in doomed:
                 del self._data[key]
-        self.bump_epoch()
         return len(doomed)
-
-    def bump_epoch(self):
-        self.epoch += 1
 
     def hit(self, key: str, window: float) -> int:
         """Count an event in a fixed window (rate limiting); returns the count so far."""
@@ -157,6 +152,8 @@ class RedisStore:
         self._warn_interval, self._retry_after = warn_interval, retry_after
         self._last_warning = 0.0
         self._down_until = 0.0
+        self._seen: dict[str, float] = {}  # session id -> when Redis last had it
+        self._ended: set[str] = set()  # sessions ended here that Redis may still hold
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -189,16 +186,66 @@ class RedisStore:
             self._last_warning = now
             logger.warning("Redis unavailable, deciding without the shared cache: %s", exc)
 
+    # -- sessions: fail closed -----------------------------------------------------------
+
+    def _saw(self, sid: str, session):
+        if session is None or sid in self._ended:
+            self._seen.pop(sid, None)
+            return
+        if len(self._seen) >= 100_000:
+            self._seen.clear()
+        self._seen[sid] = time.monotonic()
+
+    def _remembered(self, sid: str):
+        """While Redis is down: UNAVAILABLE for a session seen lately and not ended, else None."""
+        seen = self._seen.get(sid)
+        if sid in self._ended or seen is None or time.monotonic() - seen > SESSION_GRACE:
+            return None
+        return UNAVAILABLE
+
+    def get_session(self, sid: str):
+        def call():
+            session = self.redis.get(session_key(sid))
+            self._saw(sid, session)
+            return None if sid in self._ended else session
+
+        return self._guarded(call, lambda: self._remembered(sid))
+
+    def put_session(self, sid: str, value: str, ttl: float) -> bool:
+        """Store a new session; False when Redis did not take it (then there is none)."""
+
+        def call():
+            self.redis.set(session_key(sid), value, ex=int(ttl))
+            self._saw(sid, value)
+            return True
+
+        return self._guarded(call, lambda: False)
+
+    def delete_session(self, sid: str) -> bool:
+        """End a session; False when Redis could not confirm it (it may live on there)."""
+        self._ended.add(sid)  # in this process at least, it is over now
+        self._seen.pop(sid, None)
+
+        def call():
+            self.redis.delete(session_key(sid))
+            self._ended.discard(sid)
+            return True
+
+        return self._guarded(call, lambda: False)
+
+    # -- decisions ------------------------------------------------------------------------
+
     def lookup(self, sid, version, orcid, dataset):
         def call():
-            epoch, session, decision = self.redis.mget(
-                EPOCH, session_key(sid), decision_key(version, orcid, dataset)
+            session, decision = self.redis.mget(
+                session_key(sid), decision_key(version, orcid, dataset)
             )
-            return int(epoch or 0), session, decision
+            self._saw(sid, session)
+            return (None if sid in self._ended else session), decision
 
         return self._guarded(
             call,
-            lambda: (None, UNAVAILABLE, self.fallback.get_decision(version, orcid, dataset)),
+            lambda: (self._remembered(sid), self.fallback.get_decision(version, orcid, dataset)),
         )
 
     def get_decision(self, version, orcid, dataset):
@@ -218,31 +265,13 @@ class RedisStore:
         self.fallback.delete_decision(version, orcid, dataset)
         self._guarded(lambda: self.redis.delete(decision_key(version, orcid, dataset)), _nothing)
 
-    def get_session(self, sid: str):
-        return self._guarded(lambda: self.redis.get(session_key(sid)), lambda: UNAVAILABLE)
-
-    def put_session(self, sid: str, value: str, ttl: float):
-        self._guarded(lambda: self.redis.set(session_key(sid), value, ex=int(ttl)), _nothing)
-
-    def delete_session(self, sid: str):
-        def call():
-            with self.redis.pipeline() as pipe:
-                pipe.delete(session_key(sid)).incr(EPOCH).execute()
-
-        self._guarded(call, _nothing)
-
     def forget_orcid(self, orcid: str) -> int:
         """:raises redis.RedisError: an operator's command should hear that Redis is down."""
         self.fallback.forget_orcid(orcid)
         keys = list(self.redis.scan_iter(match=f"{PREFIX}d:*:{orcid}:*", count=1000))
-        with self.redis.pipeline() as pipe:
-            if keys:
-                pipe.delete(*keys)
-            pipe.incr(EPOCH).execute()
+        if keys:
+            self.redis.delete(*keys)
         return len(keys)
-
-    def bump_epoch(self):
-        self._guarded(lambda: self.redis.incr(EPOCH), _nothing)
 
     def hit(self, key: str, window: float) -> int:
         full = f"{PREFIX}rl:{key}"

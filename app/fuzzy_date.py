@@ -10,6 +10,10 @@ import calendar
 import datetime as dt
 from dataclasses import dataclass
 
+# ORCID's schema (common-3.0.xsd) allows years 1900 to 2100; this range also keeps
+# the day before a start and the day after an end inside datetime.date's range.
+FIRST_YEAR, LAST_YEAR = 1900, 2100
+
 
 @dataclass(frozen=True, slots=True)
 class FuzzyDate:
@@ -22,8 +26,8 @@ class FuzzyDate:
             raise ValueError("a fuzzy date with a day needs a month")
         if self.month is not None and not 1 <= self.month <= 12:
             raise ValueError(f"month {self.month} is out of range")
-        if not 1 <= self.year <= 9999:
-            raise ValueError(f"year {self.year} is out of range")
+        if not FIRST_YEAR <= self.year <= LAST_YEAR:
+            raise ValueError(f"year {self.year} is out of range ({FIRST_YEAR} to {LAST_YEAR})")
         if self.day is not None:
             dt.date(self.year, self.month, self.day)  # raises ValueError for 2023-02-29
 

@@ -6,7 +6,8 @@ import re
 
 from app.errors import InvalidOrcidId
 
-_BARE = re.compile(r"^(\d{4})-(\d{4})-(\d{4})-(\d{3}[\dX])$")
+# [0-9], not \d: \d also matches Arabic-Indic, fullwidth and other Unicode digits.
+_BARE = re.compile(r"^([0-9]{4})-([0-9]{4})-([0-9]{4})-([0-9]{3}[0-9X])$")
 # ORCID's own URI forms; sandbox iDs look the same on another host.
 _URI_PREFIXES = ("https://orcid.org/", "http://orcid.org/", "https://sandbox.orcid.org/")
 

@@ -496,36 +496,42 @@ class _Checker:
             return None
         return value
 
-    def string_list(self, doc, path, entry, key) -> list[str] | None:
+    def string_list(self, doc, path, entry, key) -> dict[int, str]:
+        """The list's non-empty strings, keyed by their index in the list.
+
+        Good items come back even beside bad ones so the caller checks them too (the
+        recorded problem still stops the load); the index keeps each later problem on
+        the item's own line.
+        """
         value = entry.get(key)
         if value is None:
             self.problem(doc, (*path, key), "is required")
-            return None
+            return {}
         if not isinstance(value, list) or not value:
             self.problem(doc, (*path, key), "must be a non-empty list")
-            return None
-        good = []
+            return {}
+        good = {}
         for index, item in enumerate(value):
             if not isinstance(item, str) or not item.strip():
                 self.problem(doc, (*path, key, index), "must be a non-empty string")
             else:
-                good.append(item.strip())
-        return good if len(good) == len(value) else None
+                good[index] = item.strip()
+        return good
 
     # --- sections -----------------------------------------------------------------
 
     def source(self, doc, path, name, entry):
         self.unknown_keys(doc, path, entry, SOURCE_KEYS)
         display = self.string(doc, path, entry, "name") or name
-        client_ids = self.string_list(doc, path, entry, "client_ids") or []
-        for index, client_id in enumerate(client_ids):
+        client_ids = self.string_list(doc, path, entry, "client_ids")
+        for index, client_id in client_ids.items():
             if not CLIENT_ID.match(client_id):
                 self.problem(
                     doc,
                     (*path, "client_ids", index),
                     f"{client_id!r} is not an ORCID client ID (APP- and 16 letters or digits)",
                 )
-        self.sources[name] = TrustedSource(name, display, tuple(client_ids))
+        self.sources[name] = TrustedSource(name, display, tuple(client_ids.values()))
 
     def qualification(self, doc, path, name, entry):
         self.unknown_keys(doc, path, entry, QUALIFICATION_KEYS)
@@ -557,12 +563,12 @@ class _Checker:
         url_prefix = self.string(doc, path, entry, "url_prefix")
         if url_prefix is not None and not url_prefix.startswith(("https://", "http://")):
             self.problem(doc, (*path, "url_prefix"), "must start with https:// or http://")
-        sources = self.string_list(doc, path, entry, "sources") or []
-        for index, source in enumerate(sources):
+        sources = self.string_list(doc, path, entry, "sources")
+        for index, source in sources.items():
             self.references.append((doc, (*path, "sources", index), "source", source))
         self.qualifications[name] = QualificationRule(
             key=name,
-            sources=tuple(sources),
+            sources=tuple(sources.values()),
             title=title,
             title_pattern=pattern,
             organization=self.string(doc, path, entry, "organization"),
@@ -574,8 +580,8 @@ class _Checker:
 
     def dataset(self, doc, path, name, entry):
         self.unknown_keys(doc, path, entry, DATASET_KEYS)
-        paths = self.string_list(doc, path, entry, "paths") or []
-        for index, prefix in enumerate(paths):
+        paths = self.string_list(doc, path, entry, "paths")
+        for index, prefix in paths.items():
             if not prefix.startswith("/") or normalize_path(prefix) != prefix:
                 self.problem(
                     doc,
@@ -597,7 +603,7 @@ class _Checker:
         self.datasets[name] = Dataset(
             key=name,
             title=self.string(doc, path, entry, "title") or name,
-            paths=tuple(paths),
+            paths=tuple(paths.values()),
             require=tuple(requirements),
             cache_ttl=self.positive_int(doc, path, entry, "cache_ttl"),
             description=self.string(doc, path, entry, "description"),
@@ -611,9 +617,9 @@ class _Checker:
             self.unknown_keys(doc, path, item, ("any_of",))
             options = self.string_list(doc, path, item, "any_of")
             if options:
-                for index, option in enumerate(options):
+                for index, option in options.items():
                     self.references.append((doc, (*path, "any_of", index), "qualification", option))
-                return Requirement(tuple(options))
+                return Requirement(tuple(options.values()))
             return None
         self.problem(doc, path, "must be a qualification name or {any_of: [names]}")
         return None

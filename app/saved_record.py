@@ -31,9 +31,20 @@ class SavedRecord:
     """Reads qualifications from a saved file with the same interface as ``OrcidClient``."""
 
     def __init__(self, data: dict, origin: str = "saved record"):
+        """:raises SavedRecordError: when ``data`` or its ``error`` has the wrong shape."""
         if not isinstance(data, dict):
             raise SavedRecordError(f"{origin}: expected a JSON object")
         self.data, self.origin = data, origin
+        error = data.get("error")
+        if error is not None:
+            if not isinstance(error, dict):
+                raise SavedRecordError(f"{origin}: 'error' must be an ORCID error object")
+            code = error.get("response-code")
+            if isinstance(code, bool) or not isinstance(code, int):
+                raise SavedRecordError(
+                    f"{origin}: 'error' response-code must be a whole number, "
+                    f"like 409, not {code!r}"
+                )
         raw = data.get("orcid")
         self.orcid = parse_orcid_id(raw) if raw else None
 
@@ -63,7 +74,7 @@ class SavedRecord:
             raise SavedRecordError(f"{self.origin} holds the record of {self.orcid}, not {orcid}")
         error = self.data.get("error")
         if error is not None:
-            raise error_from_orcid(int(error.get("response-code", 500)), error)
+            raise error_from_orcid(error["response-code"], error)
         if "qualifications" not in self.data:
             raise MalformedResponse(f"{self.origin} has no 'qualifications' summary.")
         items = self.data.get("items") or {}

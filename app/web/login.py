@@ -115,8 +115,8 @@ def csrf_token() -> str:
 
 
 def csrf_ok() -> bool:
-    sent = request.form.get("csrf", "")
-    expected = session.get("csrf", "")
+    sent = request.form.get("csrf", "").encode("utf-8")
+    expected = str(session.get("csrf", "")).encode("utf-8")
     return bool(expected) and hmac.compare_digest(sent, expected)
 
 
@@ -178,7 +178,8 @@ def callback():
         logger.warning("openid requested but no ID token came back")
         return _sign_in_failed("ORCID's answer could not be verified.", 502)
     next_url = session.pop("next", "/")
-    start_session(orcid, token.get("name") or None, token.get("access_token"))
+    if not start_session(orcid, token.get("name") or None, token.get("access_token")):
+        return _sign_in_failed("We cannot keep you signed in just now.", 503)
     return redirect(safe_next(next_url, allowed_hosts()))
 
 
@@ -204,17 +205,22 @@ def _id_token_claims(settings) -> dict:
     }
 
 
-def start_session(orcid: str, name: str | None, access_token: str | None):
-    """A fresh session id (no fixation), the token kept server-side, never in the cookie."""
+def start_session(orcid: str, name: str | None, access_token: str | None) -> bool:
+    """A fresh session id (no fixation), the token kept server-side, never in the cookie.
+
+    False, and no session, when the store (Redis) could not keep it.
+    """
     gk = _gatekeeper()
     session.clear()
     sid = secrets.token_urlsafe(24)
-    gk.store.put_session(
-        sid, json.dumps({"orcid": orcid, "token": access_token}), gk.settings.session_lifetime
-    )
+    record = json.dumps({"orcid": orcid, "token": access_token})
+    if not gk.store.put_session(sid, record, gk.settings.session_lifetime):
+        logger.warning("sign-in refused: the session store is unavailable")
+        return False
     session.permanent = True
     session["researcher"] = {"orcid": orcid, "name": name, "sid": sid}
     logger.info("signed in", extra={"orcid": orcid})
+    return True
 
 
 @bp.get("/logout")
@@ -234,7 +240,15 @@ def logout():
         ), 400
     researcher = session.get("researcher")
     if isinstance(researcher, dict) and isinstance(researcher.get("sid"), str):
-        _gatekeeper().store.delete_session(researcher["sid"])
+        if not _gatekeeper().store.delete_session(researcher["sid"]):
+            # Keep the cookie, so the researcher can try again: saying "signed out" while
+            # the session lives on server-side would be a lie.
+            return render_template(
+                "message.html",
+                title="Could not sign you out",
+                message="We could not end your session just now. Please try again in a minute.",
+                action=("Sign out", url_for("login.logout_page")),
+            ), 503
     session.clear()
     return render_template(
         "message.html",

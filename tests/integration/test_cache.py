@@ -1,4 +1,4 @@
-"""The stores against a real redis-server: keys, expiry, epoch, locks, outages."""
+"""The stores against a real redis-server: keys, expiry, sessions, locks, outages."""
 
 import threading
 import time
@@ -19,12 +19,12 @@ def any_store(request, redis_url):
 
 
 class TestStores:
-    def test_lookup_returns_epoch_session_and_decision_together(self, any_store):
+    def test_lookup_returns_session_and_decision_together(self, any_store):
         any_store.put_session("s1", '{"orcid": "x"}', 60)
         any_store.put_decision("v1", "0000-0002-1825-0097", "d", '{"a": 1}', 60)
-        _epoch, session, decision = any_store.lookup("s1", "v1", "0000-0002-1825-0097", "d")
+        session, decision = any_store.lookup("s1", "v1", "0000-0002-1825-0097", "d")
         assert (session, decision) == ('{"orcid": "x"}', '{"a": 1}')
-        assert any_store.lookup("s1", "v2", "0000-0002-1825-0097", "d")[2] is None
+        assert any_store.lookup("s1", "v2", "0000-0002-1825-0097", "d")[1] is None
 
     def test_entries_expire(self, any_store):
         any_store.put_decision("v1", "o", "d", "x", 0.2)
@@ -32,12 +32,11 @@ class TestStores:
         time.sleep(0.35)
         assert any_store.get_decision("v1", "o", "d") is None
 
-    def test_deleting_a_session_bumps_the_epoch(self, any_store):
-        any_store.put_session("s1", "{}", 60)
-        before = any_store.lookup("s1", "v", "o", "d")[0]
-        any_store.delete_session("s1")
-        epoch, session, _ = any_store.lookup("s1", "v", "o", "d")
-        assert session is None and epoch == before + 1
+    def test_a_deleted_session_is_gone(self, any_store):
+        assert any_store.put_session("s1", "{}", 60) is True
+        assert any_store.delete_session("s1") is True
+        assert any_store.lookup("s1", "v", "o", "d")[0] is None
+        assert any_store.get_session("s1") is None
 
     def test_forget_orcid_drops_only_that_researchers_decisions(self, any_store):
         any_store.put_decision("v1", "0000-0002-1825-0097", "a", "x", 60)
@@ -65,11 +64,11 @@ class TestRedisOutage:
     ):
         store = RedisStore.from_url(redis_url)
         redis_server.stop()
-        epoch, session, decision = store.lookup("s1", "v", "o", "d")
-        assert epoch is None and session is UNAVAILABLE and decision is None
+        session, decision = store.lookup("s1", "v", "o", "d")
+        assert session is None and decision is None  # never seen in Redis: no session
         store.put_decision("v", "o", "d", "kept", 60)  # no exception
         assert store.get_decision("v", "o", "d") == "kept"  # from the fallback
-        assert store.get_session("s1") is UNAVAILABLE
+        assert store.get_session("s1") is None
         assert store.ping() is False
         lock = store.lock("k", 5)
         assert lock.acquire() is True
@@ -90,14 +89,14 @@ class TestRedisOutage:
 
 
 class TestRevokeCommand:
-    def test_revoke_drops_a_researchers_decisions_and_bumps_the_epoch(self, redis_url):
+    def test_revoke_drops_a_researchers_decisions(self, redis_url):
         from click.testing import CliRunner
 
         from app.cli import main
 
         store = RedisStore.from_url(redis_url)
         store.put_decision("v1", "0000-0002-1825-0097", "a", "x", 60)
-        epoch = store.lookup("s", "v1", "o", "a")[0]
+        store.put_decision("v1", "0000-0001-5109-3700", "a", "y", 60)
         result = CliRunner().invoke(
             main,
             ["decisions", "revoke", "--orcid", "https://orcid.org/0000-0002-1825-0097"],
@@ -106,7 +105,7 @@ class TestRevokeCommand:
         assert result.exit_code == 0, result.output
         assert "revoked 1 cached decision for 0000-0002-1825-0097" in result.output
         assert store.get_decision("v1", "0000-0002-1825-0097", "a") is None
-        assert store.lookup("s", "v1", "o", "a")[0] == epoch + 1
+        assert store.get_decision("v1", "0000-0001-5109-3700", "a") == "y"
 
     def test_revoke_without_redis_is_a_usage_error(self):
         from click.testing import CliRunner
@@ -143,10 +142,10 @@ class TestCircuitBreaker:
         store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0")
         store._retry_after = 30  # keep the breaker open for the whole test
         try:
-            assert store.lookup("s", "v", "o", "d")[1] is UNAVAILABLE
+            assert store.lookup("s", "v", "o", "d") == (None, None)
             first = len(accepted)
             for _ in range(10):
-                assert store.lookup("s", "v", "o", "d")[1] is UNAVAILABLE
+                assert store.lookup("s", "v", "o", "d")[0] is None
                 store.put_decision("v", "o", "d", "x", 60)
             assert len(accepted) == first  # no new connection while the breaker is open
             assert store.get_decision("v", "o", "d") == "x"  # kept in the fallback
@@ -154,3 +153,30 @@ class TestCircuitBreaker:
             listener.close()
             for connection in accepted:
                 connection.close()
+
+
+class TestSessionsWhileRedisIsDown:
+    """Sessions fail closed: Redis down is no reason to believe a cookie we cannot check."""
+
+    def test_a_session_seen_lately_still_counts(self, redis_server, redis_url):
+        store = RedisStore.from_url(redis_url)
+        store.put_session("seen", "{}", 60)
+        assert store.get_session("seen") == "{}"
+        redis_server.stop()
+        assert store.get_session("seen") is UNAVAILABLE
+        assert store.lookup("seen", "v", "o", "d")[0] is UNAVAILABLE
+        assert store.get_session("never-seen") is None
+
+    def test_new_sessions_are_refused_and_logouts_are_not_confirmed(self, redis_server, redis_url):
+        store = RedisStore.from_url(redis_url)
+        store.put_session("s1", "{}", 60)
+        # A hung Redis that keeps its data: every command waits past our timeouts.
+        redis_server.client.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+        assert store.put_session("s2", "{}", 60) is False
+        assert store.delete_session("s1") is False  # not confirmed...
+        assert store.get_session("s1") is None  # ...but over in this process at once
+        assert redis_server.client.exists("gk:s:s1") == 1  # Redis still holds it
+        store._down_until = 0  # let the breaker close now rather than in two seconds
+        assert store.get_session("s1") is None
+        assert store.delete_session("s1") is True  # a retry succeeds
+        assert redis_server.client.exists("gk:s:s1") == 0

@@ -195,14 +195,40 @@ class TestForwardAuth:
     def test_redis_stopped_mid_test_still_answers(self, gatekeeper, redis_server):
         browser, _ = sign_in(gatekeeper.url, QUALIFIED)
         headers = {"X-Original-URI": "/datasets/sail-cohort/a"}
+        # The session's worker sees it in Redis (one kept-alive connection, one worker).
         assert auth(browser, gatekeeper, **headers).status_code == 200
         redis_server.stop()
         for path in ("/auth", "/", "/datasets/sail-cohort"):
             response = browser.get(gatekeeper.url + path, headers=headers, timeout=15)
             assert response.status_code == 200, path
-        # A researcher never seen before is decided without the cache: refused, not a 500.
-        refused, _ = sign_in(gatekeeper.url, SELF_ASSERTED)
-        assert auth(refused, gatekeeper, **headers).status_code == 403
+        # No new session can be kept while Redis is down: a clear page, not a 500.
+        newcomer, response = sign_in(gatekeeper.url, SELF_ASSERTED)
+        assert response.status_code == 503
+        assert "cannot keep you signed in just now" in response.text
+        assert auth(newcomer, gatekeeper, **headers).status_code == 401
+
+    def test_a_session_gone_from_redis_stops_counting_within_a_second(
+        self, gatekeeper, redis_server
+    ):
+        browser, _ = sign_in(gatekeeper.url, QUALIFIED)
+        headers = {"X-Original-URI": "/datasets/sail-cohort/a"}
+        assert auth(browser, gatekeeper, **headers).status_code == 200
+        for key in redis_server.client.scan_iter("gk:s:*"):  # expired, evicted, deleted
+            redis_server.client.delete(key)
+        time.sleep(1.1)
+        assert auth(browser, gatekeeper, **headers).status_code == 401
+
+    def test_logout_that_redis_cannot_confirm_keeps_the_cookie_and_says_so(
+        self, gatekeeper, redis_server
+    ):
+        browser, _ = sign_in(gatekeeper.url, QUALIFIED)
+        page = browser.get(f"{gatekeeper.url}/logout", timeout=5).text
+        token = re.search(r'name="csrf" value="([^"]+)"', page)[1]
+        redis_server.client.execute_command("CLIENT", "PAUSE", 2000, "ALL")
+        response = browser.post(f"{gatekeeper.url}/logout", data={"csrf": token}, timeout=15)
+        assert response.status_code == 503
+        assert "could not end your session" in response.text
+        assert "gatekeeper_session" in browser.cookies  # kept, so the researcher can retry
 
     def test_orcid_returning_503_refuses_with_the_reason_on_the_page(self, gatekeeper, orcid):
         browser, _ = sign_in(gatekeeper.url, QUALIFIED)

@@ -164,6 +164,54 @@ class TestExplain:
         [line] = result.stderr.splitlines()
         assert line.startswith("Error: ") and message in line
 
+    @pytest.mark.parametrize(
+        "error, message",
+        [
+            ("boom", "'error' must be an ORCID error object"),
+            (
+                {"response-code": "abc"},
+                "'error' response-code must be a whole number, like 409, not 'abc'",
+            ),
+        ],
+        ids=["not-an-object", "code-not-a-number"],
+    )
+    def test_a_saved_error_of_the_wrong_shape_exits_2_with_one_line(
+        self, runner, policy_file, record_file, error, message
+    ):
+        path = record_file([], error=error)
+        result = explain(
+            runner, policy_file, "--orcid", RESEARCHER, "--dataset", "sail", "--record", path
+        )
+        assert result.exit_code == 2, result.exception
+        assert result.stdout == ""
+        [line] = result.stderr.splitlines()
+        assert line == f"Error: {path}: {message}"
+        assert "Traceback" not in result.output
+
+    def test_a_date_beyond_orcids_range_is_a_refusal_exit_1(self, runner, policy_file, record_file):
+        other = qualified_items()[1]
+        far = orcid_json.qualification(
+            1,
+            owner=RESEARCHER,
+            title="Safe Researcher Training",
+            src=orcid_json.source(client_id=UKDS),
+            end="9999-12-31",
+        )
+        path = record_file([far, other])
+        result = explain(
+            runner,
+            policy_file,
+            "--orcid",
+            RESEARCHER,
+            "--dataset",
+            "sail",
+            "--record",
+            path,
+            "--json",
+        )
+        assert result.exit_code == 1, result.exception
+        assert json.loads(result.output)["error"]["reason"] == "malformed_response"
+
     def test_a_broken_policy_exits_2_with_one_line(self, runner):
         result = explain(runner, BROKEN / "syntax.yaml", "--orcid", RESEARCHER, "--dataset", "x")
         assert result.exit_code == 2

@@ -1,7 +1,8 @@
+import calendar
 import datetime as dt
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from app.fuzzy_date import FuzzyDate
@@ -34,6 +35,10 @@ class TestFuzzyDate:
             {"year": {"value": "2023"}, "month": {"value": "02"}, "day": {"value": "29"}},
             {"year": {"value": "2023"}, "month": {"value": "13"}, "day": None},
             {"year": {"value": "2023"}, "month": None, "day": {"value": "01"}},
+            {"year": {"value": "1899"}, "month": {"value": "12"}, "day": {"value": "31"}},
+            {"year": {"value": "2101"}},
+            {"year": {"value": "9999"}, "month": {"value": "12"}, "day": {"value": "31"}},
+            {"year": {"value": "0001"}, "month": {"value": "01"}, "day": {"value": "01"}},
             {"year": {"value": "twenty"}},
             {"year": "2023"},
             "2023-01-01",
@@ -42,6 +47,10 @@ class TestFuzzyDate:
             "feb-29-not-leap",
             "month-13",
             "day-without-month",
+            "before-1900",
+            "after-2100",
+            "year-9999",
+            "year-1",
             "not-a-number",
             "unwrapped",
             "string",
@@ -55,6 +64,10 @@ class TestFuzzyDate:
         assert FuzzyDate.from_orcid(None) is None
         assert FuzzyDate.from_orcid({"year": None, "month": None, "day": None}) is None
 
+    @pytest.mark.parametrize("text", ["1900-01-01", "2100-12-31"], ids=["first", "last"])
+    def test_the_ends_of_orcids_year_range_are_accepted(self, text):
+        assert str(FuzzyDate.from_orcid(fuzzy(text))) == text
+
     def test_from_string_round_trips(self):
         assert str(FuzzyDate.from_string("2025-06")) == "2025-06"
         with pytest.raises(ValueError):
@@ -67,7 +80,7 @@ def fuzzy_dates(draw):
     month = draw(st.one_of(st.none(), st.integers(1, 12)))
     day = None
     if month is not None and draw(st.booleans()):
-        day = draw(st.integers(1, 28)) if month == 2 else draw(st.integers(1, 30))
+        day = draw(st.integers(1, calendar.monthrange(year, month)[1]))
     return FuzzyDate(year, month, day)
 
 
@@ -78,13 +91,21 @@ def test_a_fuzzy_date_starts_no_later_than_it_ends(date):
 
 
 @given(fuzzy_dates())
+@example(FuzzyDate(2024, 2, 29))
+@example(FuzzyDate(2023, 12, 31))
+@example(FuzzyDate(2100, 1, 1))
 def test_the_day_after_the_last_day_is_outside_the_date(date):
     after = date.last_day() + dt.timedelta(days=1)
     before = date.first_day() - dt.timedelta(days=1)
     if date.month is None:
         assert after.year == date.year + 1 and before.year == date.year - 1
     elif date.day is not None:
-        assert after != date.first_day() and before != date.last_day()
+        day = dt.date(date.year, date.month, date.day)
+        assert date.first_day() == date.last_day() == day
+        if date.day == calendar.monthrange(date.year, date.month)[1]:
+            assert after.day == 1 and after.month != date.month
+        else:
+            assert (after.year, after.month, after.day) == (date.year, date.month, date.day + 1)
     else:
         assert (after.year, after.month) != (date.year, date.month)
         assert (before.year, before.month) != (date.year, date.month)
@@ -95,11 +116,14 @@ def test_the_orcid_json_form_parses_back_to_the_same_date(date):
     assert FuzzyDate.from_orcid(fuzzy(str(date))) == date
 
 
-@given(st.integers(1900, 2100), st.integers(1, 12), st.integers(1, 31))
-def test_a_full_date_is_valid_exactly_when_the_calendar_has_it(year, month, day):
+@given(st.integers(1, 9999), st.integers(1, 12), st.integers(1, 31))
+def test_a_full_date_is_valid_exactly_when_the_calendar_has_it_within_orcids_years(
+    year, month, day
+):
+    # ORCID's schema (common-3.0.xsd) allows years 1900 to 2100 only.
     try:
         dt.date(year, month, day)
-        exists = True
+        exists = 1900 <= year <= 2100
     except ValueError:
         exists = False
     try:

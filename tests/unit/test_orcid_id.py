@@ -5,6 +5,10 @@ from hypothesis import strategies as st
 from app.errors import InvalidOrcidId
 from app.orcid_id import check_digit, is_valid_orcid_id, parse_orcid_id
 
+# str.isdigit() and regex \d accept these too; an iD is ASCII digits only.
+ARABIC_INDIC = str.maketrans("0123456789", "".join(chr(0x0660 + d) for d in range(10)))
+FULLWIDTH = str.maketrans("0123456789", "".join(chr(0xFF10 + d) for d in range(10)))
+
 
 class TestParseOrcidId:
     @pytest.mark.parametrize(
@@ -41,6 +45,19 @@ class TestParseOrcidId:
         with pytest.raises(InvalidOrcidId) as raised:
             parse_orcid_id(value)
         assert raised.value.reason == "invalid_orcid_id"
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "0000-0002-1825-009".translate(ARABIC_INDIC) + "7",
+            "0000-0002-1825-0097".translate(FULLWIDTH),
+            "0000-0002-1825-009" + "7".translate(ARABIC_INDIC),
+        ],
+        ids=["arabic-indic-with-ascii-check", "fullwidth", "arabic-indic-check"],
+    )
+    def test_rejects_digits_other_than_ascii(self, value):
+        with pytest.raises(InvalidOrcidId, match="expected 16 digits"):
+            parse_orcid_id(value)
 
     def test_rejects_non_strings(self):
         assert not is_valid_orcid_id(None)

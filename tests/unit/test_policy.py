@@ -39,6 +39,25 @@ class TestLoadingProblems:
     def test_every_broken_policy_names_its_expected_problems(self):
         assert BROKEN and all(expectations(p) for p in BROKEN)
 
+    def test_an_item_of_the_wrong_type_does_not_hide_the_others(self, write_policy):
+        path = write_policy(
+            """
+            version: 1
+            sources:
+              ukds:
+                client_ids:
+                  - APP-XXXX
+                  - 12345
+            """
+        )
+        with pytest.raises(PolicyError) as raised:
+            load_policy(path)
+        assert [str(p) for p in raised.value.problems] == [
+            f"{path}:5: sources.ukds.client_ids[0]: 'APP-XXXX' is not an ORCID client ID "
+            "(APP- and 16 letters or digits)",
+            f"{path}:6: sources.ukds.client_ids[1]: must be a non-empty string",
+        ]
+
     def test_a_name_defined_in_two_files_names_both(self, tmp_path):
         for name in ("one.yaml", "two.yaml"):
             (tmp_path / name).write_text(

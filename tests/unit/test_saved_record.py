@@ -38,6 +38,27 @@ class TestSavedRecord:
         with pytest.raises(RecordLocked):
             SavedRecord(data).read_qualifications(RESEARCHER)
 
+    @pytest.mark.parametrize(
+        "error, message",
+        [
+            ("boom", "must be an ORCID error object"),
+            ([409], "must be an ORCID error object"),
+            ({"response-code": "abc"}, "response-code must be a whole number"),
+            ({"response-code": "409"}, "response-code must be a whole number"),
+            ({"response-code": True}, "response-code must be a whole number"),
+            ({"developer-message": "no code"}, "response-code must be a whole number"),
+        ],
+        ids=["string", "list", "text-code", "quoted-code", "bool-code", "no-code"],
+    )
+    def test_a_saved_error_of_the_wrong_shape_is_a_clear_error(self, error, message):
+        with pytest.raises(SavedRecordError, match=f"saved record: 'error' {message}"):
+            SavedRecord(record([], error=error))
+
+    def test_a_date_beyond_orcids_range_is_malformed(self):
+        item = orcid_json.qualification(1, owner=RESEARCHER, end="9999-12-31")
+        with pytest.raises(MalformedResponse, match="year 9999 is out of range"):
+            SavedRecord(record([item], [item])).read_qualifications(RESEARCHER)
+
     def test_another_researchers_record_is_refused(self):
         with pytest.raises(SavedRecordError, match="holds the record of"):
             SavedRecord(record([])).read_qualifications("0000-0001-5109-3700")
