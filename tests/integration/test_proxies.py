@@ -206,6 +206,7 @@ def test_only_the_gatekeeper_pages_are_routed_to_it(walk):
         "/auth?dataset=sail-cohort",
         "/auth/datasets/sail-cohort/hello.txt",
         "/metrics",
+        "/readyz",
         "/elsewhere",
     ):
         response = walk.get(path, browser)
