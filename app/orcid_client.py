@@ -3,19 +3,26 @@
 Every call has connect and read timeouts; 429/502/503/504 and connection failures are
 retried with backoff (honouring ``Retry-After``), bounded both in count and in total
 time, so a check answers within ``total_timeout`` seconds even while ORCID is failing.
+
+requests' read timeout bounds each socket read, not a whole answer: a server dripping its
+body a byte at a time never trips it. So bodies are streamed with the deadline checked
+between chunks and their size capped, and the caller waits on the worker threads no longer
+than the deadline, so it answers on time even while a worker is stuck in a slow read.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
 import requests
+import urllib3
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.requests_client import OAuth2Session
 
@@ -36,6 +43,10 @@ logger = logging.getLogger(__name__)
 
 ORCID_JSON = "application/vnd.orcid+json"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+MAX_BODY_BYTES = 5 * 1024 * 1024  # a record's qualifications are a few kB; this is no record
+CHUNK_BYTES = 64 * 1024
+# What goes wrong on the wire: requests' errors while sending, urllib3's while reading a body.
+TRANSPORT_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError)
 
 
 class OrcidClient:
@@ -59,6 +70,7 @@ class OrcidClient:
         max_retries: int = 3,
         backoff: float = 0.25,
         max_concurrency: int = 32,
+        max_body_bytes: int = MAX_BODY_BYTES,
         check_record_status: bool | None = None,
         session: requests.Session | None = None,
     ):
@@ -67,7 +79,7 @@ class OrcidClient:
         self.client_id, self.client_secret = client_id, client_secret
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.total_timeout, self.max_retries, self.backoff = total_timeout, max_retries, backoff
-        self.max_concurrency = max_concurrency
+        self.max_concurrency, self.max_body_bytes = max_concurrency, max_body_bytes
         # The public API's qualification calls skip ORCID's record-status check, so a
         # locked or deactivated record looks readable there: ask /person alongside.
         if check_record_status is None:
@@ -75,8 +87,12 @@ class OrcidClient:
         self.check_record_status = check_record_status
         self.session = session or self._new_session(max_concurrency)
         self._executor: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
+        # NOTE: two locks, neither ever held during I/O: a read carrying the researcher's
+        # own token must not wait behind a slow /oauth/token call.
+        self._executor_lock = threading.Lock()
+        self._token_lock = threading.Lock()  # guards _app_token and _token_fetch
         self._app_token: tuple[str, float] | None = None
+        self._token_fetch: Future | None = None  # the one fetch in flight, shared by callers
 
     @staticmethod
     def _new_session(pool_size: int) -> requests.Session:
@@ -90,7 +106,7 @@ class OrcidClient:
     @property
     def executor(self) -> ThreadPoolExecutor:
         # Made on first use, so gunicorn workers forked after start-up each get their own.
-        with self._lock:
+        with self._executor_lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(
                     max_workers=self.max_concurrency, thread_name_prefix="orcid-read"
@@ -98,7 +114,7 @@ class OrcidClient:
             return self._executor
 
     def close(self):
-        with self._lock:
+        with self._executor_lock:
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
                 self._executor = None
@@ -114,9 +130,11 @@ class OrcidClient:
     ) -> list[Qualification]:
         """Read the summary, then every item ``wanted`` picks from it, concurrently.
 
-        An item that disappears between the two reads (404) is skipped.
+        An item that disappears between the two reads (404) is skipped. The whole read,
+        the ``/read-public`` token included, ends within ``total_timeout`` seconds.
 
         :raises InvalidOrcidId: before any network call, for a malformed iD.
+        :raises OrcidUnavailable: when ORCID fails, or does not answer within the deadline.
         :raises OrcidError: a typed subclass for each way the record can't be read.
         """
         orcid = parse_orcid_id(orcid)
@@ -126,17 +144,18 @@ class OrcidClient:
             return self._read(orcid, wanted, bearer, deadline)
         except TokenInvalid:
             if token is None and bearer is not None:
-                self._app_token = None  # fetch a fresh one next time
+                with self._token_lock:
+                    if self._app_token and self._app_token[0] == bearer:
+                        self._app_token = None  # fetch a fresh one next time
             raise
 
     def _read(self, orcid, wanted, bearer, deadline) -> list[Qualification]:
-        summary = self.executor.submit(self._get_json, f"/{orcid}/qualifications", bearer, deadline)
-        status = None
+        executor = self.executor
+        reads = [executor.submit(self._get_json, f"/{orcid}/qualifications", bearer, deadline)]
         if self.check_record_status:
-            status = self.executor.submit(self._get_json, f"/{orcid}/person", bearer, deadline)
-        summaries = parse_summaries(summary.result())
-        if status is not None:
-            status.result()  # raises the typed error for a locked, deactivated... record
+            # /person raises the typed error for a locked, deactivated... record.
+            reads.append(executor.submit(self._get_json, f"/{orcid}/person", bearer, deadline))
+        summaries = parse_summaries(_await(reads, deadline)[0])
         candidates = [s for s in summaries if wanted(s)]
 
         def read_item(put_code: int) -> Qualification | None:
@@ -148,62 +167,111 @@ class OrcidClient:
                 return None
             return parse_qualification(data)
 
-        items = self.executor.map(read_item, [c.put_code for c in candidates])
-        return [item for item in items if item is not None]
+        items = [executor.submit(read_item, c.put_code) for c in candidates]
+        return [item for item in _await(items, deadline) if item is not None]
 
     # --- HTTP -------------------------------------------------------------------------
 
     def _get_json(self, path: str, bearer: str | None, deadline: float):
         headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
-        response = self._request("GET", self.api_url + path, deadline, headers=headers)
+        response, body = self._request("GET", self.api_url + path, deadline, headers=headers)
         if response.status_code != 200:
             raise error_from_orcid(
-                response.status_code, _json_or_none(response), response.headers.get("Location")
+                response.status_code, _json_or_none(body), response.headers.get("Location")
             )
         content_type = response.headers.get("Content-Type", "")
         if "json" not in content_type:
             raise MalformedResponse(f"ORCID answered with {content_type or 'no type'}, not JSON.")
+        if body is None:
+            raise MalformedResponse(
+                f"ORCID sent a body over {self.max_body_bytes} bytes, or one it could not decode."
+            )
         try:
-            return response.json()
+            return json.loads(body)
         except ValueError as exc:
             raise MalformedResponse("ORCID sent a body that is not valid JSON.") from exc
 
-    def _request(self, method: str, url: str, deadline: float, **kwargs) -> requests.Response:
-        """One call with bounded retries; every attempt's timeout fits in the deadline."""
+    def _request(
+        self, method: str, url: str, deadline: float, **kwargs
+    ) -> tuple[requests.Response, bytes | None]:
+        """One call with bounded retries: the final answer and its body, within the deadline.
+
+        Every attempt's timeouts fit in the deadline. The body is None when it is over
+        ``max_body_bytes`` or its content-encoding is broken; the response comes back closed.
+
+        :raises OrcidUnavailable: a 429/5xx or a transport failure outlasted the retries, or
+            the deadline passed.
+        """
         attempt = 0
+        path = _path_only(url)
+        endpoint = metrics.orcid_endpoint(path)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise OrcidUnavailable()
             timeout = (min(self.connect_timeout, remaining), min(self.read_timeout, remaining))
-            endpoint = metrics.orcid_endpoint(_path_only(url))
             started = time.monotonic()
+            failure = None
             try:
                 response = self.session.request(
-                    method, url, timeout=timeout, allow_redirects=False, **kwargs
+                    method, url, timeout=timeout, allow_redirects=False, stream=True, **kwargs
                 )
-            except requests.RequestException as exc:
+                if response.status_code in RETRY_STATUSES:
+                    response.close()  # unread, so its connection is dropped rather than pooled
+                else:
+                    body = self._read_body(response, deadline)
+            except TRANSPORT_ERRORS as exc:
                 metrics.ORCID_CALLS.labels(endpoint, "error").inc()
-                logger.warning("ORCID %s failed: %s", _path_only(url), type(exc).__name__)
+                logger.warning("ORCID %s failed: %s", path, type(exc).__name__)
                 delay = self._backoff(attempt)
                 failure = exc
+            except OrcidUnavailable:
+                metrics.ORCID_CALLS.labels(endpoint, "error").inc()
+                logger.warning("ORCID %s: the deadline passed while reading the answer", path)
+                raise
             else:
                 metrics.ORCID_LATENCY.labels(endpoint).observe(time.monotonic() - started)
                 metrics.ORCID_CALLS.labels(endpoint, str(response.status_code)).inc()
                 if response.status_code not in RETRY_STATUSES:
-                    return response
-                logger.warning("ORCID %s answered %s", _path_only(url), response.status_code)
+                    return response, body
+                logger.warning("ORCID %s answered %s", path, response.status_code)
                 delay = _retry_after(response)
                 if delay is None:
                     delay = self._backoff(attempt)
-                failure = None
-                last = response
             attempt += 1
             if attempt > self.max_retries or time.monotonic() + delay >= deadline:
-                if failure is not None:
-                    raise OrcidUnavailable() from failure
-                return last  # the caller maps the final 429/5xx to OrcidUnavailable
+                raise OrcidUnavailable() from failure
             time.sleep(delay)
+
+    def _read_body(self, response: requests.Response, deadline: float) -> bytes | None:
+        """The whole body, read chunk by chunk with the deadline checked between chunks.
+
+        None when the body is over ``max_body_bytes`` or its content-encoding is broken.
+        The response is closed either way: a connection whose body was read to its end
+        goes back to the pool, any other is dropped.
+
+        :raises OrcidUnavailable: the deadline passed before the body ended.
+        """
+        body = bytearray()
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise OrcidUnavailable()
+                _limit_socket_wait(response, min(self.read_timeout, remaining))
+                try:
+                    # read1: at most one socket read, so a dripped body is seen chunk by chunk
+                    # (read(n) would wait for all n bytes).
+                    chunk = response.raw.read1(CHUNK_BYTES, decode_content=True)
+                except urllib3.exceptions.DecodeError:
+                    return None
+                if not chunk:
+                    return bytes(body)
+                body += chunk
+                if len(body) > self.max_body_bytes:
+                    return None
+        finally:
+            response.close()
 
     def _backoff(self, attempt: int) -> float:
         base = self.backoff * (2**attempt)
@@ -212,13 +280,32 @@ class OrcidClient:
     # --- the /read-public token ---------------------------------------------------------
 
     def _client_token(self, deadline: float) -> str | None:
-        """A reusable ``/read-public`` token when client credentials are set, else None."""
+        """A reusable ``/read-public`` token when client credentials are set, else None.
+
+        Concurrent callers share the one fetch in flight, each waiting on it no longer
+        than its own deadline.
+
+        :raises OrcidUnavailable: the token endpoint failed or did not answer in time.
+        :raises OrcidError: ORCID refused this service's client credentials.
+        """
         if not (self.client_id and self.client_secret):
             return None
-        with self._lock:
+        executor = self.executor
+        with self._token_lock:
             cached = self._app_token
             if cached and cached[1] > time.time() + 60:
                 return cached[0]
+            fetch = self._token_fetch
+            # A fetch clears itself when it ends; one cancelled by close() never ran to.
+            if fetch is None or fetch.cancelled():
+                fetch = self._token_fetch = executor.submit(self._fetch_token, deadline)
+        # Others may be waiting on this fetch: running out of time here must not cancel it.
+        return _await([fetch], deadline, cancel=False)[0]
+
+    def _fetch_token(self, deadline: float) -> str:
+        """Fetch a ``/read-public`` token and keep it; runs on the executor."""
+        try:
+            remaining = max(0.1, deadline - time.monotonic())
             oauth = OAuth2Session(
                 self.client_id,
                 self.client_secret,
@@ -229,7 +316,7 @@ class OrcidClient:
                 token = oauth.fetch_token(
                     f"{self.base_url}/oauth/token",
                     grant_type="client_credentials",
-                    timeout=(self.connect_timeout, max(0.1, deadline - time.monotonic())),
+                    timeout=(min(self.connect_timeout, remaining), remaining),
                     headers={"Accept": "application/json"},
                 )
             except requests.RequestException as exc:
@@ -245,8 +332,46 @@ class OrcidClient:
             if not access_token:
                 raise MalformedResponse("ORCID's token answer has no access_token.")
             expires_in = float(token.get("expires_in") or 3600)
-            self._app_token = (access_token, time.time() + expires_in)
+            with self._token_lock:
+                self._app_token = (access_token, time.time() + expires_in)
             return access_token
+        finally:
+            with self._token_lock:
+                self._token_fetch = None
+
+
+def _await(futures: list[Future], deadline: float, *, cancel: bool = True) -> list:
+    """Each future's result, in order, waiting no longer than the deadline.
+
+    The first failure is raised as soon as it happens. A worker stuck in a slow read keeps
+    its thread until its socket times out, but the caller answers on time.
+
+    :raises OrcidUnavailable: the deadline passed first; work not yet started is cancelled
+        unless ``cancel`` is false (when others may be waiting on it).
+    """
+    timeout = max(0.0, deadline - time.monotonic())
+    done, pending = wait(futures, timeout=timeout, return_when=FIRST_EXCEPTION)
+    if cancel:
+        for future in pending:
+            future.cancel()
+    for future in futures:
+        if future in done and not future.cancelled() and future.exception() is not None:
+            raise future.exception()
+    if pending or any(future.cancelled() for future in futures):
+        raise OrcidUnavailable()
+    return [future.result() for future in futures]
+
+
+def _limit_socket_wait(response: requests.Response, seconds: float) -> None:
+    """Let the socket wait at most ``seconds`` for the next bytes of this body.
+
+    requests fixed the read timeout when the request was sent; without this a worker could
+    wait that long again after the deadline. urllib3 resets the timeout when it reuses the
+    connection, so the pool is not affected.
+    """
+    sock = getattr(response.raw.connection, "sock", None)  # no connection under `responses`
+    if sock is not None:
+        sock.settimeout(seconds)
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -266,9 +391,9 @@ def _retry_after(response: requests.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _json_or_none(response: requests.Response):
+def _json_or_none(body: bytes | None):
     try:
-        return response.json()
+        return json.loads(body) if body else None
     except ValueError:
         return None
 
