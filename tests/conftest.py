@@ -90,6 +90,24 @@ def make_qualification():
     return make
 
 
+def qualified_items() -> list[dict]:
+    """ORCID items that meet the test policy's `sail` dataset: trusted and valid."""
+    return [
+        orcid_json.qualification(
+            1,
+            owner=RESEARCHER,
+            title="Safe Researcher Training",
+            src=orcid_json.source(client_id=UKDS),
+        ),
+        orcid_json.qualification(
+            2,
+            owner=RESEARCHER,
+            title="Good Clinical Practice",
+            src=orcid_json.source(client_id=NIHR),
+        ),
+    ]
+
+
 def at(day: str) -> dt.datetime:
     """Noon UTC on a day: the 'now' a decision is made at."""
     return dt.datetime.fromisoformat(day + "T12:00:00+00:00")

@@ -12,7 +12,7 @@ from app.errors import OrcidUnavailable, RecordLocked
 from app.policy import PolicyFile
 from app.saved_record import SavedRecord
 from tests import orcid_json
-from tests.conftest import NIHR, POLICY, RESEARCHER, UKDS
+from tests.conftest import POLICY, RESEARCHER, qualified_items
 
 
 class CountingRecord(SavedRecord):
@@ -34,23 +34,6 @@ class CountingRecord(SavedRecord):
         return super().read_qualifications(orcid, wanted, token)
 
 
-def qualified():
-    return [
-        orcid_json.qualification(
-            1,
-            owner=RESEARCHER,
-            title="Safe Researcher Training",
-            src=orcid_json.source(client_id=UKDS),
-        ),
-        orcid_json.qualification(
-            2,
-            owner=RESEARCHER,
-            title="Good Clinical Practice",
-            src=orcid_json.source(client_id=NIHR),
-        ),
-    ]
-
-
 @pytest.fixture(params=["memory", "redis"])
 def store(request, redis_url):
     return MemoryStore() if request.param == "memory" else RedisStore.from_url(redis_url)
@@ -63,21 +46,21 @@ def policy_file(write_policy):
 
 class TestAccessChecker:
     def test_a_decision_is_cached_and_served_without_reading_orcid(self, policy_file, store):
-        record = CountingRecord(qualified())
+        record = CountingRecord(qualified_items())
         checker = AccessChecker(policy_file, record, store)
         assert checker.check(RESEARCHER, "sail").allowed
         assert checker.check(RESEARCHER, "sail").allowed
         assert record.reads == 1
 
     def test_fresh_bypasses_the_cache(self, policy_file, store):
-        record = CountingRecord(qualified())
+        record = CountingRecord(qualified_items())
         checker = AccessChecker(policy_file, record, store)
         checker.check(RESEARCHER, "sail")
         checker.check(RESEARCHER, "sail", fresh=True)
         assert record.reads == 2
 
     def test_thirty_concurrent_misses_share_one_read(self, policy_file, store):
-        record = CountingRecord(qualified(), delay=0.3)
+        record = CountingRecord(qualified_items(), delay=0.3)
         checker = AccessChecker(policy_file, record, store)
         barrier = threading.Barrier(30)
         results = []
@@ -112,11 +95,13 @@ class TestAccessChecker:
 
     def test_allows_are_cached_until_the_dataset_ttl(self, policy_file, store):
         now = dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC)
-        checker = AccessChecker(policy_file, CountingRecord(qualified()), store, clock=lambda: now)
+        checker = AccessChecker(
+            policy_file, CountingRecord(qualified_items()), store, clock=lambda: now
+        )
         assert checker.ttl(checker.check(RESEARCHER, "sail")) == 900  # sail's cache_ttl
 
     def test_a_policy_change_is_a_new_version_and_a_miss(self, policy_file, store):
-        record = CountingRecord(qualified())
+        record = CountingRecord(qualified_items())
         checker = AccessChecker(policy_file, record, store)
         checker.check(RESEARCHER, "sail")
         policy_file.path.write_text(POLICY.replace("cache_ttl: 900", "cache_ttl: 901"))

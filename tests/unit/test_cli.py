@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from app.cli import main
 from tests import orcid_json
-from tests.conftest import NIHR, POLICY, RESEARCHER, UKDS
+from tests.conftest import POLICY, RESEARCHER, UKDS, qualified_items
 
 BROKEN = Path(__file__).parent.parent / "data" / "policies" / "broken"
 REPO = Path(__file__).parents[2]
@@ -38,25 +38,14 @@ def record_file(tmp_path):
     return write
 
 
-def qualified_items():
-    return [
-        orcid_json.qualification(
-            1,
-            owner=RESEARCHER,
-            title="Safe Researcher Training",
-            src=orcid_json.source(client_id=UKDS),
-        ),
-        orcid_json.qualification(
-            2,
-            owner=RESEARCHER,
-            title="Good Clinical Practice",
-            src=orcid_json.source(client_id=NIHR),
-        ),
-    ]
-
-
 def explain(runner, policy_file, *args):
     return runner.invoke(main, ["explain", "--policy", str(policy_file), *args])
+
+
+def explain_record(runner, policy_file, record, *extra, dataset="sail"):
+    """`gatekeeper explain` for the test researcher against a saved record."""
+    args = ["--orcid", RESEARCHER, "--dataset", dataset, "--record", record, *extra]
+    return explain(runner, policy_file, *args)
 
 
 class TestPolicyCheck:
@@ -83,31 +72,13 @@ class TestPolicyCheck:
 
 class TestExplain:
     def test_allowed_exits_0(self, runner, policy_file, record_file):
-        result = explain(
-            runner,
-            policy_file,
-            "--orcid",
-            RESEARCHER,
-            "--dataset",
-            "sail",
-            "--record",
-            record_file(qualified_items()),
-        )
+        result = explain_record(runner, policy_file, record_file(qualified_items()))
         assert result.exit_code == 0, result.output
         assert f'{RESEARCHER} may open "SAIL cohort extract"' in result.output
 
     def test_refused_exits_1_with_reasons(self, runner, policy_file, record_file):
         items = qualified_items()[:1]
-        result = explain(
-            runner,
-            policy_file,
-            "--orcid",
-            RESEARCHER,
-            "--dataset",
-            "sail",
-            "--record",
-            record_file(items),
-        )
+        result = explain_record(runner, policy_file, record_file(items))
         assert result.exit_code == 1
         assert "may not open" in result.output and "no matching qualification" in result.output
 
@@ -131,17 +102,7 @@ class TestExplain:
 
     def test_unreadable_record_is_a_refusal_exit_1(self, runner, policy_file, record_file):
         path = record_file([], error=orcid_json.error(409, 9044, "deactivated"))
-        result = explain(
-            runner,
-            policy_file,
-            "--orcid",
-            RESEARCHER,
-            "--dataset",
-            "sail",
-            "--record",
-            path,
-            "--json",
-        )
+        result = explain_record(runner, policy_file, path, "--json")
         assert result.exit_code == 1
         assert json.loads(result.output)["error"]["reason"] == "record_deactivated"
 
@@ -198,17 +159,7 @@ class TestExplain:
             end="9999-12-31",
         )
         path = record_file([far, other])
-        result = explain(
-            runner,
-            policy_file,
-            "--orcid",
-            RESEARCHER,
-            "--dataset",
-            "sail",
-            "--record",
-            path,
-            "--json",
-        )
+        result = explain_record(runner, policy_file, path, "--json")
         assert result.exit_code == 1, result.exception
         assert json.loads(result.output)["error"]["reason"] == "malformed_response"
 
