@@ -11,6 +11,7 @@ within the last ``SESSION_GRACE`` seconds, and did not see end, still counts.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -34,6 +35,22 @@ def decision_key(version: str, orcid: str, dataset: str) -> str:
 
 def session_key(sid: str) -> str:
     return f"{PREFIX}s:{sid}"
+
+
+def session_record(orcid: str, token: str | None) -> str:
+    """What a session keeps server-side: the iD, and the ORCID token never put in a cookie."""
+    return json.dumps({"orcid": orcid, "token": token})
+
+
+def session_token(stored) -> str | None:
+    """The ORCID token from a stored session record (None when absent or unreadable)."""
+    if not isinstance(stored, str):
+        return None  # no session, or UNAVAILABLE: read ORCID without the researcher's token
+    try:
+        token = json.loads(stored).get("token")
+    except (ValueError, AttributeError):
+        return None
+    return token if isinstance(token, str) else None
 
 
 class MemoryStore:

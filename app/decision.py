@@ -162,12 +162,6 @@ class Decision:
             error=ReadError(**data["error"]) if data.get("error") else None,
         )
 
-    def seconds_valid(self, now: dt.datetime) -> float | None:
-        """Seconds until the decision stops holding, or None when it has no end."""
-        if self.valid_until is None:
-            return None
-        return (self.valid_until - now).total_seconds()
-
 
 def _iso(value) -> str | None:
     return None if value is None else value.isoformat()

@@ -48,18 +48,6 @@ class FuzzyDate:
         return f"{self.year:04d}-{self.month:02d}-{self.day:02d}"
 
     @classmethod
-    def from_string(cls, text: str) -> FuzzyDate:
-        """Parse ``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD``.
-
-        :raises ValueError: for anything else.
-        """
-        parts = text.split("-")
-        if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
-            raise ValueError(f"{text!r} is not a date like 2025, 2025-06 or 2025-06-30")
-        numbers = [int(p) for p in parts] + [None] * (3 - len(parts))
-        return cls(*numbers)
-
-    @classmethod
     def from_orcid(cls, value) -> FuzzyDate | None:
         """Parse ORCID's ``{"year": {"value": "2024"}, "month": ..., "day": ...}`` (or null).
 

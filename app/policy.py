@@ -227,7 +227,6 @@ class PolicyFile:
         self._stamp = self._fingerprint()
         self._checked = self._clock()
         self.last_error: PolicyError | None = None
-        self.loads = 1
 
     def _fingerprint(self):
         try:
@@ -255,7 +254,6 @@ class PolicyFile:
             return False
         self.on_load(True)
         self.last_error = None
-        self.loads += 1
         changed = loaded.version != self.current.version
         self.current = loaded
         return changed

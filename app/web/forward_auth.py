@@ -17,7 +17,6 @@ a logout, an expired session or a revocation by more than a second.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from urllib.parse import parse_qs, quote
@@ -27,7 +26,7 @@ from werkzeug.http import parse_cookie
 
 from app import metrics
 from app.access import decision_from_json
-from app.cache import UNAVAILABLE
+from app.cache import session_token
 from app.errors import InvalidOrcidId
 from app.orcid_id import parse_orcid_id
 
@@ -121,10 +120,7 @@ class ForwardAuth:
             HIT_STORE.inc()
         else:
             MISS.inc()
-            token = None
-            if stored_session is not UNAVAILABLE:
-                token = _token_of(stored_session)
-            decision = self.checker.check(orcid, dataset, token=token)
+            decision = self.checker.check(orcid, dataset, token=session_token(stored_session))
         if len(self.answers) >= MEMO_LIMIT:
             self.answers.clear()
         until = self.checker.cache_until(decision).timestamp()
@@ -233,10 +229,3 @@ class ProxyRequest:
             proto = self.environ.get("HTTP_X_FORWARDED_PROTO", "https")
             return f"{proto}://{host}{uris[0]}"
         return uris[0]
-
-
-def _token_of(stored_session: str) -> str | None:
-    try:
-        return json.loads(stored_session).get("token")
-    except (ValueError, AttributeError):
-        return None

@@ -7,18 +7,17 @@ the researcher's ORCID access token stays server-side in the store, under that i
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import secrets
 from dataclasses import dataclass
 
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.flask_client import OAuth
-from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
 from joserfc.errors import JoseError
 from requests import RequestException
 
-from app.cache import UNAVAILABLE
+from app.cache import session_record, session_token
 from app.errors import InvalidOrcidId
 from app.orcid_id import parse_orcid_id
 from app.web.redirects import safe_next
@@ -33,6 +32,7 @@ class Researcher:
     orcid: str
     name: str | None
     sid: str
+    token: str | None  # the ORCID access token, from the server-side session
 
 
 def init_app(app):
@@ -79,7 +79,16 @@ def redirect_uri() -> str:
 
 
 def current_researcher() -> Researcher | None:
-    """The signed-in researcher, or None (no cookie, a tampered one, or signed out)."""
+    """The signed-in researcher, or None (no cookie, a tampered one, or signed out).
+
+    Asked once per request (pages and the layout both want it): one store read.
+    """
+    if "researcher" not in g:
+        g.researcher = _researcher_from_session()
+    return g.researcher
+
+
+def _researcher_from_session() -> Researcher | None:
     data = session.get("researcher")
     if not isinstance(data, dict):
         return None
@@ -93,18 +102,7 @@ def current_researcher() -> Researcher | None:
     stored = _gatekeeper().store.get_session(sid)
     if stored is None:
         return None  # signed out, or expired server-side
-    return Researcher(orcid, data.get("name"), sid)
-
-
-def researcher_token(sid: str) -> str | None:
-    """The researcher's ORCID access token, from the server-side session."""
-    stored = _gatekeeper().store.get_session(sid)
-    if not stored or stored is UNAVAILABLE:
-        return None
-    try:
-        return json.loads(stored).get("token")
-    except ValueError:
-        return None
+    return Researcher(orcid, data.get("name"), sid, session_token(stored))
 
 
 def csrf_token() -> str:
@@ -213,8 +211,9 @@ def start_session(orcid: str, name: str | None, access_token: str | None) -> boo
     gk = _gatekeeper()
     session.clear()
     sid = secrets.token_urlsafe(24)
-    record = json.dumps({"orcid": orcid, "token": access_token})
-    if not gk.store.put_session(sid, record, gk.settings.session_lifetime):
+    if not gk.store.put_session(
+        sid, session_record(orcid, access_token), gk.settings.session_lifetime
+    ):
         logger.warning("sign-in refused: the session store is unavailable")
         return False
     session.permanent = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, redirect, render_template, url_for
 
 from app.explain import describe_requirement, met_sentence, next_step
-from app.web.login import csrf_ok, current_researcher, researcher_token
+from app.web.login import csrf_ok, current_researcher
 
 bp = Blueprint("pages", __name__)
 
@@ -41,7 +41,7 @@ def dataset(name):
     researcher = current_researcher()
     if researcher is None:
         return render_template("dataset.html", dataset=target, decision=None, signed_in=None)
-    decision = gk.checker.check(researcher.orcid, name, token=researcher_token(researcher.sid))
+    decision = gk.checker.check(researcher.orcid, name, token=researcher.token)
     return render_template(
         "dataset.html",
         dataset=target,
@@ -76,5 +76,5 @@ def check_again(name):
             message=f"You can check again once every {window} seconds.",
             action=("Back", url_for("pages.dataset", name=name)),
         ), 429
-    gk.checker.check(researcher.orcid, name, token=researcher_token(researcher.sid), fresh=True)
+    gk.checker.check(researcher.orcid, name, token=researcher.token, fresh=True)
     return redirect(url_for("pages.dataset", name=name))
