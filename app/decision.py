@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from app.errors import GatekeeperError
 from app.policy import SELF_ASSERTED, SELF_ISSUED, Dataset, Policy, QualificationRule
-from app.qualifications import Qualification
+from app.qualifications import Qualification, UnreadableItem
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ class ReadError:
 class CandidateVerdict:
     """How one ORCID item fared against one qualification rule."""
 
-    put_code: int
+    put_code: int | None  # None: an unreadable summary that had none
     qualification: str  # the rule's name in the policy
     title: str | None
     provider: str | None
@@ -190,57 +190,105 @@ class _Judge:
         self.policy, self.orcid, self.today = policy, orcid, today
         self.own_client_id = own_client_id
 
+    def writer(self, item: Qualification) -> str | None:
+        """The client that wrote the item, or another person's iD; None: the researcher.
+
+        Legacy clients have iD-shaped IDs and appear under ``source-orcid``, so an iD there
+        that is not the researcher's is matched against trusted client IDs too.
+        """
+        source = item.source
+        if source.source_client_id is not None:
+            return source.source_client_id
+        return source.source_orcid if source.source_orcid != self.orcid else None
+
+    def origin(self, item: Qualification) -> str | None:
+        """On whose behalf the writer wrote (ORCID's assertion origin), if not the writer's."""
+        source = item.source
+        return source.assertion_origin_client_id or source.assertion_origin_orcid
+
     def added_by(self, item: Qualification) -> str:
         """Who added the item, in words; trusted names come from the policy, never ORCID."""
         source = item.source
+        if source.unknown:
+            return "an unknown source"
         if self.is_self_asserted(item):
             return "yourself"
-        if source.assertion_origin_orcid:
-            return f"ORCID user {source.assertion_origin_orcid}"
-        client = source.source_client_id
-        if client is None:
-            if source.source_orcid:
-                return f"ORCID user {source.source_orcid}"
-            return "an unknown source"
-        if client == self.own_client_id:
+        # On behalf of another: name the one it was asserted for (the member, not the portal).
+        who, label, is_client = self.writer(item), source.source_name, source.source_client_id
+        if self.origin(item) is not None:
+            who, label = self.origin(item), source.assertion_origin_name
+            is_client = source.assertion_origin_client_id
+        if who == self.own_client_id:
             return "this site"
+        name = self.trusted_name(who)
+        if name:
+            return name
+        if is_client is None:
+            return f"ORCID user {who}"
+        label = (label or "").strip()
+        return f'"{label}" (ORCID client {who})' if label else f"ORCID client {who}"
+
+    def trusted_name(self, client: str | None) -> str | None:
         for trusted in self.policy.sources.values():
             if client in trusted.client_ids:
                 return trusted.name
-        label = (source.source_name or "").strip()
-        return f'"{label}" (ORCID client {client})' if label else f"ORCID client {client}"
+        return None
 
     def is_self_asserted(self, item: Qualification) -> bool:
         source = item.source
-        if source.source_orcid == self.orcid and source.source_client_id is None:
-            return True
+        if source.unknown:
+            return False
+        if source.source_orcid == self.orcid and source.assertion_origin_client_id is None:
+            return source.assertion_origin_orcid in (None, self.orcid)
         # A search-and-link import: a client wrote it, but the researcher chose what.
         return source.assertion_origin_orcid == self.orcid
 
     def source_check(self, rule: QualificationRule, item: Qualification) -> Success | Failure:
-        source = item.source
         accepted = set(rule.sources)
+        if item.source.unknown:
+            return Failure(
+                "wrong_source",
+                "ORCID did not say clearly who added it, so it counts for nobody; "
+                f"this dataset needs it from {self.policy.who_may_add(rule)}",
+            )
         if self.is_self_asserted(item):
             if SELF_ASSERTED in accepted:
                 return Success()
-        elif source.source_client_id and source.assertion_origin_orcid is None:
-            client, origin = source.source_client_id, source.assertion_origin_client_id
+        else:
+            writer, origin = self.writer(item), self.origin(item)
             if (
                 SELF_ISSUED in accepted
                 and origin is None
                 and self.own_client_id
-                and client == self.own_client_id
+                and writer == self.own_client_id
             ):
                 return Success()
             for key in accepted - {SELF_ASSERTED, SELF_ISSUED}:
                 ids = self.policy.sources[key].client_ids
                 # Written by one client on behalf of another (ORCID's member portal):
                 # both must be trusted, as one source.
-                if client in ids and (origin is None or origin in ids):
+                if writer in ids and (origin is None or origin in ids):
                     return Success()
         needed = self.policy.who_may_add(rule)
         return Failure(
             "wrong_source", f"added by {self.added_by(item)}; this dataset needs it from {needed}"
+        )
+
+    def unreadable(self, rule: QualificationRule, item: UnreadableItem) -> CandidateVerdict:
+        return CandidateVerdict(
+            put_code=item.put_code,
+            qualification=rule.key,
+            title=item.title,
+            provider=None,
+            added_by="an unknown source",
+            valid_from=None,
+            valid_until=None,
+            failures=(
+                Failure(
+                    "unreadable_item",
+                    "ORCID returned this item in a form we could not read, so it cannot count",
+                ),
+            ),
         )
 
     def verdict(self, rule: QualificationRule, item: Qualification) -> CandidateVerdict:
@@ -255,7 +303,7 @@ class _Judge:
                 )
             )
         if not rule.matches_organization(item):
-            if org is None or org.disambiguated_id is None:
+            if org is None or org.disambiguated_id is None or org.disambiguation_source is None:
                 provider = f"from {org.name}" if org and org.name else ""
                 message = (
                     f"it names no provider organisation ID {provider}; "
@@ -264,7 +312,8 @@ class _Judge:
             else:
                 message = (
                     f"it was provided by {org.name or 'another organisation'} "
-                    f"({org.disambiguated_id}); this dataset needs {rule.organization}"
+                    f"({org.disambiguation_source} {org.disambiguated_id}); "
+                    f"this dataset needs {rule.organization}"
                 )
             failures.append(Failure("organization_mismatch", message))
         if rule.url_prefix and not (item.url or "").startswith(rule.url_prefix):
@@ -320,7 +369,7 @@ class _Judge:
 def decide(
     policy: Policy,
     dataset: Dataset,
-    qualifications: list[Qualification],
+    qualifications: list[Qualification | UnreadableItem],
     *,
     orcid: str,
     now: dt.datetime,
@@ -331,7 +380,9 @@ def decide(
     results = []
     for requirement in dataset.require:
         verdicts = [
-            judge.verdict(policy.qualifications[key], item)
+            judge.unreadable(policy.qualifications[key], item)
+            if isinstance(item, UnreadableItem)
+            else judge.verdict(policy.qualifications[key], item)
             for key in requirement.options
             for item in qualifications
             if policy.qualifications[key].is_candidate(item)

@@ -41,6 +41,11 @@ def _advice(policy: Policy, key: str, result: RequirementResult) -> str:
         return f'renew "{rule.label}" and ask {who} to add the new one to your ORCID record.'
     if "wrong_source" in reasons:
         return f'ask {who} to add "{rule.label}" to your ORCID record.'
+    if reasons == {"unreadable_item"}:
+        return (
+            f'ORCID sent us an entry that may be "{rule.label}" in a form we could not read; '
+            "please tell the data steward, who can look into it."
+        )
     if reasons == {"not_yet_valid"}:
         return f'wait until your "{rule.label}" starts, then check again.'
     return f'ask {who} to correct the entry for "{rule.label}" on your ORCID record.'
@@ -66,7 +71,8 @@ def explain_lines(policy: Policy, decision: Decision) -> list[str]:
                 lines.append("      no matching qualification on the ORCID record.")
             for candidate in result.candidates:
                 why = "; ".join(f.message for f in candidate.failures)
-                item = f'put-code {candidate.put_code} "{candidate.title}"'
+                put_code = f"put-code {candidate.put_code}" if candidate.put_code else "an item"
+                item = f'{put_code} "{candidate.title or "untitled"}"'
                 lines.append(f"      {item} does not count: {why}.")
             lines.append(f"      What to do: {next_step(policy, result)}")
     holds = decision.valid_until.isoformat() if decision.valid_until else "no set end"

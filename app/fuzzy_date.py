@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 # ORCID's schema (common-3.0.xsd) allows years 1900 to 2100; this range also keeps
@@ -51,25 +52,39 @@ class FuzzyDate:
     def from_orcid(cls, value) -> FuzzyDate | None:
         """Parse ORCID's ``{"year": {"value": "2024"}, "month": ..., "day": ...}`` (or null).
 
+        A date object whose members are all null means "no date" (ORCID's mapper writes
+        one for an empty date column). A month or day without a year is malformed: the
+        schema requires the year (common-3.0.xsd ``fuzzy-date``), and reading such a
+        date as "no date" would make an end date never expire.
+
         :raises ValueError: when the shape or the numbers are wrong.
         """
         if value is None:
             return None
         if not isinstance(value, dict):
             raise ValueError("a fuzzy date must be an object")
-
-        def part(name):
-            wrapped = value.get(name)
-            if wrapped is None:
-                return None
-            if not isinstance(wrapped, dict) or wrapped.get("value") is None:
-                raise ValueError(f"fuzzy date {name} must be {{'value': '...'}}")
-            text = str(wrapped["value"]).strip()
-            if not text.isdigit():
-                raise ValueError(f"fuzzy date {name} {text!r} is not a number")
-            return int(text)
-
-        year = part("year")
+        unknown = set(value) - {"year", "month", "day"}
+        if unknown:
+            raise ValueError(f"a fuzzy date has unknown members {sorted(unknown)}")
+        year, month, day = (_part(value, name) for name in ("year", "month", "day"))
         if year is None:
-            return None  # ORCID writes {"year": null, ...} for "no date"
-        return cls(year, part("month"), part("day"))
+            if month is not None or day is not None:
+                raise ValueError("a fuzzy date with a month or day needs a year")
+            return None
+        return cls(year, month, day)
+
+
+# ASCII digits only: str.isdigit() and int() also accept other scripts' digits ("٢٠٢٥").
+_DIGITS = re.compile(r"[0-9]{1,4}")
+
+
+def _part(value: dict, name: str) -> int | None:
+    wrapped = value.get(name)
+    if wrapped is None:
+        return None
+    if not isinstance(wrapped, dict) or set(wrapped) != {"value"}:
+        raise ValueError(f"fuzzy date {name} must be {{'value': '...'}}")
+    text = wrapped["value"]
+    if not isinstance(text, str) or not _DIGITS.fullmatch(text):
+        raise ValueError(f"fuzzy date {name} {text!r} is not a number in ASCII digits")
+    return int(text)

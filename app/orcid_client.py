@@ -37,7 +37,7 @@ from app.errors import (
     error_from_orcid,
 )
 from app.orcid_id import parse_orcid_id
-from app.qualifications import Qualification, parse_qualification, parse_summaries
+from app.qualifications import Qualification, UnreadableItem, parse_summaries, read_item
 
 logger = logging.getLogger(__name__)
 
@@ -125,12 +125,13 @@ class OrcidClient:
     def read_qualifications(
         self,
         orcid: str,
-        wanted: Callable[[Qualification], bool] = lambda q: True,
+        wanted: Callable[[Qualification | UnreadableItem], bool] = lambda q: True,
         token: str | None = None,
-    ) -> list[Qualification]:
+    ) -> list[Qualification | UnreadableItem]:
         """Read the summary, then every item ``wanted`` picks from it, concurrently.
 
-        An item that disappears between the two reads (404) is skipped. The whole read,
+        An item that disappears between the two reads (404) is skipped. An item ORCID
+        sends in a shape we cannot read comes back as an ``UnreadableItem``. The whole read,
         the ``/read-public`` token included, ends within ``total_timeout`` seconds.
 
         :raises InvalidOrcidId: before any network call, for a malformed iD.
@@ -149,7 +150,7 @@ class OrcidClient:
                         self._app_token = None  # fetch a fresh one next time
             raise
 
-    def _read(self, orcid, wanted, bearer, deadline) -> list[Qualification]:
+    def _read(self, orcid, wanted, bearer, deadline) -> list[Qualification | UnreadableItem]:
         executor = self.executor
         reads = [executor.submit(self._get_json, f"/{orcid}/qualifications", bearer, deadline)]
         if self.check_record_status:
@@ -158,16 +159,24 @@ class OrcidClient:
         summaries = parse_summaries(_await(reads, deadline)[0])
         candidates = [s for s in summaries if wanted(s)]
 
-        def read_item(put_code: int) -> Qualification | None:
+        def read_full(summary) -> Qualification | UnreadableItem | None:
+            if summary.put_code is None:
+                return summary  # an unreadable summary with no put-code to read it by
+            put_code = summary.put_code
             try:
                 data = self._get_json(f"/{orcid}/qualification/{put_code}", bearer, deadline)
             except (RecordNotFound, AccessForbidden):
                 # Deleted, or made non-public, between the two reads: it cannot count.
                 logger.info("qualification %s of %s vanished between reads", put_code, orcid)
                 return None
-            return parse_qualification(data)
+            except MalformedResponse as exc:
+                return UnreadableItem(put_code, summary.title, exc.message)
+            item = read_item(data)
+            if item.put_code != put_code:
+                return UnreadableItem(put_code, summary.title, "ORCID sent another item")
+            return item
 
-        items = [executor.submit(read_item, c.put_code) for c in candidates]
+        items = [executor.submit(read_full, c) for c in candidates]
         return [item for item in _await(items, deadline) if item is not None]
 
     # --- HTTP -------------------------------------------------------------------------
@@ -188,7 +197,8 @@ class OrcidClient:
             )
         try:
             return json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
+            # RecursionError: nesting deeper than the interpreter's stack, e.g. [[[[...]]]].
             raise MalformedResponse("ORCID sent a body that is not valid JSON.") from exc
 
     def _request(
@@ -394,7 +404,7 @@ def _retry_after(response: requests.Response) -> float | None:
 def _json_or_none(body: bytes | None):
     try:
         return json.loads(body) if body else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 

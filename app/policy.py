@@ -18,17 +18,22 @@ from urllib.parse import unquote, urlsplit
 import yaml
 
 from app.errors import PolicyError, UnknownDataset
-from app.qualifications import Qualification
+from app.orcid_id import is_valid_orcid_id
+from app.qualifications import DISAMBIGUATION_SOURCES, RELATIONSHIPS, Qualification, UnreadableItem
 
 SELF_ASSERTED = "self-asserted"
 SELF_ISSUED = "self-issued"
 BUILTIN_SOURCES = (SELF_ASSERTED, SELF_ISSUED)
 
-# ORCID client IDs: APP- and 16 letters or digits, or the legacy iD-shaped form
-# (common-3.0.xsd ``client-path``).
-CLIENT_ID = re.compile(r"^(APP-[0-9A-Za-z]{16}|(\d{4}-){3,}\d{3}[\dX])$")
+# ORCID client IDs: APP- and 16 letters or digits (common-3.0.xsd ``client-path``), or a
+# legacy client's iD-shaped ID, which ORCID reports under source-orcid (``source-type``).
+CLIENT_ID = re.compile(r"^APP-[0-9A-Za-z]{16}$")
+LEGACY_CLIENT_ID = re.compile(r"^[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{3}[0-9X]$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 ROR_PREFIXES = ("https://ror.org/", "http://ror.org/", "ror.org/")
+# ROR IDs: 0, six of Crockford's base32 (no i, l, o, u), two check digits (ror.readme.io).
+ROR_ID = re.compile(r"^0[0-9a-hjkmnp-tv-z]{6}[0-9]{2}$")
+FUNDREF_PREFIX = re.compile(r"^https?://(dx\.)?doi\.org/", re.IGNORECASE)
 
 
 # --- the loaded policy ----------------------------------------------------------------
@@ -45,6 +50,29 @@ class TrustedSource:
 class ExternalIdRule:
     type: str
     value: str
+    # Only identifiers that name the item itself match by default: an item merely
+    # ``part-of`` a programme is not the programme's certificate.
+    relationship: str = "self"
+
+
+@dataclass(frozen=True, slots=True)
+class OrganizationRule:
+    """A provider organisation: a disambiguation source and its identifier, normalised.
+
+    The identifier alone names no organisation: a GRID ID whose text equals a ROR ID is
+    another organisation (``disambiguated-organization`` carries both parts).
+    """
+
+    source: str  # ROR, GRID, RINGGOLD, FUNDREF or LEI
+    id: str
+
+    def __str__(self) -> str:
+        return f"https://ror.org/{self.id}" if self.source == "ROR" else f"{self.source} {self.id}"
+
+    def matches(self, source: str | None, identifier: str | None) -> bool:
+        if source is None or identifier is None or source.upper() != self.source:
+            return False
+        return normalize_org_id(self.source, identifier) == self.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +81,7 @@ class QualificationRule:
     sources: tuple[str, ...]
     title: str | None = None
     title_pattern: str | None = None
-    organization: str | None = None
+    organization: OrganizationRule | None = None
     external_id: ExternalIdRule | None = None
     url_prefix: str | None = None
     max_age_days: int | None = None
@@ -63,7 +91,7 @@ class QualificationRule:
     def label(self) -> str:
         return self.title or self.description or self.key
 
-    def matches_title(self, qualification: Qualification) -> bool:
+    def matches_title(self, qualification: Qualification | UnreadableItem) -> bool:
         title = qualification.title or ""
         if self.title is not None:
             return normalize_title(title) == normalize_title(self.title)
@@ -74,28 +102,39 @@ class QualificationRule:
     def matches_external_id(self, qualification: Qualification) -> bool:
         if self.external_id is None:
             return True
+        rule = self.external_id
         return any(
-            ext.type.casefold() == self.external_id.type.casefold()
-            and ext.value.strip() == self.external_id.value
+            ext.type.casefold() == rule.type.casefold()
+            and ext.value.strip() == rule.value
+            and ext.relationship == rule.relationship
             for ext in qualification.external_ids
         )
 
-    def is_candidate(self, qualification: Qualification) -> bool:
+    def is_candidate(self, qualification: Qualification | UnreadableItem) -> bool:
         """Whether an item claims to be this qualification, before any trust check.
 
-        Identity is the title when the rule names one, else the persistent ID.
+        Identity is the title when the rule names one, else the persistent ID. An item
+        we could not read is a candidate unless its title, still readable, is another.
         """
-        if self.title is not None or self.title_pattern is not None:
+        if isinstance(qualification, UnreadableItem):
+            if qualification.title is not None and self.has_title_rule:
+                return self.matches_title(qualification)
+            return True
+        if self.has_title_rule:
             return self.matches_title(qualification)
         return self.matches_external_id(qualification)
+
+    @property
+    def has_title_rule(self) -> bool:
+        return self.title is not None or self.title_pattern is not None
 
     def matches_organization(self, qualification: Qualification) -> bool:
         if self.organization is None:
             return True
         org = qualification.organization
-        if org is None or org.disambiguated_id is None:
+        if org is None:
             return False
-        return normalize_org_id(org.disambiguated_id) == normalize_org_id(self.organization)
+        return self.organization.matches(org.disambiguation_source, org.disambiguated_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,13 +218,23 @@ def normalize_title(title: str) -> str:
     return " ".join(title.split()).casefold()
 
 
-def normalize_org_id(value: str) -> str:
-    """Compare organisation IDs loosely: ``https://ror.org/05x6aa123`` equals ``05x6aa123``."""
-    text = value.strip().lower()
-    for prefix in ROR_PREFIXES:
-        if text.startswith(prefix):
-            return text[len(prefix) :].rstrip("/")
-    return text.rstrip("/")
+def normalize_org_id(source: str, value: str) -> str | None:
+    """An organisation ID in one form per source; None when it is not of that source's form.
+
+    ROR: ``https://ror.org/05x6aa123`` and ``05x6aa123`` are one ID; FUNDREF: the DOI with
+    or without ``http://dx.doi.org/``; GRID, RINGGOLD and LEI compare without case.
+    """
+    text = value.strip()
+    if source == "ROR":
+        text = text.lower()
+        for prefix in ROR_PREFIXES:
+            if text.startswith(prefix):
+                text = text[len(prefix) :].rstrip("/")
+                break
+        return text if ROR_ID.match(text) else None
+    if source == "FUNDREF":
+        text = FUNDREF_PREFIX.sub("", text)
+    return text.casefold() or None
 
 
 def normalize_path(raw: str) -> str | None:
@@ -523,11 +572,21 @@ class _Checker:
         display = self.string(doc, path, entry, "name") or name
         client_ids = self.string_list(doc, path, entry, "client_ids")
         for index, client_id in client_ids.items():
-            if not CLIENT_ID.match(client_id):
+            if LEGACY_CLIENT_ID.match(client_id):
+                # Legacy clients have iD-shaped IDs, with an iD's check digit.
+                if not is_valid_orcid_id(client_id):
+                    self.problem(
+                        doc,
+                        (*path, "client_ids", index),
+                        f"{client_id!r} looks like a legacy (iD-shaped) client ID, "
+                        "but its check digit is wrong",
+                    )
+            elif not CLIENT_ID.match(client_id):
                 self.problem(
                     doc,
                     (*path, "client_ids", index),
-                    f"{client_id!r} is not an ORCID client ID (APP- and 16 letters or digits)",
+                    f"{client_id!r} is not an ORCID client ID (APP- and 16 letters or digits, "
+                    "or a legacy client's iD-shaped ID such as 0000-0002-1825-0097)",
                 )
         self.sources[name] = TrustedSource(name, display, tuple(client_ids.values()))
 
@@ -551,11 +610,18 @@ class _Checker:
             if not isinstance(raw_ext, dict):
                 self.problem(doc, ext_path, "must be a mapping with type and value")
             else:
-                self.unknown_keys(doc, ext_path, raw_ext, ("type", "value"))
+                self.unknown_keys(doc, ext_path, raw_ext, ("type", "value", "relationship"))
                 kind = self.string(doc, ext_path, raw_ext, "type", required=True)
                 value = self.string(doc, ext_path, raw_ext, "value", required=True)
-                if kind and value:
-                    external_id = ExternalIdRule(kind, value)
+                relationship = self.string(doc, ext_path, raw_ext, "relationship") or "self"
+                if relationship not in RELATIONSHIPS:
+                    self.problem(
+                        doc,
+                        (*ext_path, "relationship"),
+                        f"must be one of {', '.join(RELATIONSHIPS)} (ORCID's relationships)",
+                    )
+                elif kind and value:
+                    external_id = ExternalIdRule(kind, value, relationship)
         if title is None and pattern is None and raw_ext is None:
             self.problem(doc, path, "needs at least one of title, title_pattern, external_id")
         url_prefix = self.string(doc, path, entry, "url_prefix")
@@ -569,12 +635,46 @@ class _Checker:
             sources=tuple(sources.values()),
             title=title,
             title_pattern=pattern,
-            organization=self.string(doc, path, entry, "organization"),
+            organization=self.organization(doc, (*path, "organization"), entry.get("organization")),
             external_id=external_id,
             url_prefix=url_prefix,
             max_age_days=self.positive_int(doc, path, entry, "max_age_days"),
             description=self.string(doc, path, entry, "description"),
         )
+
+    def organization(self, doc, path, raw) -> OrganizationRule | None:
+        """A ROR ID (full URL or bare), or ``{source: GRID, id: ...}`` for any source."""
+        if raw is None:
+            return None
+        if isinstance(raw, str):
+            ror = normalize_org_id("ROR", raw)
+            if ror is None:
+                self.problem(
+                    doc,
+                    path,
+                    f"{raw!r} is not a ROR ID (https://ror.org/ and 9 characters); "
+                    "name another kind of organisation ID as {source: GRID, id: ...}",
+                )
+                return None
+            return OrganizationRule("ROR", ror)
+        if not isinstance(raw, dict):
+            self.problem(doc, path, "must be a ROR ID or a mapping with source and id")
+            return None
+        self.unknown_keys(doc, path, raw, ("source", "id"))
+        source = self.string(doc, path, raw, "source", required=True)
+        identifier = self.string(doc, path, raw, "id", required=True)
+        if source is None or identifier is None:
+            return None
+        if source.upper() not in DISAMBIGUATION_SOURCES:
+            self.problem(
+                doc, (*path, "source"), f"must be one of {', '.join(DISAMBIGUATION_SOURCES)}"
+            )
+            return None
+        normalized = normalize_org_id(source.upper(), identifier)
+        if normalized is None:
+            self.problem(doc, (*path, "id"), f"{identifier!r} is not a {source.upper()} ID")
+            return None
+        return OrganizationRule(source.upper(), normalized)
 
     def dataset(self, doc, path, name, entry):
         self.unknown_keys(doc, path, entry, DATASET_KEYS)

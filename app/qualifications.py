@@ -7,10 +7,12 @@ own JSON so that a parser bug cannot hide behind a mirrored fake).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 
 from app.errors import MalformedResponse
 from app.fuzzy_date import FuzzyDate
+from app.orcid_id import is_valid_orcid_id
 
 DISAMBIGUATION_SOURCES = ("ROR", "GRID", "RINGGOLD", "FUNDREF", "LEI")
 
@@ -22,17 +24,27 @@ class Organization:
     disambiguation_source: str | None = None  # ROR, GRID, RINGGOLD, FUNDREF or LEI
 
 
+# ORCID's relationship types (common-3.0.xsd ``relationship-type``; Relationship.java).
+RELATIONSHIPS = ("self", "part-of", "version-of", "funded-by")
+
+
 @dataclass(frozen=True, slots=True)
 class ExternalId:
     type: str
     value: str
     url: str | None = None
-    relationship: str | None = None
+    relationship: str | None = None  # one of RELATIONSHIPS; None when ORCID sent none
 
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Who added the item: a person (``source_orcid``) or an API client."""
+    """Who added the item: a person (``source_orcid``) or an API client.
+
+    ``source_orcid`` and ``assertion_origin_orcid`` hold an iD-shaped identifier: a person,
+    or a legacy API client whose ID has the iD form (common-3.0.xsd ``source-type``).
+    ``unknown`` is set when ORCID named a source we could not identify: such an item
+    counts for nobody, and never falls back to a less specific part of the source.
+    """
 
     source_orcid: str | None = None
     source_client_id: str | None = None
@@ -40,6 +52,7 @@ class Source:
     assertion_origin_orcid: str | None = None
     assertion_origin_client_id: str | None = None
     assertion_origin_name: str | None = None
+    unknown: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +71,19 @@ class Qualification:
     visibility: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class UnreadableItem:
+    """An item ORCID sent that we could not read: it counts for nothing, but is reported.
+
+    ``title`` is what could still be read of its title (None when even that failed), so
+    a rule that names another title can tell it is no candidate.
+    """
+
+    put_code: int | None
+    title: str | None
+    problem: str
+
+
 # --- parsing --------------------------------------------------------------------------
 
 
@@ -71,14 +97,54 @@ def _value(wrapper) -> str | None:
     raise ValueError("expected {'value': ...}")
 
 
-def _path(wrapper) -> str | None:
-    """ORCID identifies people and clients as ``{"uri", "path", "host"}``: take ``path``."""
+# common-3.0.xsd ``orcid-path`` (people and legacy clients) and ``client-path``.
+_ORCID_PATH = re.compile(r"[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{3}[0-9X]")
+_CLIENT_PATH = re.compile(r"APP-[0-9A-Za-z]{16}")
+
+
+class _UnknownReference(Exception):
+    """A source reference that is present but names nobody we can identify."""
+
+
+def _reference(wrapper, pattern: re.Pattern) -> str | None:
+    """The identifier in ORCID's ``{"uri", "path", "host"}``: from ``path``, else ``uri``.
+
+    The schema makes each member optional but needs ``uri`` or ``path``; ORCID's server
+    fills all three today (SourceEntityUtils), but a reader must not drop a reference
+    that carries only ``uri``. Present but unidentifiable, or ``path`` and ``uri``
+    disagreeing: the source is unknown.
+
+    :raises _UnknownReference: for a non-null reference that names no valid identifier.
+    """
     if wrapper is None:
         return None
-    if isinstance(wrapper, dict):
-        path = wrapper.get("path")
-        return None if path is None else str(path).strip()
-    raise ValueError("expected {'uri', 'path', 'host'}")
+    if not isinstance(wrapper, dict):
+        raise ValueError("expected {'uri', 'path', 'host'}")
+    path, uri = wrapper.get("path"), wrapper.get("uri")
+    from_uri = None
+    if uri is not None:
+        if not isinstance(uri, str) or not uri.startswith(("https://", "http://")):
+            raise _UnknownReference()
+        from_uri = uri.rstrip("/").rsplit("/", 1)[-1]
+    if path is not None and not isinstance(path, str):
+        raise _UnknownReference()
+    found = path if path is not None else from_uri
+    if found is None or not pattern.fullmatch(found):
+        raise _UnknownReference()
+    if from_uri is not None and from_uri != found:
+        raise _UnknownReference()
+    if pattern is _ORCID_PATH and not is_valid_orcid_id(found):
+        raise _UnknownReference()
+    return found
+
+
+def _either(data: dict, orcid_key: str, client_key: str) -> tuple[str | None, str | None]:
+    """One of an iD-form and a client-ID reference (an XSD choice: never both)."""
+    orcid = _reference(data.get(orcid_key), _ORCID_PATH)
+    client = _reference(data.get(client_key), _CLIENT_PATH)
+    if orcid is not None and client is not None:
+        raise _UnknownReference()
+    return orcid, client
 
 
 def _text(value) -> str | None:
@@ -103,6 +169,8 @@ def _organization(data) -> Organization | None:
     if not isinstance(data, dict):
         raise ValueError("organization must be an object")
     disambiguated = data.get("disambiguated-organization") or {}
+    if not isinstance(disambiguated, dict):
+        raise ValueError("disambiguated-organization must be an object")
     return Organization(
         name=_text(data.get("name")),
         disambiguated_id=_text(disambiguated.get("disambiguated-organization-identifier")),
@@ -114,20 +182,27 @@ def _organization(data) -> Organization | None:
 def _external_ids(data) -> tuple[ExternalId, ...]:
     if data is None:
         return ()
+    if not isinstance(data, dict):
+        raise ValueError("external-ids must be an object")
     items = data.get("external-id") or []
     if not isinstance(items, list):
         raise ValueError("external-id must be a list")
     result = []
     for item in items:
+        if not isinstance(item, dict):
+            raise ValueError("an external-id must be an object")
         kind, value = _text(item.get("external-id-type")), _text(item.get("external-id-value"))
         if kind is None or value is None:
             raise ValueError("an external-id needs a type and a value")
+        relationship = _text(item.get("external-id-relationship"))
+        if relationship is not None and relationship not in RELATIONSHIPS:
+            raise ValueError(f"unknown external-id-relationship {relationship!r}")
         result.append(
             ExternalId(
                 type=kind,
                 value=value,
                 url=_value(item.get("external-id-url")),
-                relationship=_text(item.get("external-id-relationship")),
+                relationship=relationship,
             )
         )
     return tuple(result)
@@ -135,16 +210,28 @@ def _external_ids(data) -> tuple[ExternalId, ...]:
 
 def _source(data) -> Source:
     if data is None:
-        return Source()
+        return Source(unknown=True)  # nobody is named: it counts for nobody
     if not isinstance(data, dict):
         raise ValueError("source must be an object")
+    names = {
+        "source_name": _value(data.get("source-name")),
+        "assertion_origin_name": _value(data.get("assertion-origin-name")),
+    }
+    try:
+        source_orcid, source_client = _either(data, "source-orcid", "source-client-id")
+        origin_orcid, origin_client = _either(
+            data, "assertion-origin-orcid", "assertion-origin-client-id"
+        )
+    except _UnknownReference:
+        return Source(unknown=True, **names)
+    if source_orcid is None and source_client is None:
+        return Source(unknown=True, **names)
     return Source(
-        source_orcid=_path(data.get("source-orcid")),
-        source_client_id=_path(data.get("source-client-id")),
-        source_name=_value(data.get("source-name")),
-        assertion_origin_orcid=_path(data.get("assertion-origin-orcid")),
-        assertion_origin_client_id=_path(data.get("assertion-origin-client-id")),
-        assertion_origin_name=_value(data.get("assertion-origin-name")),
+        source_orcid=source_orcid,
+        source_client_id=source_client,
+        assertion_origin_orcid=origin_orcid,
+        assertion_origin_client_id=origin_client,
+        **names,
     )
 
 
@@ -156,11 +243,8 @@ def parse_qualification(data) -> Qualification:
     if not isinstance(data, dict):
         raise MalformedResponse("ORCID sent a qualification that is not a JSON object.")
     try:
-        put_code = data.get("put-code")
-        if isinstance(put_code, bool) or not isinstance(put_code, (int, str)):
-            raise ValueError("put-code is missing")
         return Qualification(
-            put_code=int(put_code),
+            put_code=_put_code(data.get("put-code")),
             title=_text(data.get("role-title")),
             department=_text(data.get("department-name")),
             organization=_organization(data.get("organization")),
@@ -177,10 +261,40 @@ def parse_qualification(data) -> Qualification:
         raise MalformedResponse(f"ORCID sent a qualification we could not read ({exc}).") from exc
 
 
-def parse_summaries(data) -> list[Qualification]:
+def _put_code(value) -> int:
+    # A JSON integer; a string of ASCII digits is tolerated (int() alone takes "٣").
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,18}", value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError("put-code is missing or not a positive integer")
+    return value
+
+
+def read_item(data) -> Qualification | UnreadableItem:
+    """Parse one item, or say what could be told of it when it is malformed."""
+    try:
+        return parse_qualification(data)
+    except MalformedResponse as exc:
+        put_code = title = None
+        if isinstance(data, dict):
+            try:
+                put_code = _put_code(data.get("put-code"))
+            except ValueError:
+                pass
+            try:
+                title = _text(data.get("role-title"))
+            except ValueError:
+                pass
+        return UnreadableItem(put_code, title, exc.message)
+
+
+def parse_summaries(data) -> list[Qualification | UnreadableItem]:
     """Parse ``GET /{orcid}/qualifications``: every summary in every affiliation group.
 
-    :raises MalformedResponse: when the JSON is not in ORCID's shape.
+    A malformed summary comes back as an ``UnreadableItem``, so one bad item refuses only
+    what it could have counted for, not the whole record.
+
+    :raises MalformedResponse: when the list itself is not in ORCID's shape.
     """
     if not isinstance(data, dict):
         raise MalformedResponse("ORCID sent a qualifications list that is not a JSON object.")
@@ -197,5 +311,5 @@ def parse_summaries(data) -> list[Qualification]:
         for wrapper in summaries:
             if not isinstance(wrapper, dict) or "qualification-summary" not in wrapper:
                 raise MalformedResponse("ORCID sent a summary without qualification-summary.")
-            result.append(parse_qualification(wrapper["qualification-summary"]))
+            result.append(read_item(wrapper["qualification-summary"]))
     return result

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from app.errors import GatekeeperError, MalformedResponse, error_from_orcid
 from app.orcid_id import parse_orcid_id
-from app.qualifications import Qualification, parse_qualification, parse_summaries
+from app.qualifications import Qualification, UnreadableItem, parse_summaries, read_item
 
 
 class SavedRecordError(GatekeeperError):
@@ -55,16 +55,16 @@ class SavedRecord:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise SavedRecordError(f"cannot read {path}: {exc.strerror}") from exc
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise SavedRecordError(f"{path} is not JSON: {exc}") from exc
         return cls(data, str(path))
 
     def read_qualifications(
         self,
         orcid: str,
-        wanted: Callable[[Qualification], bool] = lambda q: True,
+        wanted: Callable[[Qualification | UnreadableItem], bool] = lambda q: True,
         token: str | None = None,
-    ) -> list[Qualification]:
+    ) -> list[Qualification | UnreadableItem]:
         """The qualifications the file holds, items preferred over summaries.
 
         :raises OrcidError: replaying the file's ``error``, or for a malformed file.
@@ -85,5 +85,5 @@ class SavedRecord:
             if not wanted(summary):
                 continue
             item = items.get(str(summary.put_code))
-            result.append(parse_qualification(item) if item is not None else summary)
+            result.append(read_item(item) if item is not None else summary)
         return result

@@ -20,7 +20,7 @@ from tests.conftest import RESEARCHER
 
 ORCID_TYPE = "application/vnd.orcid+json;charset=UTF-8"
 RESEARCHER_TOKEN = "f5af9f51-07e6-4332-8f1a-c0c11c1e3728"
-CLIENT_ID = "APP-GATEKEEPER00001"
+CLIENT_ID = "APP-GATEKEEPER000001"
 CLIENT_SECRET = "s3cret-9d1c-client-secret-value"
 
 

@@ -161,7 +161,12 @@ class TestExplain:
         path = record_file([far, other])
         result = explain_record(runner, policy_file, path, "--json")
         assert result.exit_code == 1, result.exception
-        assert json.loads(result.output)["error"]["reason"] == "malformed_response"
+        decision = json.loads(result.output)
+        assert decision["error"] is None  # one bad item refuses what it could have met
+        srt = decision["requirements"][0]
+        assert not srt["met"]
+        assert [r["reason"] for r in srt["candidates"][0]["reasons"]] == ["unreadable_item"]
+        assert decision["requirements"][1]["met"]
 
     def test_a_broken_policy_exits_2_with_one_line(self, runner):
         result = explain(runner, BROKEN / "syntax.yaml", "--orcid", RESEARCHER, "--dataset", "x")

@@ -35,6 +35,7 @@ from app.errors import (
 )
 from app.fuzzy_date import FuzzyDate
 from app.orcid_client import OrcidClient
+from app.qualifications import Qualification, UnreadableItem
 from tests import orcid_json
 from tests.conftest import RESEARCHER
 
@@ -51,7 +52,7 @@ ORCID_TYPE = "application/vnd.orcid+json;charset=UTF-8"
 PRIMARY = "0000-0001-5109-3700"  # the record a deprecated iD was merged into
 
 RESEARCHER_TOKEN = "f5af9f51-07e6-4332-8f1a-c0c11c1e3728"
-CLIENT_ID = "APP-GATEKEEPER00001"
+CLIENT_ID = "APP-GATEKEEPER000001"
 CLIENT_SECRET = "s3cret-9d1c-client-secret-value"
 APP_TOKEN = json.loads((DATA / "token-client-credentials.json").read_text())["access_token"]
 
@@ -314,16 +315,41 @@ class TestItemReads:
         assert [q.put_code for q in found] == [1, 3]
         assert calls_to(orcid, f"{API}/{RESEARCHER}/qualification/2") == 1
 
-    def test_item_in_the_wrong_shape_is_a_malformed_response(self, orcid, client):
-        items = qualifications(2)
+    def test_an_item_in_the_wrong_shape_is_unreadable_and_the_others_still_count(
+        self, orcid, client
+    ):
+        items = qualifications(3)
         serve(orcid, f"/{RESEARCHER}/qualifications", orcid_json.summaries(RESEARCHER, items))
         serve(orcid, f"/{RESEARCHER}/qualification/1", items[0])
         serve(orcid, f"/{RESEARCHER}/qualification/2", {**items[1], "put-code": None})
+        serve(orcid, f"/{RESEARCHER}/qualification/3", {**items[2], "put-code": 4})
 
-        with pytest.raises(MalformedResponse) as raised:
+        first, second, third = client.read_qualifications(RESEARCHER)
+
+        assert isinstance(first, Qualification) and first.put_code == 1
+        assert isinstance(second, UnreadableItem) and second.put_code == 2
+        assert second.title == items[1]["role-title"]
+        assert isinstance(third, UnreadableItem) and third.problem == "ORCID sent another item"
+
+    def test_an_unreadable_summary_is_read_in_full_by_its_put_code(self, orcid, client):
+        [item] = qualifications(1)
+        broken = {**item, "start-date": {"year": None, "month": {"value": "01"}}}
+        serve(orcid, f"/{RESEARCHER}/qualifications", orcid_json.summaries(RESEARCHER, [broken]))
+        serve(orcid, f"/{RESEARCHER}/qualification/1", item)
+
+        [read] = client.read_qualifications(RESEARCHER)
+
+        assert isinstance(read, Qualification)  # the full item is authoritative
+
+    def test_json_nested_past_the_stack_is_a_malformed_response(self, orcid, client):
+        orcid.add(
+            responses.GET,
+            f"{API}/{RESEARCHER}/qualifications",
+            body="[" * 200_000 + "]" * 200_000,
+            content_type="application/vnd.orcid+json",
+        )
+        with pytest.raises(MalformedResponse):
             client.read_qualifications(RESEARCHER)
-
-        assert raised.value.reason == "malformed_response"
 
 
 class TestRetries:

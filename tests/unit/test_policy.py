@@ -54,7 +54,8 @@ class TestLoadingProblems:
             load_policy(path)
         assert [str(p) for p in raised.value.problems] == [
             f"{path}:5: sources.ukds.client_ids[0]: 'APP-XXXX' is not an ORCID client ID "
-            "(APP- and 16 letters or digits)",
+            "(APP- and 16 letters or digits, or a legacy client's iD-shaped ID such as "
+            "0000-0002-1825-0097)",
             f"{path}:6: sources.ukds.client_ids[1]: must be a non-empty string",
         ]
 

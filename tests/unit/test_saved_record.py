@@ -3,6 +3,7 @@ import json
 import pytest
 
 from app.errors import InvalidOrcidId, MalformedResponse, RecordLocked
+from app.qualifications import UnreadableItem
 from app.saved_record import SavedRecord, SavedRecordError
 from tests import orcid_json
 from tests.conftest import RESEARCHER
@@ -54,10 +55,12 @@ class TestSavedRecord:
         with pytest.raises(SavedRecordError, match=f"saved record: 'error' {message}"):
             SavedRecord(record([], error=error))
 
-    def test_a_date_beyond_orcids_range_is_malformed(self):
+    def test_a_date_beyond_orcids_range_makes_the_item_unreadable(self):
         item = orcid_json.qualification(1, owner=RESEARCHER, end="9999-12-31")
-        with pytest.raises(MalformedResponse, match="year 9999 is out of range"):
-            SavedRecord(record([item], [item])).read_qualifications(RESEARCHER)
+        [read] = SavedRecord(record([item], [item])).read_qualifications(RESEARCHER)
+        assert isinstance(read, UnreadableItem)
+        assert read.put_code == 1 and read.title == "Safe Researcher Training"
+        assert "year 9999 is out of range" in read.problem
 
     def test_another_researchers_record_is_refused(self):
         with pytest.raises(SavedRecordError, match="holds the record of"):
