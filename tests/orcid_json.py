@@ -64,7 +64,7 @@ def qualification(
     org_id: str | None = "https://ror.org/05x6aa123",
     org_source: str | None = "ROR",
     url: str | None = None,
-    external_ids: list[tuple[str, str]] = (),
+    external_ids: list[tuple[str, ...]] = (),  # (type, value[, relationship: self])
     created_ms: int = 1735689600000,  # 2025-01-01T00:00:00Z
     visibility: str = "public",
     no_organization: bool = False,
@@ -104,9 +104,11 @@ def qualification(
                     "external-id-normalized": {"value": value, "transient": True},
                     "external-id-normalized-error": None,
                     "external-id-url": None,
-                    "external-id-relationship": "self",
+                    "external-id-relationship": relationship,
                 }
-                for kind, value in external_ids
+                for kind, value, relationship in (
+                    (*ext, "self") if len(ext) == 2 else ext for ext in external_ids
+                )
             ]
         },
         "display-index": "0",

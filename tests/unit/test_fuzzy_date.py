@@ -60,9 +60,45 @@ class TestFuzzyDate:
         with pytest.raises(ValueError):
             FuzzyDate.from_orcid(value)
 
-    def test_null_and_yearless_dates_mean_no_date(self):
+    def test_null_and_all_null_dates_mean_no_date(self):
         assert FuzzyDate.from_orcid(None) is None
         assert FuzzyDate.from_orcid({"year": None, "month": None, "day": None}) is None
+        assert FuzzyDate.from_orcid({}) is None
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            {"year": None, "month": {"value": "06"}, "day": None},
+            {"year": None, "month": {"value": "06"}, "day": {"value": "30"}},
+            {"month": {"value": "06"}},
+            {"year": None, "month": None, "day": {"value": "01"}},
+            {"year": {"value": "2024"}, "month": {"value": "06"}, "day": {"value": "31"}},
+            {"year": {"value": "٢٠٢٥"}},  # Arabic-Indic digits: str.isdigit() is True
+            {"year": {"value": "２０２５"}},  # fullwidth digits
+            {"year": {"value": "2025"}, "month": {"value": "٠٦"}},
+            {"year": {"value": 2025}},  # a number, not ORCID's string
+            {"year": {"value": " 2025"}},
+            {"year": {"value": "2025", "extra": 1}},
+            {"year": {"value": "2025"}, "era": {"value": "BC"}},
+        ],
+        ids=[
+            "month-without-year",
+            "month-and-day-without-year",
+            "year-missing",
+            "day-without-month-or-year",
+            "june-31",
+            "arabic-indic-digits",
+            "fullwidth-digits",
+            "arabic-indic-month",
+            "number-not-string",
+            "padded",
+            "extra-member-in-part",
+            "extra-member",
+        ],
+    )
+    def test_dates_the_schema_does_not_allow_are_malformed_never_no_date(self, value):
+        with pytest.raises(ValueError):
+            FuzzyDate.from_orcid(value)
 
     @pytest.mark.parametrize("text", ["1900-01-01", "2100-12-31"], ids=["first", "last"])
     def test_the_ends_of_orcids_year_range_are_accepted(self, text):
