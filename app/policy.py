@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import posixpath
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import yaml
 
 from app.errors import PolicyError, UnknownDataset
 from app.orcid_id import is_valid_orcid_id
 from app.qualifications import DISAMBIGUATION_SOURCES, RELATIONSHIPS, Qualification, UnreadableItem
+from app.request_path import normalize_path
+from app.request_path import path_has_prefix as _path_has_prefix
 
 SELF_ASSERTED = "self-asserted"
 SELF_ISSUED = "self-issued"
@@ -235,30 +235,6 @@ def normalize_org_id(source: str, value: str) -> str | None:
     if source == "FUNDREF":
         text = FUNDREF_PREFIX.sub("", text)
     return text.casefold() or None
-
-
-def normalize_path(raw: str) -> str | None:
-    """Reduce a request path (or full URL) to a clean absolute path; None if hostile."""
-    if not raw:
-        return None
-    path = urlsplit(raw).path if "://" in raw else raw.split("?", 1)[0].split("#", 1)[0]
-    decoded = unquote(path)
-    if "\\" in decoded or "\x00" in decoded or not decoded.startswith("/"):
-        return None
-    trailing = decoded.endswith("/")
-    clean = posixpath.normpath(decoded)
-    clean = "/" + clean.lstrip("/")
-    if trailing and not clean.endswith("/"):
-        clean += "/"
-    return clean
-
-
-def _path_has_prefix(path: str, prefix: str) -> bool:
-    if path.startswith(prefix):
-        # /data/a must not match /data/ab: the prefix ends at a segment boundary.
-        return prefix.endswith("/") or len(path) == len(prefix) or path[len(prefix)] == "/"
-    # "/datasets/x" asks for the same thing as the prefix "/datasets/x/"
-    return prefix.endswith("/") and path == prefix[:-1]
 
 
 class PolicyFile:

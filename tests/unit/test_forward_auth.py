@@ -63,14 +63,35 @@ class TestProxyRequest:
         env = environ(X_Original_URI="/datasets/sail/a", X_Forwarded_Uri="/datasets/sail/b")
         assert dataset_of(policy, env) == "sail"
 
-    def test_envoy_path_is_decoded_once_from_the_raw_request_line(self, policy):
-        # The browser asked for /datasets/open/%252e%252e/sail/x: a folder literally named
-        # "%2e%2e" under open. PATH_INFO holds it decoded once; decoding again would
-        # judge sail, a dataset other than the one whose file is served.
-        env = environ(
-            "/auth/datasets/open/%2e%2e/sail/x", raw="/auth/datasets/open/%252e%252e/sail/x"
-        )
+    def test_envoy_path_is_read_from_the_raw_request_line(self, policy):
+        # The browser asked for /datasets/open/%2520/x: a folder literally named "%20"
+        # under open. PATH_INFO holds it decoded once (/datasets/open/%20/x); the raw
+        # request line keeps what the file server will decode.
+        env = environ("/auth/datasets/open/%20/x", raw="/auth/datasets/open/%2520/x")
+        assert dataset_of(policy, env) is None  # %25: a double-decoding server reads " "
+        env = environ("/auth/datasets/open/two words", raw="/auth/datasets/open/two%20words")
         assert dataset_of(policy, env) == "open"
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            "/auth/datasets/open/%252e%252e/sail/x",
+            "/auth/datasets/open/..;/sail/x",
+            "/auth//datasets/sail/x",
+            "/auth/datasets/open/..%2fsail/x",
+        ],
+        ids=["double-encoded-dots", "path-parameter", "leading-double-slash", "encoded-slash"],
+    )
+    def test_envoy_paths_servers_read_differently_fail_closed(self, policy, raw):
+        env = environ(raw, raw=raw)  # PATH_INFO is not read when the raw line is there
+        assert dataset_of(policy, env) is None
+
+    def test_a_url_in_the_query_does_not_make_the_path_a_url(self, policy):
+        # "//datasets/sail/x" read as a URL is host "datasets", path "/sail/x".
+        env = environ(X_Original_URI="//datasets/sail/x?next=https://example.org/")
+        assert dataset_of(policy, env) is None
+        env = environ(X_Original_URI="/datasets/sail/x?next=https://example.org/datasets/open/")
+        assert dataset_of(policy, env) == "sail"
 
     def test_original_url_keeps_encoding_and_query_for_next(self):
         env = environ(
