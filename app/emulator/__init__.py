@@ -10,6 +10,7 @@ parser is never mirrored here.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -18,11 +19,17 @@ from flask import Flask, request
 from app.emulator import control, oauth, oidc, records
 from app.emulator.faults import Faults
 from app.emulator.id_tokens import IdTokens
-from app.emulator.personas import FixtureError, Fixtures, load_fixtures, parse_clients
+from app.emulator.personas import (
+    FixtureError,
+    load_fixtures,
+    parse_clients,
+    redirect_uri_problem,
+)
 from app.emulator.state import EXTENSION, Emulator
 from app.emulator.tokens import TokenStore
 
-# Which requests count, and can be faulted, as which kind (see faults.KINDS).
+# Which requests count, and can be faulted, as which kind (see faults.KINDS); the record
+# API's views count alike under each of its three base paths.
 ENDPOINT_KINDS = {
     "oauth.authorize": "authorize",
     "oauth.token": "token",
@@ -30,9 +37,11 @@ ENDPOINT_KINDS = {
     "oidc.discovery": "discovery",
     "oidc.jwks": "jwks",
     "oidc.userinfo": "userinfo",
-    "records.qualifications": "qualifications",
-    "records.qualification": "qualification",
-    "records.person": "person",
+    **{
+        f"{api}.{view}": view
+        for api in records.APIS
+        for view in ("qualifications", "qualification", "person")
+    },
 }
 
 
@@ -41,21 +50,37 @@ def create_app(
     *,
     clients: list[dict] | None = None,
     signing_key: rsa.RSAPrivateKey | None = None,
+    redirect_uris: tuple[str, ...] | list[str] = (),
 ):
     """Build the emulator app from a fixture file (the shipped personas by default).
 
     ``clients`` replaces the file's registered clients; its entries take the file's format.
     ``signing_key`` is the RSA key ID tokens are signed with; each app makes its own
-    2048-bit key when none is given.
+    2048-bit key when none is given. ``redirect_uris`` are accepted for every client,
+    besides its registered ones (``--redirect-uri``).
 
-    :raises FixtureError: when the fixture file or ``clients`` has problems.
+    :raises FixtureError: when the fixture file, ``clients`` or ``redirect_uris`` has problems.
     """
     fixtures = load_fixtures(fixtures_path)
+    problems: list[str] = []
     if clients is not None:
-        problems: list[str] = []
-        fixtures = Fixtures(clients=parse_clients(clients, problems), personas=fixtures.personas)
-        if problems:
-            raise FixtureError(problems)
+        fixtures = replace(fixtures, clients=parse_clients(clients, problems))
+    problems += [
+        f"--redirect-uri: {problem}"
+        for problem in map(redirect_uri_problem, redirect_uris)
+        if problem is not None
+    ]
+    if problems:
+        raise FixtureError(problems)
+    if redirect_uris:
+        extra = tuple(dict.fromkeys(redirect_uris))
+        fixtures = replace(
+            fixtures,
+            clients={
+                client_id: replace(client, extra_redirect_uris=extra)
+                for client_id, client in fixtures.clients.items()
+            },
+        )
 
     app = Flask(__name__)
     state = Emulator(
@@ -67,7 +92,8 @@ def create_app(
     app.extensions[EXTENSION] = state
     app.register_blueprint(oauth.bp)
     app.register_blueprint(oidc.bp)
-    app.register_blueprint(records.bp)
+    for api, prefix in records.APIS.items():
+        app.register_blueprint(records.bp, url_prefix=prefix, name=api)
     app.register_blueprint(control.bp)
 
     @app.before_request

@@ -2,8 +2,9 @@
 
 Claims follow ORCID's legacy ``OpenIDConnectTokenEnhancer`` (orcid-api.md §2.5): ``iss``,
 ``sub``, ``aud``, ``iat``, ``exp`` (iat + 24 h), ``jti``, ``at_hash``, ``auth_time``,
-``nonce`` when one was sent, and the name claims when the name is public. ORCID also adds
-``amr`` for member clients, as a string where OIDC wants a list; the emulator leaves it out.
+``nonce`` when one was sent, the name claims when the name is public (``name`` is the
+credit name only), and for member clients ``amr``: one string, ``"mfa"`` when the
+researcher uses two-factor sign-in, else ``"pwd"``, where OIDC Core wants a list.
 
 Tokens are signed with joserfc, the JOSE library Authlib itself verifies ID tokens with;
 ``authlib.jose`` is deprecated and warns on import.
@@ -29,7 +30,7 @@ ID_TOKEN_LIFETIME = 24 * 60 * 60  # seconds; ORCID's legacy enhancer: exp = iat 
 ALGORITHM = "RS256"
 
 # The ways a test can ask for ID tokens to be wrong (POST /_emulator/oidc).
-TAMPERS = ("none", "signature", "issuer", "audience", "nonce", "expired")
+TAMPERS = ("none", "signature", "issuer", "audience", "nonce", "expired", "at_hash")
 WRONG_ISSUER = "https://issuer.invalid"
 WRONG_AUDIENCE = "APP-NOTTHEAUDIENCE00"
 # Well past the two minutes of clock leeway a verifier such as Authlib allows.
@@ -79,8 +80,11 @@ class IdTokens:
         key = {"kty": "RSA", "e": public["e"], "use": "sig", "kid": self.kid, "n": public["n"]}
         return {"keys": [key]}
 
-    def issue(self, grant: Grant, access_token: str, persona: Persona, issuer: str) -> str:
-        """The ID token for a code exchange that asked for ``openid``."""
+    def issue(
+        self, grant: Grant, access_token: str, persona: Persona, issuer: str, *, member: bool
+    ) -> str:
+        """The ID token for a code exchange that asked for ``openid``, for a member client
+        or not (only members get ``amr``)."""
         tamper = self.tamper
         now = int(self.clock())
         if tamper == "expired":
@@ -88,8 +92,10 @@ class IdTokens:
         nonce = grant.nonce
         if tamper == "nonce":
             nonce = f"not-{nonce}" if nonce else "a-nonce-nobody-sent"
+        # A wrong at_hash is the hash of another token: well formed, and not this one's.
+        hashed = f"not-{access_token}" if tamper == "at_hash" else access_token
         claims = {
-            "at_hash": _at_hash(access_token),
+            "at_hash": _at_hash(hashed),
             "aud": WRONG_AUDIENCE if tamper == "audience" else grant.client_id,
             "sub": grant.orcid,
             "auth_time": min(grant.auth_time or now, now),
@@ -97,10 +103,14 @@ class IdTokens:
             "exp": now + ID_TOKEN_LIFETIME,
             "iat": now,
             "jti": str(uuid.uuid4()),
-            **name_claims(persona),
+            # The enhancer adds a name claim only when the record has it (no nulls).
+            **{k: v for k, v in name_claims(persona).items() if v is not None},
         }
         if nonce is not None:
             claims["nonce"] = nonce
+        if member:
+            # OpenIDConnectTokenEnhancer: members only, a string, from ProfileEntity.getUsing2FA.
+            claims["amr"] = "mfa" if persona.mfa else "pwd"
         # A wrong signature keeps the real kid, so a verifier finds the key and the
         # signature check itself is what fails.
         key = self._stray() if tamper == "signature" else self._key
@@ -113,13 +123,16 @@ class IdTokens:
             return self._stray_key
 
 
-def name_claims(persona: Persona) -> dict[str, str]:
-    """``name``, ``given_name`` and ``family_name``; none of them unless the name is public."""
+def name_claims(persona: Persona) -> dict[str, str | None]:
+    """``name`` (the credit name), ``family_name``, ``given_name``: None unless public.
+
+    As ORCID's OpenIDConnectTokenEnhancer and OpenIDConnectUserInfo read the public name:
+    ``name`` is the credit name only, never given and family names joined.
+    """
     name = persona.name
     if name.visibility != "public":
-        return {}
-    claims = {"name": name.display, "family_name": name.family, "given_name": name.given}
-    return {k: v for k, v in claims.items() if v}
+        return {"name": None, "family_name": None, "given_name": None}
+    return {"name": name.credit, "family_name": name.family, "given_name": name.given}
 
 
 def _at_hash(access_token: str) -> str:

@@ -166,7 +166,9 @@ def _exchange_code(client: Client) -> Response:
         "orcid": grant.orcid,
     }
     if "openid" in grant.scopes:
-        body["id_token"] = emulator().id_tokens.issue(grant, access_token, persona, issuer())
+        body["id_token"] = emulator().id_tokens.issue(
+            grant, access_token, persona, issuer(), member=client.member
+        )
     return _json(200, body)
 
 

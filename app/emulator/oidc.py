@@ -67,7 +67,9 @@ def userinfo():
         # ORCID's key really is hyphenated here, unlike its other OAuth errors.
         body = {"error": "access_denied", "error-description": "access_token is invalid"}
         return _json(403, body)
-    body = {"sub": persona.orcid, **name_claims(persona), "id": f"{issuer()}/{persona.orcid}"}
+    # OpenIDConnectUserInfo: every field, nulls included, in this order; "name" is the
+    # credit name only.
+    body = {"id": f"{issuer()}/{persona.orcid}", "sub": persona.orcid, **name_claims(persona)}
     return _json(200, body)
 
 

@@ -18,13 +18,14 @@ import yaml
 
 DEFAULT_FIXTURES = Path(__file__).parent / "fixtures" / "personas.yaml"
 
-STATUSES = ("active", "locked", "deactivated", "deprecated")
+STATUSES = ("active", "unclaimed", "locked", "deactivated", "deprecated")
 VISIBILITIES = ("public", "limited", "private")
 RELATIONSHIPS = ("self", "part-of", "version-of", "funded-by")
 ANY_LOOPBACK = "any-loopback"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 _ORCID_ID = re.compile(r"^\d{4}-\d{4}-\d{4}-\d{3}[\dX]$")
+_CLIENT_ID = re.compile(r"^APP-[0-9A-Za-z]{16}$")  # common-3.0.xsd client-path
 _RELATIVE = re.compile(r"^(?:today|([+-])(\d+)([dwmy]))$")
 _LITERAL = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
 
@@ -83,8 +84,12 @@ class Client:
     name: str
     member: bool
     redirect_uris: tuple[str, ...] | None  # None: any loopback URI
+    # Given on the command line (--redirect-uri), accepted besides the registered ones.
+    extra_redirect_uris: tuple[str, ...] = ()
 
     def accepts_redirect(self, uri: str) -> bool:
+        if uri in self.extra_redirect_uris:
+            return True
         if self.redirect_uris is None:
             return is_loopback_url(uri)
         return uri in self.redirect_uris
@@ -156,6 +161,7 @@ class Persona:
     status: str
     qualifications: tuple[Qualification, ...]
     primary: str | None = None  # the iD a deprecated record was merged into
+    mfa: bool = False  # signs in with two-factor authentication: ID tokens say amr "mfa"
 
     def qualification(self, put_code: int) -> Qualification | None:
         return next((q for q in self.qualifications if q.put_code == put_code), None)
@@ -165,6 +171,9 @@ class Persona:
 class Fixtures:
     clients: dict[str, Client]
     personas: tuple[Persona, ...]
+    # Clients ORCID flags isUserOBOEnabled (search-and-link wizards): every item one of
+    # them wrote reads with the record holder as assertion-origin-orcid.
+    user_obo_clients: frozenset[str] = frozenset()
 
     def persona(self, key_or_orcid: str) -> Persona | None:
         """The persona with this key or iD."""
@@ -191,11 +200,23 @@ def load_fixtures(path: str | Path | None = None, *, today: dt.date | None = Non
     if not isinstance(data, dict):
         raise FixtureError([f"{path}: expected a mapping with 'clients' and 'personas'"])
     problems: list[str] = []
+    unknown = sorted(data.keys() - {"clients", "personas", "user_obo_clients"})
+    problems += [f"unknown key '{k}'" for k in unknown]
     clients = parse_clients(data.get("clients") or [], problems)
     personas = _personas(data.get("personas") or [], today, problems)
+    user_obo = _client_ids(data.get("user_obo_clients") or [], "user_obo_clients", problems)
     if problems:
         raise FixtureError([f"{path}: {p}" for p in problems])
-    return Fixtures(clients=clients, personas=personas)
+    return Fixtures(clients=clients, personas=personas, user_obo_clients=user_obo)
+
+
+def _client_ids(entries, where: str, problems: list[str]) -> frozenset[str]:
+    if not isinstance(entries, list) or not all(
+        isinstance(e, str) and _CLIENT_ID.match(e) for e in entries
+    ):
+        problems.append(f"{where}: expected a list of client ids (APP- and 16 letters or digits)")
+        return frozenset()
+    return frozenset(entries)
 
 
 def parse_clients(entries, problems: list[str]) -> dict[str, Client]:
@@ -265,8 +286,11 @@ def _persona(entry, where: str, today: dt.date, problems: list[str]) -> Persona:
         entry,
         where,
         required={"key", "orcid", "name"},
-        optional={"status", "primary", "qualifications"},
+        optional={"status", "primary", "qualifications", "mfa"},
     )
+    mfa = entry.get("mfa", False)
+    if not isinstance(mfa, bool):
+        raise FixtureError([f"{where}.mfa: expected true or false"])
     orcid = _string(entry["orcid"], f"{where}.orcid")
     if not is_orcid_id(orcid):
         raise FixtureError(
@@ -297,6 +321,7 @@ def _persona(entry, where: str, today: dt.date, problems: list[str]) -> Persona:
         status=status,
         qualifications=tuple(qualifications),
         primary=primary,
+        mfa=mfa,
     )
 
 
@@ -514,6 +539,19 @@ def _optional_date(value, where: str, today: dt.date) -> PartialDate | None:
 
 
 # --- small checks -------------------------------------------------------------------------
+
+
+def redirect_uri_problem(uri: str) -> str | None:
+    """Why ``uri`` cannot be a redirect URI (absolute http(s), no fragment), or None."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{uri!r} is not an absolute http(s) URL"
+    if parts.fragment or uri.endswith("#"):
+        return f"{uri!r} has a fragment, which a redirect URI may not have"
+    return None
 
 
 def is_loopback_url(uri: str) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+from dataclasses import replace
 
 from app.emulator.personas import (
     ExternalId,
@@ -23,43 +24,41 @@ ORCID_HOST = "orcid.org"
 MORE_INFO = "https://members.orcid.org/api/resources/troubleshooting"
 
 
-def qualifications(persona: Persona, items: list[Qualification]) -> dict:
+def qualifications(
+    persona: Persona, items: list[Qualification], user_obo_clients: frozenset[str] = frozenset()
+) -> dict:
     """``GET /{orcid}/qualifications``: the visible items in affiliation groups.
 
-    ORCID groups items that share an external identifier; an item without one is a
-    group of its own. Empty groups never appear, as on ORCID's filtered reads.
+    Grouped as ORCID's ActivitiesGroupGenerator groups them: items sharing a groupable
+    identifier are one group, and an item sharing identifiers with two groups merges them.
+    Empty groups never appear, as on ORCID's filtered reads.
     """
-    groups: list[tuple[set, list[Qualification]]] = []  # (shared ids, items)
-    for item in items:
-        ids = {(e.type, e.value) for e in item.external_ids}
-        group = next((g for g in groups if g[0] & ids), None)
-        if group is None:
-            groups.append((ids, [item]))
-        else:
-            group[0].update(ids)
-            group[1].append(item)
     return {
         "last-modified-date": _millis(max(i.created for i in items)) if items else None,
         "affiliation-group": [
             {
-                "last-modified-date": _millis(max(i.created for i in group)),
-                "external-ids": {
-                    "external-id": [_external_id(e) for e in _group_external_ids(group)]
-                },
-                "summaries": [{"qualification-summary": qualification(persona, i)} for i in group],
+                "last-modified-date": _millis(max(i.created for i in members)),
+                # AffiliationsManagerReadOnlyImpl.group: the group's keys, or an empty list.
+                "external-ids": {"external-id": [_external_id(e) for e in keys.values()]},
+                "summaries": [
+                    {"qualification-summary": qualification(persona, i, user_obo_clients)}
+                    for i in members
+                ],
             }
-            for _, group in groups
+            for keys, members in _groups(items)
         ],
         "path": f"/{persona.orcid}/qualifications",
     }
 
 
-def qualification(persona: Persona, item: Qualification) -> dict:
+def qualification(
+    persona: Persona, item: Qualification, user_obo_clients: frozenset[str] = frozenset()
+) -> dict:
     """``GET /{orcid}/qualification/{put-code}``: one item, not wrapped (§1.3)."""
     return {
         "created-date": _millis(item.created),
         "last-modified-date": _millis(item.created),
-        "source": _source(item.source),
+        "source": _source(_as_read(item.source, persona, user_obo_clients)),
         "put-code": item.put_code,
         "path": f"/{persona.orcid}/qualification/{item.put_code}",
         "department-name": item.department,
@@ -68,7 +67,12 @@ def qualification(persona: Persona, item: Qualification) -> dict:
         "end-date": _fuzzy_date(item.end),
         "organization": _organization(item.organization),
         "url": _value(item.url),
-        "external-ids": {"external-id": [_external_id(e) for e in item.external_ids]},
+        # No identifiers: ORCID writes the container as null, not as an empty list.
+        "external-ids": (
+            {"external-id": [_external_id(e) for e in item.external_ids]}
+            if item.external_ids
+            else None
+        ),
         "display-index": "0",
         "visibility": item.visibility,
     }
@@ -97,10 +101,10 @@ def person(persona: Persona, *, show_name: bool) -> dict:
 
 
 def error(status: int, code: int, developer: str, user: str) -> dict:
-    """The record API's error body (§4.1); ``developer`` follows the status line."""
+    """The record API's error body (§4.1)."""
     return {
         "response-code": status,
-        "developer-message": f"{status} {_REASONS[status]}: {developer}",
+        "developer-message": developer,
         "user-message": user,
         "error-code": code,
         "more-info": MORE_INFO,
@@ -114,13 +118,6 @@ def person_uri(orcid: str) -> str:
 # --- pieces -------------------------------------------------------------------------------
 
 _RECORD_CREATED = dt.date(2020, 1, 1)  # when every persona's record (and name) was made
-_REASONS = {
-    301: "Moved Permanently",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    409: "Conflict",
-}
 
 
 def _value(value) -> dict | None:
@@ -172,14 +169,11 @@ def _source(source: Source) -> dict:
 def _organization(org: Organization | None) -> dict | None:
     if org is None:
         return None
-    has_address = any((org.city, org.region, org.country))
     return {
         "name": org.name,
-        "address": (
-            {"city": org.city, "region": org.region, "country": org.country}
-            if has_address
-            else None
-        ),
+        # The address object stays when its members are empty; they read as null
+        # (ActivityUtils.cleanOrganizationEmptyFields).
+        "address": {"city": org.city, "region": org.region, "country": org.country},
         "disambiguated-organization": (
             {
                 "disambiguated-organization-identifier": org.id,
@@ -202,12 +196,46 @@ def _external_id(ext: ExternalId) -> dict:
     }
 
 
-def _group_external_ids(group: list[Qualification]) -> list[ExternalId]:
-    seen: dict[tuple[str, str], ExternalId] = {}
-    for item in group:
-        for ext in item.external_ids:
-            seen.setdefault((ext.type, ext.value), ext)
-    return list(seen.values())
+def _groups(
+    items: list[Qualification],
+) -> list[tuple[dict[tuple[str, str], ExternalId], list[Qualification]]]:
+    """ActivitiesGroupGenerator.group: (group keys, items) per group, in ORCID's order.
+
+    An item joins the first group that shares one of its keys; the other groups sharing
+    one are merged into that group and removed.
+    """
+    groups: list[tuple[dict[tuple[str, str], ExternalId], list[Qualification]]] = []
+    for item in items:
+        keys = {(e.type, e.value): e for e in item.external_ids if _is_groupable(e)}
+        sharing = [g for g in groups if g[0].keys() & keys.keys()]
+        if not sharing:
+            groups.append((keys, [item]))
+            continue
+        first = sharing[0]
+        for other in sharing[1:]:
+            for key, ext in other[0].items():
+                first[0].setdefault(key, ext)
+            first[1].extend(other[1])
+            groups.remove(other)
+        for key, ext in keys.items():
+            first[0].setdefault(key, ext)
+        first[1].append(item)
+    return groups
+
+
+def _is_groupable(ext: ExternalId) -> bool:
+    # orcid-model ExternalID.isGroupAble: never part-of or funded-by, never an empty value.
+    return ext.relationship not in ("part-of", "funded-by") and bool(ext.value)
+
+
+def _as_read(source: Source, persona: Persona, user_obo_clients: frozenset[str]) -> Source:
+    """The source as ORCID reports it: an item that a user-OBO client (search-and-link)
+    wrote has the record holder as its assertion origin (SourceEntityUtils
+    .extractSourceFromEntity), whatever was stored."""
+    if source.client_id not in user_obo_clients:
+        return source
+    name = persona.name.display if persona.name.visibility == "public" else None
+    return replace(source, origin_orcid=persona.orcid, origin_name=name)
 
 
 def _name(name: Name, orcid: str, created: dict) -> dict:

@@ -1,15 +1,29 @@
 """The v3.0 record API: /{orcid}/qualifications, /qualification/{put-code}, /person.
 
-Reads without a token behave like ORCID's Public API (public items only). Reads with a
-token behave like the Member API: a researcher's ``/read-limited`` token also sees their
-``limited`` items, and ``private`` ones its own client added; a researcher's token used
-on another record is refused (401/9017); and every endpoint checks the record's status
-(deprecated 301/9007, locked 409/9018, deactivated 409/9044).
+Served under three base paths (``APIS``):
+
+- ``/pub/v3.0`` plays ORCID's Public API (``pub.orcid.org``, PublicV3ApiServiceDelegatorImpl):
+  public items only, with or without a token; ``/qualifications`` and
+  ``/qualification/{put-code}`` do not check the record's status, so they answer 200 for
+  a locked or deactivated record, and only ``/person`` refuses it.
+- ``/api/v3.0`` plays the Member API (``api.orcid.org``, MemberV3ApiServiceDelegatorImpl):
+  a token is required; every call checks the record's status first; a researcher's
+  ``/read-limited`` token also sees their ``limited`` items, and ``private`` ones its own
+  client added; a researcher's token on another record, or a public client's token, is
+  refused (401/9017).
+- ``/v3.0`` is the emulator's own blend, for the demo and tests that want every refusal
+  without a ``/person`` read: anonymous reads see what the Public API shows, token reads
+  what the Member API shows, and every call checks the record's status. ORCID has no such
+  host.
+
+Status checks follow OrcidSecurityManagerImpl.checkProfile's order: deprecated (301/9007),
+unclaimed (409/9036), locked (409/9018), deactivated (409/9044).
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 from flask import Blueprint, Response, abort, request, url_for
 
@@ -20,97 +34,193 @@ from app.emulator.tokens import Grant
 
 bp = Blueprint("records", __name__, url_prefix="/v3.0")
 
+BLENDED, PUBLIC, MEMBER = "records", "public_api", "member_api"
+# Blueprint name -> base path; the blueprint is registered once under each.
+APIS = {BLENDED: "/v3.0", PUBLIC: "/pub/v3.0", MEMBER: "/api/v3.0"}
+
 # ORCID's JSON media types; it answers XML to a missing or wildcard Accept (§1.1), which
 # the emulator cannot, so it refuses those with 406 rather than hide a missing header.
 JSON_TYPES = ("application/vnd.orcid+json", "application/orcid+json", "application/json")
 
+# ORCID's texts (ORCID-Source orcid-core/src/main/resources/i18n/api_en.properties):
+# error code -> (developer message, user message). OrcidCoreExceptionMapper appends
+# " Full validation error: " and the exception's own message when it has one.
+MESSAGES = {
+    9006: (
+        "The client application sent a bad request to ORCID.",
+        "The client application sent a bad request to ORCID.",
+    ),
+    9007: (
+        "301 Moved Permanently: This account is deprecated. Please refer to account: "
+        "{primary}. ORCID {deprecated}",
+        "This account is deprecated. Please refer to account: {primary}.",
+    ),
+    9013: (
+        "403 Forbidden: The item is private and you are not the source.",
+        "The client application is forbidden to perform the action.",
+    ),
+    9016: ("404 Not Found: The resource was not found.", "The resource was not found."),
+    9017: (
+        "401 Unauthorized: The client application is not authorized for this ORCID record.",
+        "The client application is not authorized.",
+    ),
+    9018: (
+        "409 Conflict: The ORCID record is locked and cannot be edited. ORCID {orcid}",
+        "The ORCID record is locked.",
+    ),
+    9036: (
+        "409 Conflict: This record has not been claimed.",
+        "This record has not been claimed, if this is your record you can claim it at "
+        "https://orcid.org/resend-claim.",
+    ),
+    9039: (
+        "403 Forbidden: The item is not public and cannot be accessed with the Public API.",
+        "The client application is forbidden to perform the action.",
+    ),
+    9044: (
+        "409 Conflict: The ORCID record is deactivated and cannot be edited.",
+        "The ORCID record is deactivated.",
+    ),
+}
+# What Java's Long.valueOf accepts (PublicV3ApiServiceImplV3_0.viewQualification); anything
+# else is a NumberFormatException, an IllegalArgumentException, which ORCID answers 400/9006.
+_JAVA_LONG = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_LONG_MAX = 2**63 - 1
+
 
 @bp.get("/<orcid>/qualifications")
 def qualifications(orcid: str):
-    persona, grant, mimetype = _open_record(orcid)
+    persona, grant, mimetype, _ = _open_record(orcid, check_status=_api() != PUBLIC)
     items = [
         q
         for q in persona.qualifications
         if _may_see(grant, orcid, q.visibility, q.source.client_id)
     ]
-    return _json(200, record_json.qualifications(persona, items), mimetype)
+    body = record_json.qualifications(persona, items, emulator().fixtures.user_obo_clients)
+    return _json(200, body, mimetype)
 
 
 @bp.get("/<orcid>/qualification/<put_code>")
 def qualification(orcid: str, put_code: str):
-    persona, grant, mimetype = _open_record(orcid)
-    item = persona.qualification(int(put_code)) if put_code.isdigit() else None
+    persona, grant, mimetype, code = _open_record(
+        orcid, check_status=_api() != PUBLIC, put_code=put_code
+    )
+    item = persona.qualification(code)
     if item is None:
-        abort(_error(404, 9016, "The resource was not found.", mimetype))
+        abort(_error(404, 9016, mimetype))
     if not _may_see(grant, orcid, item.visibility, item.source.client_id):
         if grant is not None and grant.may_read_limited(orcid):
-            abort(_error(403, 9013, "The item is private and you are not the source.", mimetype))
-        abort(
-            _error(
-                403,
-                9039,
-                "The item is not public and cannot be accessed with the Public API.",
-                mimetype,
-            )
-        )
-    return _json(200, record_json.qualification(persona, item), mimetype)
+            abort(_error(403, 9013, mimetype))
+        abort(_error(403, 9039, mimetype))
+    body = record_json.qualification(persona, item, emulator().fixtures.user_obo_clients)
+    return _json(200, body, mimetype)
 
 
 @bp.get("/<orcid>/person")
 def person(orcid: str):
-    persona, grant, mimetype = _open_record(orcid)
+    # The Public API's viewPerson does check the status, unlike its qualification reads.
+    persona, grant, mimetype, _ = _open_record(orcid, check_status=True)
     show_name = _may_see(grant, orcid, persona.name.visibility, None)
     return _json(200, record_json.person(persona, show_name=show_name), mimetype)
 
 
-def _open_record(orcid: str) -> tuple[Persona, Grant | None, str]:
-    """The persona, the caller's grant and the media type, or abort with ORCID's error."""
+def _api() -> str:
+    """Which API this request reached: BLENDED, PUBLIC or MEMBER."""
+    return request.blueprint
+
+
+def _open_record(
+    orcid: str, *, check_status: bool, put_code: str | None = None
+) -> tuple[Persona, Grant | None, str, int | None]:
+    """The persona, the caller's grant, the media type and the put-code (when the path has
+    one), or abort with ORCID's error, checked in ORCID's order."""
+    api = _api()
     grant = _bearer_grant()
     mimetype = _negotiate()
+    if api == MEMBER and grant is None:
+        # No token on the Member API: Spring Security's entry point answers before any view
+        # (APIAuthenticationEntryPoint).
+        body = {
+            "error": "forbidden",
+            "error_description": "Forbidden: The server understood the request but refuses "
+            "to authorize it.",
+        }
+        abort(Response(json.dumps(body), 403, mimetype="application/json"))
+    # Jersey's resource method parses the put-code before the delegator looks at the record.
+    code = None if put_code is None else _put_code(put_code, mimetype)
     persona = emulator().fixtures.persona(orcid)
     if persona is None or persona.orcid != orcid:
-        abort(_error(404, 9016, "The resource was not found.", mimetype))
-    if grant is not None and grant.orcid not in (None, orcid):
-        abort(_error(401, 9017, "Access token is for a different record.", mimetype))
-    uri = record_json.person_uri(orcid)
+        abort(_error(404, 9016, mimetype))
+    if api == BLENDED:
+        _check_token_owner(grant, orcid, mimetype)
+    if check_status:
+        _check_status(persona, mimetype)
+    if api == MEMBER:
+        # The Member API checks the record's status before the token (checkProfileStatus,
+        # then OrcidSecurityManagerImpl.checkAndFilter).
+        _check_token_owner(grant, orcid, mimetype)
+    return persona, grant, mimetype, code
+
+
+def _check_status(persona: Persona, mimetype: str) -> None:
+    """Abort as OrcidSecurityManagerImpl.checkProfile does, in its order."""
+    orcid = persona.orcid
     if persona.status == "deprecated":
-        primary = record_json.person_uri(persona.primary)
-        message = f"This account is deprecated. Please refer to account: {primary}."
-        response = _error(301, 9007, f"{message} ORCID {uri}", mimetype, user=message)
+        params = {
+            "primary": record_json.person_uri(persona.primary),
+            "deprecated": record_json.person_uri(orcid),
+        }
+        response = _error(301, 9007, mimetype, **params)
         response.headers["Location"] = url_for(
             request.endpoint, **{**request.view_args, "orcid": persona.primary}, _external=True
         )
         abort(response)
+    if persona.status == "unclaimed":
+        abort(_error(409, 9036, mimetype))
     if persona.status == "locked":
-        abort(
-            _error(
-                409,
-                9018,
-                f"The ORCID record is locked and cannot be edited. ORCID {uri}",
-                mimetype,
-                user="The ORCID record is locked and cannot be edited.",
-            )
-        )
+        # LockedException(orcid + " is locked"), its ${orcid} the bare iD.
+        abort(_error(409, 9018, mimetype, detail=f"{orcid} is locked", orcid=orcid))
     if persona.status == "deactivated":
-        abort(
-            _error(
-                409,
-                9044,
-                f"The ORCID record is deactivated. ORCID {uri}",
-                mimetype,
-                user="The ORCID record is deactivated.",
-            )
-        )
-    return persona, grant, mimetype
+        abort(_error(409, 9044, mimetype, detail=f"{orcid} is deactivated"))
+
+
+def _check_token_owner(grant: Grant | None, orcid: str, mimetype: str) -> None:
+    """A researcher's token reads only their own record (isMyToken); on the Member API a
+    public client's token reads nothing (checkClientType)."""
+    if grant is None:
+        return
+    if _api() == MEMBER:
+        client = emulator().fixtures.clients.get(grant.client_id)
+        if client is None or not client.member:
+            detail = "The client application is forbidden to perform the action."
+            abort(_error(401, 9017, mimetype, detail=detail))
+    if grant.orcid not in (None, orcid):
+        abort(_error(401, 9017, mimetype, detail="Access token is for a different record"))
+
+
+def _put_code(raw: str, mimetype: str) -> int:
+    """The put-code as ORCID parses it, or abort with 400/9006."""
+    value = int(raw) if _JAVA_LONG.fullmatch(raw) else None
+    if value is None or not -_LONG_MAX - 1 <= value <= _LONG_MAX:
+        abort(_error(400, 9006, mimetype, detail=f'For input string: "{raw}"'))
+    return value
 
 
 def _bearer_grant() -> Grant | None:
-    """The grant behind the request's bearer token; None when there is no token."""
+    """The grant behind the request's token; None when the request is anonymous.
+
+    As OrcidBearerTokenFilter reads it: the ``Authorization: Bearer`` header, else the
+    ``access_token`` query parameter; a blank token is no token (the request goes on
+    anonymously), while a token that is not live is refused with 401.
+    """
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        return None  # anonymous, as ORCID treats a request without a bearer token
-    token = token.strip()
-    grant = emulator().tokens.grant_for(token) if token else None
+    if scheme.lower() == "bearer":
+        token = token.split(",")[0].strip()
+    else:
+        token = request.args.get("access_token", "").strip()
+    if not token:
+        return None
+    grant = emulator().tokens.grant_for(token)
     if grant is None:
         # Never echo a whole token: a shortened one still tells the caller which it was.
         shown = token[:8] + "..." if len(token) > 8 else token
@@ -139,17 +249,20 @@ def _negotiate() -> str:
 def _may_see(grant: Grant | None, orcid: str, visibility: str, source_client: str | None) -> bool:
     if visibility == "public":
         return True
-    if grant is None or not grant.may_read_limited(orcid):
-        return False
+    if _api() == PUBLIC or grant is None or not grant.may_read_limited(orcid):
+        return False  # the Public API shows public items to every token alike
     # ORCID shows a private item only to the client that is its source.
     return visibility == "limited" or (
         source_client is not None and source_client == grant.client_id
     )
 
 
-def _error(status: int, code: int, developer: str, mimetype: str, *, user: str | None = None):
-    body = record_json.error(status, code, developer, user or developer)
-    return _json(status, body, mimetype)
+def _error(status: int, code: int, mimetype: str, *, detail: str | None = None, **params):
+    """ORCID's error body for ``code``, with ``detail`` as the exception's message."""
+    developer, user = (text.format(**params) for text in MESSAGES[code])
+    if detail is not None:
+        developer += f" Full validation error: {detail}"
+    return _json(status, record_json.error(status, code, developer, user), mimetype)
 
 
 def _json(status: int, body: dict, mimetype: str) -> Response:

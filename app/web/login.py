@@ -6,6 +6,8 @@ the researcher's ORCID access token stays server-side in the store, under that i
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import logging
 import secrets
@@ -13,8 +15,9 @@ from dataclasses import dataclass
 
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.flask_client import OAuth
+from authlib.oidc.core import CodeIDToken
 from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
-from joserfc.errors import JoseError
+from joserfc.errors import InvalidClaimError, JoseError
 from requests import RequestException
 
 from app.cache import session_record, session_token
@@ -33,6 +36,9 @@ class Researcher:
     name: str | None
     sid: str
     token: str | None  # the ORCID access token, from the server-side session
+    # How ORCID says the researcher signed in ("pwd", "mfa"), from a verified ID token;
+    # empty without openid or for a public client (ORCID sends amr to members only).
+    amr: tuple[str, ...] = ()
 
 
 def init_app(app):
@@ -102,7 +108,9 @@ def _researcher_from_session() -> Researcher | None:
     stored = _gatekeeper().store.get_session(sid)
     if stored is None:
         return None  # signed out, or expired server-side
-    return Researcher(orcid, data.get("name"), sid, session_token(stored))
+    amr = data.get("amr")
+    amr = tuple(m for m in amr if isinstance(m, str)) if isinstance(amr, list) else ()
+    return Researcher(orcid, data.get("name"), sid, session_token(stored), amr)
 
 
 def csrf_token() -> str:
@@ -151,7 +159,11 @@ def callback():
         return render_template("denied.html"), 200
     settings = _gatekeeper().settings
     try:
-        token = oauth.orcid.authorize_access_token(claims_options=_id_token_claims(settings))
+        token = oauth.orcid.authorize_access_token(
+            claims_options=_id_token_claims(settings), claims_cls=OrcidIDToken
+        )
+        if "userinfo" in token:
+            _check_at_hash(token["userinfo"], token.get("access_token"))
     except JoseError as exc:
         # An ID token that fails verification: wrong signature, issuer, audience, nonce,
         # or expired. Authlib checks them with joserfc, whose errors are its own.
@@ -176,7 +188,8 @@ def callback():
         logger.warning("openid requested but no ID token came back")
         return _sign_in_failed("ORCID's answer could not be verified.", 502)
     next_url = session.pop("next", "/")
-    if not start_session(orcid, token.get("name") or None, token.get("access_token")):
+    amr = authentication_methods(token.get("userinfo", {}).get("amr"))
+    if not start_session(orcid, token.get("name") or None, token.get("access_token"), amr=amr):
         return _sign_in_failed("We cannot keep you signed in just now.", 503)
     return redirect(safe_next(next_url, allowed_hosts()))
 
@@ -203,10 +216,62 @@ def _id_token_claims(settings) -> dict:
     }
 
 
-def start_session(orcid: str, name: str | None, access_token: str | None) -> bool:
+class OrcidIDToken(CodeIDToken):
+    """An ID token from a code exchange, with ``amr`` as ORCID writes it.
+
+    For member clients ORCID's ``amr`` is one string, ``"pwd"`` or ``"mfa"``
+    (ORCID-Source OpenIDConnectTokenEnhancer; orcid-web/ORCID_AUTH_WITH_OPENID_CONNECT.md),
+    where OIDC Core and Authlib's ``IDToken.validate_amr`` want a list (authlib#725).
+    Every other check is Authlib's, except ``at_hash``: see ``_check_at_hash``.
+    """
+
+    def validate_amr(self):
+        amr = self.get("amr")
+        if amr is None or (isinstance(amr, str) and amr):
+            return
+        if isinstance(amr, list) and all(isinstance(m, str) and m for m in amr):
+            return
+        raise InvalidClaimError("amr")
+
+
+def authentication_methods(amr) -> tuple[str, ...]:
+    """A verified ``amr`` claim (one string, a list, or absent) as a tuple of methods."""
+    if isinstance(amr, str):
+        return (amr,)
+    if isinstance(amr, list):
+        return tuple(amr)
+    return ()
+
+
+def _check_at_hash(claims, access_token: str | None) -> None:
+    """The ID token's ``at_hash`` must be the hash of the access token it came with.
+
+    NOTE: Authlib checks ``at_hash`` only when it picks the claims class itself; given
+    ``claims_cls`` it no longer passes the access token (``parse_id_token``), so it is
+    checked here. As Authlib does, a token without ``at_hash`` passes. SHA-256 because ID
+    tokens are RS256 (ORCID's discovery; OIDC Core 3.1.3.6: the left half, base64url).
+
+    :raises InvalidClaimError: when the hash does not match, or there is no access token.
+    """
+    at_hash = claims.get("at_hash")
+    if at_hash is None:
+        return
+    if not isinstance(at_hash, str) or not access_token:
+        raise InvalidClaimError("at_hash")
+    digest = hashlib.sha256(access_token.encode("ascii", "replace")).digest()
+    expected = base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
+    if not hmac.compare_digest(at_hash.encode("utf-8"), expected.encode("ascii")):
+        raise InvalidClaimError("at_hash")
+
+
+def start_session(
+    orcid: str, name: str | None, access_token: str | None, *, amr: tuple[str, ...] = ()
+) -> bool:
     """A fresh session id (no fixation), the token kept server-side, never in the cookie.
 
-    False, and no session, when the store (Redis) could not keep it.
+    ``amr`` (how the researcher signed in at ORCID) goes in the signed cookie, so a check
+    that needs it costs no store read. False, and no session, when the store (Redis)
+    could not keep it.
     """
     gk = _gatekeeper()
     session.clear()
@@ -217,7 +282,7 @@ def start_session(orcid: str, name: str | None, access_token: str | None) -> boo
         logger.warning("sign-in refused: the session store is unavailable")
         return False
     session.permanent = True
-    session["researcher"] = {"orcid": orcid, "name": name, "sid": sid}
+    session["researcher"] = {"orcid": orcid, "name": name, "sid": sid, "amr": list(amr)}
     logger.info("signed in", extra={"orcid": orcid})
     return True
 

@@ -14,7 +14,6 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from authlib.integrations.flask_client import OAuth
-from authlib.oidc.core import CodeIDToken
 from authlib.oidc.core.util import create_half_hash
 from flask import Flask
 from joserfc import jwt
@@ -30,6 +29,7 @@ from joserfc.jws import JWSRegistry
 from app.emulator import create_app
 from app.emulator.id_tokens import WRONG_AUDIENCE, WRONG_ISSUER
 from app.emulator.server import serve_in_thread
+from app.web.login import OrcidIDToken
 from tests.emulator.conftest import (
     CLIENT_ID,
     LIMITED,
@@ -60,7 +60,8 @@ def exchange(client, persona: str = "qualified", scope: str = "openid", **author
 def verify(id_token: str, jwks: dict, *, issuer: str, access_token: str, nonce=NONCE, **params):
     """Check an ID token with the calls Authlib's ``parse_id_token`` makes; return its claims.
 
-    ``params`` may set ``client_id`` (the expected audience) and ``now``.
+    The claims class is the gatekeeper's, which takes ORCID's string ``amr``; ``params``
+    may set ``client_id`` (the expected audience) and ``now``.
     """
     now = params.pop("now", None)
     token = jwt.decode(
@@ -68,7 +69,7 @@ def verify(id_token: str, jwks: dict, *, issuer: str, access_token: str, nonce=N
         KeySet.import_key_set(jwks),
         registry=JWSRegistry(algorithms=["RS256"], strict_check_header=False),
     )
-    claims = CodeIDToken(
+    claims = OrcidIDToken(
         token.claims,
         token.header,
         {"iss": {"values": [issuer]}},
@@ -93,12 +94,22 @@ def base_url(app):
 
 @pytest.fixture
 def relying_party(base_url):
-    """ORCID registered with Authlib's Flask client the way the gatekeeper registers it."""
+    """ORCID registered with Authlib's Flask client, as a public client (no ``amr``)."""
+    yield from _relying_party(base_url, PUBLIC_CLIENT_ID)
+
+
+@pytest.fixture
+def member_relying_party(base_url):
+    """The same, as a member client: ORCID's ID tokens then carry ``amr`` as a string."""
+    yield from _relying_party(base_url, CLIENT_ID)
+
+
+def _relying_party(base_url: str, client_id: str):
     rp = Flask("relying_party")
     oauth = OAuth(rp)
     orcid = oauth.register(
         "orcid",
-        client_id=CLIENT_ID,
+        client_id=client_id,
         client_secret=SECRET,
         server_metadata_url=f"{base_url}/.well-known/openid-configuration",
         client_kwargs={"scope": "openid", "token_endpoint_auth_method": "client_secret_post"},
@@ -107,12 +118,12 @@ def relying_party(base_url):
         yield orcid
 
 
-def sign_in_over_http(base_url: str, nonce: str = NONCE) -> dict:
+def sign_in_over_http(base_url: str, nonce: str = NONCE, client_id: str = PUBLIC_CLIENT_ID) -> dict:
     response = requests.get(
         f"{base_url}/oauth/authorize",
         allow_redirects=False,
         params={
-            "client_id": CLIENT_ID,
+            "client_id": client_id,
             "response_type": "code",
             "scope": "openid",
             "redirect_uri": REDIRECT,
@@ -124,7 +135,8 @@ def sign_in_over_http(base_url: str, nonce: str = NONCE) -> dict:
         timeout=5,
     )
     code = parse_qs(urlsplit(response.headers["Location"]).query)["code"][0]
-    token = requests.post(f"{base_url}/oauth/token", data=token_form(code), timeout=5)
+    form = token_form(code, client_id=client_id)
+    token = requests.post(f"{base_url}/oauth/token", data=form, timeout=5)
     assert token.status_code == 200, token.text
     return token.json()
 
@@ -179,7 +191,17 @@ class TestJwks:
         userinfo = relying_party.parse_id_token(token, nonce=NONCE)
         assert userinfo["sub"] == QUALIFIED
         assert userinfo["iss"] == base_url
-        assert userinfo["aud"] == CLIENT_ID
+        assert userinfo["aud"] == PUBLIC_CLIENT_ID
+        assert "amr" not in userinfo
+
+    def test_authlibs_default_claims_refuse_a_member_clients_string_amr(
+        self, member_relying_party, base_url
+    ):
+        # authlib#725: why the gatekeeper passes its own claims class (app/web/login.py).
+        token = sign_in_over_http(base_url, client_id=CLIENT_ID)
+        with pytest.raises(InvalidClaimError) as raised:
+            member_relying_party.parse_id_token(token, nonce=NONCE)
+        assert raised.value.claim == "amr"
 
 
 class TestIdToken:
@@ -203,9 +225,9 @@ class TestIdToken:
             "iat",
             "jti",
             "nonce",
-            "name",
             "family_name",
             "given_name",
+            "amr",
         }
         assert claims["iss"] == TEST_ISSUER
         assert claims["sub"] == QUALIFIED
@@ -213,11 +235,26 @@ class TestIdToken:
         assert claims["nonce"] == NONCE
         assert claims["exp"] == claims["iat"] + 24 * 60 * 60
         assert claims["auth_time"] <= claims["iat"]
-        assert (claims["name"], claims["given_name"], claims["family_name"]) == (
-            "Amara Okafor",
-            "Amara",
-            "Okafor",
-        )
+        assert (claims["given_name"], claims["family_name"]) == ("Amara", "Okafor")
+
+    def test_name_claim_is_the_credit_name_only_and_absent_without_one(self, client):
+        _, with_credit = unverified(exchange(client, "self-issued")["id_token"])
+        _, without = unverified(exchange(client, "qualified")["id_token"])
+        assert with_credit["name"] == "Dr Ivo Novak"
+        assert "name" not in without
+
+    @pytest.mark.parametrize(
+        "persona, amr", [("qualified", "pwd"), ("self-issued", "mfa")], ids=["pwd", "mfa"]
+    )
+    def test_member_clients_get_amr_as_one_string(self, client, persona, amr):
+        _, claims = unverified(exchange(client, persona)["id_token"])
+        assert claims["amr"] == amr
+
+    def test_public_clients_get_no_amr(self, client):
+        code = get_code(client, scope="openid", client_id=PUBLIC_CLIENT_ID, redirect_uri=REDIRECT)
+        body = client.post("/oauth/token", data=token_form(code, client_id=PUBLIC_CLIENT_ID))
+        _, claims = unverified(body.get_json()["id_token"])
+        assert "amr" not in claims
 
     def test_at_hash_is_the_left_half_of_the_access_tokens_sha256(self, client):
         body = exchange(client, nonce=NONCE)
@@ -289,6 +326,7 @@ TAMPERS = [
     ("audience", MissingClaimError, "azp"),
     ("nonce", InvalidClaimError, "nonce"),
     ("expired", ExpiredTokenError, "exp"),
+    ("at_hash", InvalidClaimError, "at_hash"),
 ]
 
 
@@ -331,7 +369,7 @@ class TestTamper:
         header, claims = unverified(body["id_token"])
         assert header["kid"] == jwks["keys"][0]["kid"]
         params = {"nonce": NONCE, "client_id": CLIENT_ID, "access_token": body["access_token"]}
-        CodeIDToken(claims, header, {"iss": {"values": [TEST_ISSUER]}}, params).validate()
+        OrcidIDToken(claims, header, {"iss": {"values": [TEST_ISSUER]}}, params).validate()
         with pytest.raises(BadSignatureError):
             verify(body["id_token"], jwks, issuer=TEST_ISSUER, access_token=body["access_token"])
 
@@ -366,18 +404,35 @@ class TestUserinfo:
             "/oauth/userinfo", method=method, headers={"Authorization": f"Bearer {token}"}
         )
         assert response.status_code == 200
+        # OpenIDConnectUserInfo's fields, in its order; no credit name: "name" is null.
         assert list(response.get_json().items()) == [
+            ("id", f"{TEST_ISSUER}/{QUALIFIED}"),
             ("sub", QUALIFIED),
-            ("name", "Amara Okafor"),
+            ("name", None),
             ("family_name", "Okafor"),
             ("given_name", "Amara"),
-            ("id", f"{TEST_ISSUER}/{QUALIFIED}"),
         ]
 
-    def test_userinfo_leaves_a_hidden_name_out(self, client):
+    def test_userinfo_name_is_the_credit_name(self, client):
+        token = exchange(client, "self-issued")["access_token"]
+        response = client.get("/oauth/userinfo", headers={"Authorization": f"Bearer {token}"})
+        body = response.get_json()
+        assert (body["name"], body["given_name"], body["family_name"]) == (
+            "Dr Ivo Novak",
+            "Ivo",
+            "Novak",
+        )
+
+    def test_userinfo_carries_a_hidden_name_as_nulls(self, client):
         token = exchange(client, "limited")["access_token"]
         response = client.get("/oauth/userinfo", headers={"Authorization": f"Bearer {token}"})
-        assert response.get_json() == {"sub": LIMITED, "id": f"{TEST_ISSUER}/{LIMITED}"}
+        assert response.get_json() == {
+            "id": f"{TEST_ISSUER}/{LIMITED}",
+            "sub": LIMITED,
+            "name": None,
+            "family_name": None,
+            "given_name": None,
+        }
 
     @pytest.mark.parametrize(
         "authorization",
