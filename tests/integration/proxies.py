@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import requests
 
@@ -268,26 +269,67 @@ def missing_binary(name: str) -> str | None:
 
 # --- the file server behind the proxy ------------------------------------------------------
 
+STATIC, SERVLET = "static", "servlet"
+
+
+def servlet_path(target: str) -> str:
+    """The path a servlet container would serve for ``target``: its rules, simplified.
+
+    Tomcat's and Jetty's order: ``;params`` are dropped from each segment, then dot
+    segments are resolved (RFC 3986: an empty segment counts), then escapes are decoded,
+    once, and the result is handed to the file system as it is.
+    """
+    path = target.split("?", 1)[0]
+    resolved: list[str] = []
+    for segment in path.split("/")[1:]:
+        segment = segment.split(";", 1)[0]
+        if segment == "..":
+            if resolved:
+                resolved.pop()
+        elif segment != ".":
+            resolved.append(segment)
+    return unquote("/" + "/".join(resolved))
+
 
 class FileServer:
-    """A plain static file server on loopback that remembers what each request carried.
+    """A file server on loopback that remembers what each request carried and was served.
 
     It stands for the data portal behind the proxy: the tests read ``seen`` to prove which
-    requests reached it and with which identity headers.
+    requests reached it and with which identity headers, and ``served`` for which file
+    each one got. ``rules`` says how it reads a path: ``static`` is Python's
+    ``http.server`` (decode, then resolve; ``#`` ends the path), ``servlet`` follows
+    ``servlet_path``.
     """
 
-    def __init__(self, root: Path):
-        self.root = root
+    def __init__(self, root: Path, rules: str = STATIC):
+        self.root = root.resolve()
+        self.rules = rules
         self.seen: list[tuple[str, http.client.HTTPMessage]] = []
-        seen = self.seen
+        # (request target, X-Auth-Request-Dataset it carried, file or folder served)
+        self.served: list[tuple[str, str | None, Path]] = []
+        server = self
 
         class Handler(http.server.SimpleHTTPRequestHandler):
             def __init__(self, *args, **kwargs):
-                super().__init__(*args, directory=str(root), **kwargs)
+                super().__init__(*args, directory=str(server.root), **kwargs)
+
+            def translate_path(self, path):
+                if server.rules == STATIC:
+                    return super().translate_path(path)
+                try:
+                    found = Path(os.path.realpath(f"{server.root}/{servlet_path(path)}"))
+                except ValueError:  # a NUL byte
+                    return str(server.root / "no such file")
+                return str(found if found.is_relative_to(server.root) else server.root / "none")
 
             def send_head(self):
-                seen.append((self.path, self.headers))
-                return super().send_head()
+                server.seen.append((self.path, self.headers))
+                body = super().send_head()
+                if body is not None:
+                    target = Path(self.translate_path(self.path)).resolve()
+                    judged = self.headers.get("X-Auth-Request-Dataset")
+                    server.served.append((self.path, judged, target))
+                return body
 
             def log_message(self, format, *args):
                 pass
@@ -304,6 +346,11 @@ class FileServer:
         target = self.root / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content)
+
+    def url_path(self, served: Path) -> str:
+        """The clean URL path of a file or folder served, as the policy's prefixes read it."""
+        relative = served.relative_to(self.root).as_posix()
+        return "/" if relative == "." else f"/{relative}" + ("/" if served.is_dir() else "")
 
     def stop(self):
         self.server.shutdown()
