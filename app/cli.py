@@ -66,7 +66,8 @@ def policy():
 def policy_check(path):
     """Validate the policy at PATH (default: POLICY_PATH, else policies/).
 
-    Prints every problem as FILE:LINE: key: message and exits 1 when there are any.
+    Prints every problem as FILE:LINE: key: message and exits 1 when there are any;
+    risky but legal choices are printed as "warning: FILE:LINE: key: message" (exit 0).
     """
     path = path or _settings().policy_path
     try:
@@ -77,6 +78,8 @@ def policy_check(path):
         count = len(exc.problems)
         click.echo(f"{count} problem{'s' if count != 1 else ''} in {path}", err=True)
         sys.exit(1)
+    for warning in loaded.warnings:
+        click.echo(f"warning: {warning}")
     click.echo(
         f"{path}: OK, {len(loaded.datasets)} datasets, {len(loaded.qualifications)} "
         f"qualifications, {len(loaded.sources)} trusted sources (version {loaded.version})"

@@ -117,6 +117,21 @@ class MalformedResponse(OrcidError):
     message = "ORCID sent an answer we could not understand."
 
 
+class TooManyCandidates(OrcidError):
+    """More items could count than one decision may read: refused, so one record with
+    thousands of look-alike entries cannot spend ORCID's rate limit for everyone."""
+
+    reason = "too_many_candidates"
+
+    def __init__(self, found: int, limit: int):
+        super().__init__(
+            f"Your ORCID record has {found} entries that could be this dataset's "
+            f"qualifications, and we read at most {limit}. Please remove duplicates from "
+            "your ORCID record, or contact the data steward."
+        )
+        self.found, self.limit = found, limit
+
+
 _CONFLICTS = {9018: RecordLocked, 9044: RecordDeactivated, 9036: RecordUnclaimed}
 _ORCID_ID = re.compile(r"(\d{4}-\d{4}-\d{4}-\d{3}[\dX])")
 # "This account is deprecated. Please refer to account: https://orcid.org/{primary}. ORCID ..."

@@ -34,6 +34,7 @@ from app.errors import (
     OrcidUnavailable,
     RecordNotFound,
     TokenInvalid,
+    TooManyCandidates,
     error_from_orcid,
 )
 from app.orcid_id import parse_orcid_id
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 ORCID_JSON = "application/vnd.orcid+json"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+MAX_ITEMS = 50  # item reads per decision: a real record has a handful of candidates
 MAX_BODY_BYTES = 5 * 1024 * 1024  # a record's qualifications are a few kB; this is no record
 CHUNK_BYTES = 64 * 1024
 # What goes wrong on the wire: requests' errors while sending, urllib3's while reading a body.
@@ -70,6 +72,7 @@ class OrcidClient:
         max_retries: int = 3,
         backoff: float = 0.25,
         max_concurrency: int = 32,
+        max_items: int = MAX_ITEMS,
         max_body_bytes: int = MAX_BODY_BYTES,
         check_record_status: bool | None = None,
         session: requests.Session | None = None,
@@ -80,6 +83,7 @@ class OrcidClient:
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.total_timeout, self.max_retries, self.backoff = total_timeout, max_retries, backoff
         self.max_concurrency, self.max_body_bytes = max_concurrency, max_body_bytes
+        self.max_items = max_items
         # The public API's qualification calls skip ORCID's record-status check, so a
         # locked or deactivated record looks readable there: ask /person alongside.
         if check_record_status is None:
@@ -136,6 +140,7 @@ class OrcidClient:
 
         :raises InvalidOrcidId: before any network call, for a malformed iD.
         :raises OrcidUnavailable: when ORCID fails, or does not answer within the deadline.
+        :raises TooManyCandidates: when more than ``max_items`` items would need reading.
         :raises OrcidError: a typed subclass for each way the record can't be read.
         """
         orcid = parse_orcid_id(orcid)
@@ -157,7 +162,14 @@ class OrcidClient:
             # /person raises the typed error for a locked, deactivated... record.
             reads.append(executor.submit(self._get_json, f"/{orcid}/person", bearer, deadline))
         summaries = parse_summaries(_await(reads, deadline)[0])
-        candidates = [s for s in summaries if wanted(s)]
+        # One read per put-code, however often the summary repeats it.
+        candidates = list(
+            {
+                id(s) if s.put_code is None else s.put_code: s for s in summaries if wanted(s)
+            }.values()
+        )
+        if len(candidates) > self.max_items:
+            raise TooManyCandidates(len(candidates), self.max_items)
 
         def read_full(summary) -> Qualification | UnreadableItem | None:
             if summary.put_code is None:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import re2
 import yaml
 
 from app.errors import PolicyError, UnknownDataset
@@ -20,6 +23,12 @@ from app.orcid_id import is_valid_orcid_id
 from app.qualifications import DISAMBIGUATION_SOURCES, RELATIONSHIPS, Qualification, UnreadableItem
 from app.request_path import normalize_path
 from app.request_path import path_has_prefix as _path_has_prefix
+
+# Python's own regex parser, for the nested-quantifier warning only (nothing is run with it).
+re_parser, re_constants = re._parser, re._constants  # type: ignore[attr-defined]
+REPEATS = {re_constants.MAX_REPEAT, re_constants.MIN_REPEAT, re_constants.POSSESSIVE_REPEAT}
+
+logger = logging.getLogger(__name__)
 
 SELF_ASSERTED = "self-asserted"
 SELF_ISSUED = "self-issued"
@@ -81,6 +90,9 @@ class QualificationRule:
     sources: tuple[str, ...]
     title: str | None = None
     title_pattern: str | None = None
+    # RE2 runs in time linear in the title whatever the pattern: a researcher chooses the
+    # titles on their record, and one hostile title must never hold a worker.
+    title_regex: re2._Regexp | None = field(default=None, compare=False, repr=False)
     organization: OrganizationRule | None = None
     external_id: ExternalIdRule | None = None
     url_prefix: str | None = None
@@ -95,8 +107,8 @@ class QualificationRule:
         title = qualification.title or ""
         if self.title is not None:
             return normalize_title(title) == normalize_title(self.title)
-        if self.title_pattern is not None:
-            return re.search(self.title_pattern, title, re.IGNORECASE) is not None
+        if self.title_regex is not None:
+            return self.title_regex.search(title) is not None
         return True
 
     def matches_external_id(self, qualification: Qualification) -> bool:
@@ -167,6 +179,7 @@ class Policy:
     datasets: dict[str, Dataset]
     version: str
     files: tuple[str, ...] = ()
+    warnings: tuple[Problem, ...] = ()  # legal but risky: policy check prints them
 
     def dataset(self, key: str) -> Dataset:
         """:raises UnknownDataset: when the policy has no dataset by that name."""
@@ -214,6 +227,43 @@ class Policy:
         return best
 
 
+def compile_title_pattern(pattern: str) -> re2._Regexp:
+    """Compile a ``title_pattern`` with RE2, ignoring case.
+
+    :raises re2.error: for a pattern RE2 cannot run (look-arounds, back-references).
+    """
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False  # the error comes back as an exception, with its text
+    return re2.compile(pattern, options)
+
+
+def has_nested_quantifier(pattern: str) -> bool:
+    """Whether a repeated group repeats something inside it: ``(a+)+``, ``(a|b*)*``.
+
+    Read with Python's own regular-expression parser; a pattern it cannot read gets no
+    warning (RE2 has already accepted it).
+    """
+    try:
+        tree = re_parser.parse(pattern)
+    except (re.error, RecursionError, OverflowError):
+        return False
+
+    def repeats(items, inside: bool) -> bool:
+        for op, arg in items:
+            if op in REPEATS:
+                low, high, sub = arg
+                if high != low and (inside or repeats(sub, True)):
+                    return True
+            elif op is re_constants.SUBPATTERN and repeats(arg[-1], inside):
+                return True
+            elif op is re_constants.BRANCH and any(repeats(b, inside) for b in arg[1]):
+                return True
+        return False
+
+    return repeats(tree, False)
+
+
 def normalize_title(title: str) -> str:
     return " ".join(title.split()).casefold()
 
@@ -240,7 +290,9 @@ def normalize_org_id(source: str, value: str) -> str | None:
 class PolicyFile:
     """The policy in force, reloaded when its files change (checked at most once a second).
 
-    A reload that fails keeps the policy in force and records why in ``last_error``.
+    NOTE: a reload runs on a thread of its own and the new policy is swapped in when it is
+    ready, so no request ever waits on reading and checking YAML. A reload that fails
+    keeps the policy in force and records why in ``last_error``.
     """
 
     def __init__(self, path: str | Path, check_interval: float = 1.0, clock=None, on_load=None):
@@ -252,6 +304,9 @@ class PolicyFile:
         self._stamp = self._fingerprint()
         self._checked = self._clock()
         self.last_error: PolicyError | None = None
+        self._lock = threading.Lock()
+        self._loading: threading.Thread | None = None
+        self._loaded: Policy | None = None  # a reload that finished, not yet swapped in
 
     def _fingerprint(self):
         try:
@@ -262,26 +317,51 @@ class PolicyFile:
             return None
 
     def refresh(self) -> bool:
-        """Reload if the files changed since the last look; True when the policy changed."""
-        now = self._clock()
-        if now - self._checked < self.check_interval:
+        """Swap in a finished reload, or start one if the files changed; True on a change."""
+        with self._lock:
+            loaded, self._loaded = self._loaded, None
+            if loaded is not None:
+                changed = loaded.version != self.current.version
+                self.current = loaded
+                return changed
+            now = self._clock()
+            if self._loading is not None or now - self._checked < self.check_interval:
+                return False
+            self._checked = now
+            stamp = self._fingerprint()
+            if stamp == self._stamp:
+                return False
+            self._stamp = stamp
+            self._loading = threading.Thread(target=self._reload, name="policy-reload", daemon=True)
+            self._loading.start()
             return False
-        self._checked = now
-        stamp = self._fingerprint()
-        if stamp == self._stamp:
-            return False
-        self._stamp = stamp
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a reload in progress, then swap it in (for tests and the CLI)."""
+        loading = self._loading
+        if loading is not None:
+            loading.join(timeout)
+        return self.refresh()
+
+    def _reload(self):
         try:
             loaded = load_policy(self.path)
         except PolicyError as exc:
-            self.last_error = exc
+            with self._lock:
+                self.last_error, self._loading = exc, None
+            logger.error("policy reload failed, the previous policy stays: %s", exc.message)
             self.on_load(False)
-            return False
+            return
+        except Exception:  # never lose the reload thread silently
+            logger.exception("policy reload failed, the previous policy stays")
+            with self._lock:
+                self._loading = None
+            self.on_load(False)
+            return
+        with self._lock:
+            self.last_error, self._loaded, self._loading = None, loaded, None
+        logger.info("policy reloaded: version %s", loaded.version)
         self.on_load(True)
-        self.last_error = None
-        changed = loaded.version != self.current.version
-        self.current = loaded
-        return changed
 
 
 # --- loading --------------------------------------------------------------------------
@@ -310,14 +390,31 @@ class _Document:
         return self.lines.get(path, 1)
 
 
+# A policy is a few kB; a file far larger is a mistake (or an attack on the reload).
+MAX_POLICY_BYTES = 1024 * 1024
+# libyaml's loader when PyYAML was built with it: the same documents, several times faster.
+SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_document(file: Path, display: str, problems: list[Problem]) -> _Document | None:
     try:
+        size = file.stat().st_size
+        if size > MAX_POLICY_BYTES:
+            problems.append(
+                Problem(
+                    display,
+                    1,
+                    "(file)",
+                    f"the file is {size} bytes; a policy file may be at most {MAX_POLICY_BYTES}",
+                )
+            )
+            return None
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(Problem(display, 1, "(file)", f"cannot read the file: {exc}"))
         return None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = SafeLoader(text)
         try:
             node = loader.get_single_node()
             data = loader.construct_document(node) if node is not None else None
@@ -404,6 +501,7 @@ def load_policy(path: str | Path) -> Policy:
     if problems:
         raise PolicyError(sorted(problems, key=lambda p: (p.file, p.line)))
     return Policy(
+        warnings=tuple(sorted(checker.warnings, key=lambda p: (p.file, p.line))),
         sources=checker.sources,
         qualifications=checker.qualifications,
         datasets=checker.datasets,
@@ -445,9 +543,13 @@ class _Checker:
         self.defined_in: dict[tuple[str, str], str] = {}
         self.dataset_origin: dict[str, tuple[_Document, tuple]] = {}
         self.references: list[tuple[_Document, tuple, str, str]] = []
+        self.warnings: list[Problem] = []
 
     def problem(self, doc: _Document, path: tuple, message: str):
         self.problems.append(Problem(doc.file, doc.line(path), _dotted(path), message))
+
+    def warning(self, doc: _Document, path: tuple, message: str):
+        self.warnings.append(Problem(doc.file, doc.line(path), _dotted(path), message))
 
     def unknown_keys(self, doc, path, mapping, allowed):
         for key in mapping:
@@ -570,13 +672,26 @@ class _Checker:
         self.unknown_keys(doc, path, entry, QUALIFICATION_KEYS)
         title = self.string(doc, path, entry, "title")
         pattern = self.string(doc, path, entry, "title_pattern")
+        title_regex = None
         if pattern is not None:
             try:
-                re.compile(pattern)
-            except re.error as exc:
+                title_regex = compile_title_pattern(pattern)
+            except re2.error as exc:
+                detail = exc.args[0].decode() if isinstance(exc.args[0], bytes) else exc
                 self.problem(
-                    doc, (*path, "title_pattern"), f"not a valid regular expression: {exc}"
+                    doc,
+                    (*path, "title_pattern"),
+                    f"not a valid regular expression: {detail} "
+                    "(RE2 syntax: no look-arounds or back-references)",
                 )
+            else:
+                if has_nested_quantifier(pattern):
+                    self.warning(
+                        doc,
+                        (*path, "title_pattern"),
+                        "a quantifier inside a quantified group (such as (a+)+) is slow in "
+                        "most engines; RE2 keeps it linear here, but simplify it if you can",
+                    )
         if title is not None and pattern is not None:
             self.problem(doc, (*path, "title_pattern"), "use title or title_pattern, not both")
         external_id = None
@@ -611,6 +726,7 @@ class _Checker:
             sources=tuple(sources.values()),
             title=title,
             title_pattern=pattern,
+            title_regex=title_regex,
             organization=self.organization(doc, (*path, "organization"), entry.get("organization")),
             external_id=external_id,
             url_prefix=url_prefix,
@@ -717,4 +833,35 @@ class _Checker:
                         doc,
                         (*path, "paths", index),
                         f"{prefix!r} is already protected by dataset {owner!r}",
+                    )
+        self.check_prefixes()
+
+    def check_prefixes(self):
+        """Warn where a path that slips out of a dataset's prefix lands under a weaker rule.
+
+        Longest prefix wins, so nesting is legal; but a request a proxy or backend reads
+        differently from us (see request_path.py) could be judged by the shorter prefix.
+        """
+        prefixes = [(p, d) for d in self.datasets.values() for p in d.paths]
+        for prefix, dataset in prefixes:
+            doc, path = self.dataset_origin[dataset.key]
+            where = (*path, "paths", dataset.paths.index(prefix))
+            if prefix == "/":
+                self.warning(
+                    doc,
+                    where,
+                    "a dataset at / guards every URL that no other dataset claims; "
+                    "give each dataset its own prefix",
+                )
+            for outer, other in prefixes:
+                if other is dataset or outer == prefix or not _path_has_prefix(prefix, outer):
+                    continue
+                missing = [r.label for r in dataset.require if r not in other.require]
+                if missing:
+                    self.warning(
+                        doc,
+                        where,
+                        f"{prefix!r} lies inside {outer!r} (dataset {other.key!r}), which "
+                        f"does not require {', '.join(missing)}: a request judged under the "
+                        "shorter prefix needs less",
                     )

@@ -196,3 +196,40 @@ class TestExplain:
         )
         assert result.exit_code == 1
         assert "added by yourself; this dataset needs it from NIHR Learn" in result.output
+
+
+class TestPolicyWarnings:
+    def test_risky_but_legal_choices_are_warnings_and_exit_0(self, runner, write_policy):
+        path = write_policy(
+            """
+            version: 1
+            qualifications:
+              srt: {title: Safe Researcher Training, sources: [self-asserted]}
+              gcp: {title_pattern: '^(Good\\s*)+Clinical', sources: [self-asserted]}
+            datasets:
+              everything: {paths: [/], require: [srt]}
+              cohort: {paths: [/cohort/], require: [srt, gcp]}
+              inner: {paths: [/cohort/inner/], require: [srt, gcp]}
+            """
+        )
+        result = runner.invoke(main, ["policy", "check", str(path)])
+        assert result.exit_code == 0, result.output
+        warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: ")]
+        assert warnings == [
+            f"warning: {path}:4: qualifications.gcp.title_pattern: a quantifier inside a "
+            "quantified group (such as (a+)+) is slow in most engines; RE2 keeps it linear "
+            "here, but simplify it if you can",
+            f"warning: {path}:6: datasets.everything.paths[0]: a dataset at / guards every URL "
+            "that no other dataset claims; give each dataset its own prefix",
+            f"warning: {path}:7: datasets.cohort.paths[0]: '/cohort/' lies inside '/' (dataset "
+            "'everything'), which does not require gcp: a request judged under the shorter "
+            "prefix needs less",
+            f"warning: {path}:8: datasets.inner.paths[0]: '/cohort/inner/' lies inside '/' "
+            "(dataset 'everything'), which does not require gcp: a request judged under the "
+            "shorter prefix needs less",
+        ]
+        assert "OK, 3 datasets" in result.stdout
+
+    def test_a_policy_without_risks_prints_no_warning(self, runner, policy_file):
+        result = runner.invoke(main, ["policy", "check", str(policy_file)])
+        assert "warning:" not in result.output

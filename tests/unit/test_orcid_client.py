@@ -32,6 +32,7 @@ from app.errors import (
     RecordNotFound,
     RecordUnclaimed,
     TokenInvalid,
+    TooManyCandidates,
 )
 from app.fuzzy_date import FuzzyDate
 from app.orcid_client import OrcidClient
@@ -801,3 +802,33 @@ class TestSecretsStayOutOfLogs:
 
         assert any(record.levelno == logging.WARNING for record in caplog.records)
         self.assert_absent(caplog, raised, APP_TOKEN, CLIENT_SECRET)
+
+
+class TestBoundedReads:
+    def test_a_record_with_thousands_of_candidates_is_refused_after_one_read(
+        self, orcid, make_client
+    ):
+        client = make_client(max_items=50)
+        items = qualifications(3_000)
+        serve(orcid, f"/{RESEARCHER}/qualifications", orcid_json.summaries(RESEARCHER, items))
+
+        with pytest.raises(TooManyCandidates) as raised:
+            client.read_qualifications(RESEARCHER)
+
+        assert paths(orcid) == [f"/v3.0/{RESEARCHER}/qualifications"]
+        assert raised.value.reason == "too_many_candidates"
+        assert "3000 entries" in raised.value.message and "at most 50" in raised.value.message
+
+    def test_exactly_the_limit_is_read_in_full(self, orcid, make_client):
+        client = make_client(max_items=3)
+        serve_record(orcid, qualifications(3))
+        assert [q.put_code for q in client.read_qualifications(RESEARCHER)] == [1, 2, 3]
+
+    def test_a_put_code_repeated_in_the_summary_is_read_once(self, orcid, client):
+        [item] = qualifications(1)
+        summary = orcid_json.summaries(RESEARCHER, [item, item, item])
+        serve(orcid, f"/{RESEARCHER}/qualifications", summary)
+        serve(orcid, f"/{RESEARCHER}/qualification/1", item)
+
+        assert [q.put_code for q in client.read_qualifications(RESEARCHER)] == [1]
+        assert paths(orcid).count(f"/v3.0/{RESEARCHER}/qualification/1") == 1

@@ -5,7 +5,7 @@ import pytest
 
 from app.errors import PolicyError, UnknownDataset
 from app.policy import load_policy, normalize_path
-from tests.conftest import RESEARCHER
+from tests.conftest import POLICY, RESEARCHER
 
 DATA = Path(__file__).parent.parent / "data" / "policies"
 BROKEN = sorted((DATA / "broken").glob("*.yaml"))
@@ -155,8 +155,9 @@ class TestDatasetForPath:
             ("/datasets/open/extra/f", "open"),
             ("/datasets/sailing/f", None),
             ("/datasets/open/../sail/secret.csv", "sail"),
-            ("/datasets/open/%2e%2e/sail/secret.csv", "sail"),
-            ("//datasets//sail//f", "sail"),
+            # Forms servers read differently fail closed (app/request_path.py).
+            ("/datasets/open/%2e%2e/sail/secret.csv", None),
+            ("//datasets//sail//f", None),
             ("/datasets/sail\\..\\open", None),
             ("/other", None),
             ("", None),
@@ -214,3 +215,70 @@ class TestRuleMatching:
         assert policy.is_candidate(sail, make_qualification(title="Good Clinical Practice"))
         assert not policy.is_candidate(sail, make_qualification(title="PhD in Psychoceramics"))
         assert not policy.is_candidate(policy.dataset("open"), make_qualification(owner=RESEARCHER))
+
+
+class TestHostileTitles:
+    def test_a_catastrophic_pattern_is_run_in_linear_time(self, write_policy, make_qualification):
+        # With Python's backtracking engine this search would take longer than the age of
+        # the universe; RE2 answers at once, so the test simply finishing is the proof.
+        policy = load_policy(
+            write_policy(
+                """
+                version: 1
+                qualifications:
+                  q: {title_pattern: '^(a+)+$', sources: [self-asserted]}
+                datasets:
+                  d: {paths: [/d/], require: [q]}
+                """
+            )
+        )
+        rule = policy.qualifications["q"]
+        assert not rule.is_candidate(make_qualification(title="a" * 5000 + "!"))
+        assert rule.is_candidate(make_qualification(title="A" * 5000))
+
+    def test_a_pattern_re2_cannot_run_is_a_problem_with_its_line(self, write_policy):
+        path = write_policy(
+            """
+            version: 1
+            qualifications:
+              q: {title_pattern: 'Safe (?!Harbour)', sources: [self-asserted]}
+            datasets:
+              d: {paths: [/d/], require: [q]}
+            """
+        )
+        with pytest.raises(PolicyError) as raised:
+            load_policy(path)
+        [problem] = raised.value.problems
+        assert (problem.line, problem.key) == (3, "qualifications.q.title_pattern")
+        assert "RE2 syntax" in problem.message
+
+
+class TestPolicyFiles:
+    def test_a_file_over_the_size_cap_is_a_problem_not_a_load(self, tmp_path):
+        from app.policy import MAX_POLICY_BYTES
+
+        path = tmp_path / "huge.yaml"
+        path.write_text("version: 1\n# " + "x" * MAX_POLICY_BYTES + "\n")
+        with pytest.raises(PolicyError, match="may be at most"):
+            load_policy(path)
+
+    def test_the_c_loader_is_used_when_pyyaml_has_it(self):
+        import yaml
+
+        from app.policy import SafeLoader
+
+        assert SafeLoader is getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    def test_a_reload_happens_off_the_request_path_and_swaps_when_ready(self, write_policy):
+        from app.policy import PolicyFile
+
+        path = write_policy(POLICY)
+        watched = PolicyFile(path, check_interval=0)
+        before = watched.current
+        path.write_text(POLICY.replace("cache_ttl: 900", "cache_ttl: 901"))
+        # The call that notices the change starts the reload and answers at once with
+        # the policy in force; a later call swaps in the new one.
+        assert watched.refresh() is False
+        assert watched.current is before or watched.current.version != before.version
+        assert watched.wait(timeout=10) is True
+        assert watched.current.dataset("sail").cache_ttl == 901
