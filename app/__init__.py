@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
         client_id=settings.orcid_client_id,
         client_secret=settings.orcid_client_secret,
         total_timeout=settings.orcid_timeout,
+        check_record_status=settings.orcid_check_record_status,
     )
     checker = AccessChecker(
         policy_file,

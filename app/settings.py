@@ -32,6 +32,11 @@ class Settings:
     # Additions to the contract: tuning knobs with safe defaults.
     demo: bool = field(default=False, metadata={"env": "GATEKEEPER_DEMO"})
     orcid_timeout: float = field(default=8.0, metadata={"env": "ORCID_TIMEOUT"})
+    # Read /person beside the summary, because ORCID's Public API does not check a record's
+    # status on qualification reads. None: yes exactly when ORCID_API_URL is a pub. host.
+    orcid_check_record_status: bool | None = field(
+        default=None, metadata={"env": "ORCID_CHECK_RECORD_STATUS"}
+    )
     allowed_redirect_hosts: tuple = field(default=(), metadata={"env": "ALLOWED_REDIRECT_HOSTS"})
     auth_redirect: bool = field(default=False, metadata={"env": "AUTH_REDIRECT"})
     refusal_ttl: int = field(default=60, metadata={"env": "REFUSAL_TTL"})
@@ -116,7 +121,7 @@ class Settings:
 
 
 def _convert(kind: str, raw: str):
-    if kind == "bool":
+    if kind in ("bool", "bool | None"):
         lowered = raw.lower()
         if lowered in _TRUE:
             return True

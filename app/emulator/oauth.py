@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import time
+from dataclasses import replace
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from flask import Blueprint, Response, redirect, render_template, request
@@ -108,7 +109,8 @@ def token():
         return _exchange_code(client)
     if grant_type == "client_credentials":
         return _client_credentials(client)
-    # TODO: refresh_token (and revoke_old) when a caller needs it.
+    if grant_type == "refresh_token":
+        return _refresh(client)
     detail = f"Unsupported grant type: {grant_type}" if grant_type else "Missing grant type"
     return _oauth_error(400, "unsupported_grant_type", detail)
 
@@ -169,6 +171,50 @@ def _exchange_code(client: Client) -> Response:
         body["id_token"] = emulator().id_tokens.issue(
             grant, access_token, persona, issuer(), member=client.member
         )
+    return _json(200, body)
+
+
+def _refresh(client: Client) -> Response:
+    """A new token pair from a refresh token (ORCID-Source tutorial/refresh_tokens.md).
+
+    ``scope`` may narrow the scopes, ``expires_in`` shorten the life, and
+    ``revoke_old=true`` revokes the token pair the refresh token belonged to; otherwise
+    the old access token stays live. There is no ID token in the answer.
+    """
+    tokens = emulator().tokens
+    refresh_token = request.form.get("refresh_token", "").strip()
+    if not refresh_token:
+        return _oauth_error(400, "invalid_request", "Missing refresh token")
+    found = tokens.grant_for_refresh(refresh_token, client.client_id)
+    if found is None:
+        # Unknown, revoked, or another client's: alike, and never echoed whole.
+        shown = refresh_token[:8] + "..." if len(refresh_token) > 8 else refresh_token
+        return _oauth_error(400, "invalid_grant", f"Invalid refresh token: {shown}")
+    old_access, grant = found
+    scope = " ".join(request.form.get("scope", "").split()) or grant.scope
+    if not set(scope.split()) <= grant.scopes:
+        return _oauth_error(400, "invalid_scope", f"Invalid scope: {scope}")
+    expires_in = request.form.get("expires_in", "").strip() or str(EXPIRES_IN)
+    if (
+        not expires_in.isascii()
+        or not expires_in.isdigit()
+        or not 0 < int(expires_in) <= EXPIRES_IN
+    ):
+        return _oauth_error(400, "invalid_request", f"Invalid expires_in: {expires_in}")
+    if request.form.get("revoke_old", "").strip().lower() == "true":
+        tokens.revoke(token=old_access, client_id=client.client_id)
+    access_token, new_refresh = tokens.issue_token(replace(grant, scope=scope))
+    body = {
+        "access_token": access_token,
+        "token_type": "bearer",
+        "refresh_token": new_refresh,
+        "expires_in": int(expires_in),
+        "scope": scope,
+    }
+    if grant.orcid is not None:
+        persona = emulator().fixtures.persona(grant.orcid)
+        body["name"] = persona.name.display if persona.name.visibility == "public" else None
+    body["orcid"] = grant.orcid
     return _json(200, body)
 
 

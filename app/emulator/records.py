@@ -82,9 +82,10 @@ MESSAGES = {
         "The ORCID record is deactivated.",
     ),
 }
-# What Java's Long.valueOf accepts (PublicV3ApiServiceImplV3_0.viewQualification); anything
+# What Java's Long.valueOf accepts (PublicV3ApiServiceImplV3_0.viewQualification; its
+# Character.digit takes any Unicode decimal digit, as Python's \d and int() do); anything
 # else is a NumberFormatException, an IllegalArgumentException, which ORCID answers 400/9006.
-_JAVA_LONG = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_JAVA_LONG = re.compile(r"[+-]?\d+")
 _LONG_MAX = 2**63 - 1
 
 
@@ -109,7 +110,7 @@ def qualification(orcid: str, put_code: str):
     if item is None:
         abort(_error(404, 9016, mimetype))
     if not _may_see(grant, orcid, item.visibility, item.source.client_id):
-        if grant is not None and grant.may_read_limited(orcid):
+        if _api() != PUBLIC and grant is not None and grant.may_read_limited(orcid):
             abort(_error(403, 9013, mimetype))
         abort(_error(403, 9039, mimetype))
     body = record_json.qualification(persona, item, emulator().fixtures.user_obo_clients)

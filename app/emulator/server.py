@@ -38,13 +38,21 @@ def serve_in_thread(
     return f"http://{_url_host(host)}:{server.server_port}", stop
 
 
-def run(host: str = "127.0.0.1", port: int = 8001, fixtures: str | Path | None = None) -> None:
+def run(
+    host: str = "127.0.0.1",
+    port: int = 8001,
+    fixtures: str | Path | None = None,
+    redirect_uris: tuple[str, ...] | list[str] = (),
+) -> None:
     """Serve the emulator in the foreground until interrupted (``gatekeeper emulator``).
 
+    ``redirect_uris`` (``--redirect-uri``) are accepted for every registered client, so an
+    integrator's own app can sign in without a fixture file of its own.
+
     :raises ValueError: for a host that is not loopback.
-    :raises FixtureError: when the fixture file has problems.
+    :raises FixtureError: when the fixture file or a redirect URI has problems.
     """
-    app = create_app(fixtures)
+    app = create_app(fixtures, redirect_uris=redirect_uris)
     server = make_server(_loopback(host), port, app, threaded=True)
     base_url = f"http://{_url_host(host)}:{server.server_port}"
     print(f"ORCID emulator (not orcid.org) on {base_url}; Ctrl-C stops it", file=sys.stderr)

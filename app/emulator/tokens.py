@@ -76,6 +76,15 @@ class TokenStore:
             self._refresh[refresh_token] = access_token
         return access_token, refresh_token
 
+    def grant_for_refresh(self, refresh_token: str, client_id: str) -> tuple[str, Grant] | None:
+        """(access token, grant) behind a live refresh token of ``client_id``, or None."""
+        with self._lock:
+            access_token = self._refresh.get(refresh_token)
+            grant = self._tokens.get(access_token) if access_token else None
+        if grant is None or grant.client_id != client_id:
+            return None
+        return access_token, grant
+
     def grant_for(self, access_token: str) -> Grant | None:
         with self._lock:
             return self._tokens.get(access_token)
