@@ -43,7 +43,7 @@ SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _REFUSED_RAW = re.compile(r"[^ -~]|[;\\#]|//")
 # A path that needs no work: segments of plain characters, none of them starting with a
 # dot, so none is a dot segment and nothing is encoded.
-_PLAIN = re.compile(r"(?:/[A-Za-z0-9_~!$&'()*+,=:@-][A-Za-z0-9._~!$&'()*+,=:@-]*)*/?", re.ASCII)
+_PLAIN = re.compile(r"(?:/[A-Za-z0-9_~!$&'()*+,=:@-][A-Za-z0-9._~!$&'()*+,=:@-]*)+/?|/")
 _ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # Bytes a decoded segment may hold: printable ASCII and the space (``two%20words.txt``),
 # but not those that change how a path splits or decodes.
@@ -52,7 +52,7 @@ _REFUSED_DECODED = frozenset(b"/\\;%") | frozenset(range(0x20)) | frozenset(rang
 
 def path_of(original: str) -> str:
     """The raw path of an original URL: a full URL's path, or everything before ``?``."""
-    match = SCHEME.match(original)
+    match = SCHEME.match(original) if "://" in original else None
     if match:
         rest = original[match.end() :]
         cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
@@ -72,10 +72,10 @@ def normalize_path(raw: str) -> str | None:
     if not raw:
         return None
     path = path_of(raw)
+    if _PLAIN.fullmatch(path):  # most requests: nothing to decode or resolve
+        return path
     if not path.startswith("/") or _REFUSED_RAW.search(path):
         return None
-    if _PLAIN.fullmatch(path):
-        return path
     if _ESCAPE.search(path):
         return None
     segments: list[str] = []

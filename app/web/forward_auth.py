@@ -12,13 +12,18 @@ path: measured in-process, a cached check costs 9 µs here against 47 µs for a 
 route, and under gunicorn it serves 125% of a bare Flask endpoint (bench/README.md).
 A per-worker memory of recent answers serves repeat checks with no Redis round trip; each
 answer is checked against the store again once it is a second old, so no answer outlives
-a logout, an expired session or a revocation by more than a second.
+a logout, an expired session or a revocation by more than a second. Both memories are
+bounded in bytes, not entries, and a cookie that fails verification is never remembered,
+so forged or garbage cookies cost a signature check each and no memory.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
+from collections import OrderedDict
+from collections.abc import Hashable
 from urllib.parse import parse_qs, quote
 
 from itsdangerous import BadSignature
@@ -40,7 +45,69 @@ HIT_MEMORY, HIT_STORE = metrics.CACHE.labels("hit_memory"), metrics.CACHE.labels
 MISS = metrics.CACHE.labels("miss")
 
 RECHECK_AFTER = 1.0  # seconds a remembered answer may go unchecked against the store
-MEMO_LIMIT = 50_000
+# Bytes each of a worker's two memories may hold: about 10,000 signed-in cookies (775
+# bytes each), or 12,000 (researcher, dataset) answers. Past that, the least recently
+# used go first, and cost one signature check or one store round trip when they return.
+MEMO_BYTES = 8 * 1024 * 1024
+# What an entry costs besides its key and value: the dict's slot and its share of the
+# hash table, the order's link node, the (value, size) pair. CPython 3.11 spends 110-160
+# bytes; tests/unit/test_forward_auth.py holds the bound to the memory really allocated.
+ENTRY_OVERHEAD = 240
+
+
+class Memo:
+    """A worker's memory of recent answers: least recently used out first, bounded in bytes.
+
+    ``put`` is told what the key and value cost (``size_of`` estimates it); an entry
+    bigger than the whole bound is not remembered.
+    """
+
+    def __init__(self, max_bytes: int = MEMO_BYTES):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key):
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        return entry[0]
+
+    def put(self, key, value, size: int):
+        self.pop(key)
+        size += ENTRY_OVERHEAD
+        if size > self.max_bytes:
+            return
+        self._entries[key] = (value, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, (_, dropped) = self._entries.popitem(last=False)
+            self.bytes -= dropped
+
+    def pop(self, key):
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return None
+        self.bytes -= entry[1]
+        return entry[0]
+
+    def clear(self):
+        self._entries.clear()
+        self.bytes = 0
+
+
+def size_of(*parts) -> int:
+    """Bytes the objects take, tuples counted with their items (one level deep)."""
+    total = 0
+    for part in parts:
+        total += sys.getsizeof(part)
+        if isinstance(part, tuple):
+            total += sum(sys.getsizeof(item) for item in part)
+    return total
 
 
 class ForwardAuth:
@@ -52,9 +119,9 @@ class ForwardAuth:
         self.serializer = flask_app.session_interface.get_signing_serializer(flask_app)
         self.cookie_name = flask_app.config["SESSION_COOKIE_NAME"]
         self.lifetime = self.settings.session_lifetime
-        self.sessions: dict[str, tuple[str, str, float] | None] = {}  # cookie -> sid, iD, expiry
+        self.sessions = Memo()  # verified cookie -> (sid, iD, expiry)
         # (version, sid, dataset) -> (allowed, cached until (Unix time), last checked (monotonic))
-        self.answers: dict[tuple, tuple[bool, float, float]] = {}
+        self.answers = Memo()
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -113,7 +180,7 @@ class ForwardAuth:
         """One store round trip: session and decision; None when signed out."""
         stored_session, raw = self.store.lookup(sid, key[0], orcid, dataset)
         if stored_session is None:
-            self.answers.pop(key, None)
+            self.answers.pop(key)
             return None  # signed out, or expired server-side
         decision = decision_from_json(raw)
         if decision is not None:
@@ -121,21 +188,27 @@ class ForwardAuth:
         else:
             MISS.inc()
             decision = self.checker.check(orcid, dataset, token=session_token(stored_session))
-        if len(self.answers) >= MEMO_LIMIT:
-            self.answers.clear()
         until = self.checker.cache_until(decision).timestamp()
-        self.answers[key] = (decision.allowed, until, time.monotonic())
+        answer = (decision.allowed, until, time.monotonic())
+        self.answers.put(key, answer, size_of(key, answer))
         return decision.allowed
 
     def session(self, environ) -> tuple[str, str, float] | None:
-        """(sid, ORCID iD, expiry) from the signed session cookie, verified once per worker."""
+        """(sid, ORCID iD, expiry) from the signed session cookie, verified once per worker.
+
+        NOTE: only cookies that verify are remembered. Anyone can send a new garbage cookie
+        with every request; remembering failures would let them fill the memory with
+        their text (and push out the real sessions).
+        """
         cookie = parse_cookie(environ.get("HTTP_COOKIE", "")).get(self.cookie_name)
         if not cookie:
             return None
-        now = time.time()
-        if cookie in self.sessions:
-            found = self.sessions[cookie]
-            return found if found is not None and found[2] > now else None
+        found = self.sessions.get(cookie)
+        if found is not None:
+            if found[2] > time.time():
+                return found
+            self.sessions.pop(cookie)
+            return None
         try:
             data, signed_at = self.serializer.loads(
                 cookie, max_age=self.lifetime, return_timestamp=True
@@ -147,10 +220,8 @@ class ForwardAuth:
                 signed_at.timestamp() + self.lifetime,
             )
         except (BadSignature, KeyError, TypeError, InvalidOrcidId):
-            found = None  # tampered, expired or not signed in: no session
-        if len(self.sessions) >= MEMO_LIMIT:
-            self.sessions.clear()
-        self.sessions[cookie] = found
+            return None  # tampered, expired or not signed in: no session
+        self.sessions.put(cookie, found, size_of(cookie, found))
         return found
 
     def unauthenticated(self, request) -> tuple[str, list]:

@@ -1,8 +1,16 @@
-"""Which dataset a proxy's check is about, from what the proxy tells us."""
+"""Which dataset a proxy's check is about, from what the proxy tells us; the worker's memory."""
+
+import gc
+import secrets
+import time
+import tracemalloc
 
 import pytest
 
-from app.web.forward_auth import ProxyRequest
+from app import create_app
+from app.saved_record import SavedRecord
+from app.settings import Settings
+from app.web.forward_auth import ENTRY_OVERHEAD, Memo, ProxyRequest, size_of
 
 
 def environ(path="/auth", query="", raw=None, **headers):
@@ -112,3 +120,106 @@ class TestProxyRequest:
         assert (
             ProxyRequest(env, "/auth").original_url() == "https://data.example.org/datasets/sail/a"
         )
+
+
+def session_entry(index: int, cookie_length: int) -> tuple[str, tuple]:
+    """A (cookie, (sid, iD, expiry)) pair shaped like the ones a worker remembers."""
+    cookie = secrets.token_urlsafe(cookie_length)[:cookie_length]
+    return cookie, (secrets.token_urlsafe(32), f"0009-0000-0000-{index % 10_000:04d}", 1e9)
+
+
+class TestMemo:
+    def test_it_never_holds_more_bytes_than_its_bound(self):
+        memo = Memo(max_bytes=64 * 1024)
+        for index in range(5_000):
+            cookie, value = session_entry(index, 40 + index % 900)
+            memo.put(cookie, value, size_of(cookie, value))
+            assert memo.bytes <= memo.max_bytes
+        assert 0 < len(memo) < 5_000
+        assert memo.bytes == sum(size for _, size in memo._entries.values())
+
+    @pytest.mark.parametrize("cookie_length", [40, 240, 4_000])
+    def test_the_bound_holds_for_the_memory_really_allocated(self, cookie_length):
+        # What tracemalloc sees the memo hold (keys, values and the OrderedDict), after
+        # ten times more entries than fit: the estimate must not undercount.
+        gc.collect()
+        tracemalloc.start()
+        try:
+            start = tracemalloc.get_traced_memory()[0]
+            memo = Memo(max_bytes=1024 * 1024)
+            for index in range(10 * memo.max_bytes // (cookie_length + ENTRY_OVERHEAD)):
+                cookie, value = session_entry(index, cookie_length)
+                memo.put(cookie, value, size_of(cookie, value))
+            del cookie, value
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - start
+        finally:
+            tracemalloc.stop()
+        assert held <= 1.05 * memo.max_bytes, f"{held} bytes held for {len(memo)} entries"
+
+    def test_the_least_recently_used_goes_first(self):
+        memo = Memo(max_bytes=3 * (ENTRY_OVERHEAD + 100))
+        for key in "abc":
+            memo.put(key, key.upper(), 100)
+        assert memo.get("a") == "A"  # now the most recent
+        memo.put("d", "D", 100)
+        assert memo.get("b") is None
+        assert [memo.get(key) for key in "acd"] == ["A", "C", "D"]
+
+    def test_an_entry_bigger_than_the_bound_is_not_kept(self):
+        memo = Memo(max_bytes=1_000)
+        memo.put("small", 1, 10)
+        memo.put("huge", 2, 5_000)
+        assert memo.get("huge") is None and memo.get("small") == 1
+        assert memo.bytes == 10 + ENTRY_OVERHEAD
+
+    def test_pop_and_clear_give_the_bytes_back(self):
+        memo = Memo(max_bytes=10_000)
+        memo.put("a", 1, 10)
+        memo.put("b", 2, 20)
+        memo.put("a", 3, 30)  # replacing counts the new size only
+        assert memo.bytes == 50 + 2 * ENTRY_OVERHEAD
+        assert memo.pop("a") == 3 and memo.pop("a") is None
+        assert memo.bytes == 20 + ENTRY_OVERHEAD
+        memo.clear()
+        assert memo.bytes == 0 and len(memo) == 0
+
+
+@pytest.fixture
+def forward_auth():
+    settings = Settings.from_env(
+        {
+            "SECRET_KEY": "unit-test-secret-key-0123",
+            "ORCID_CLIENT_ID": "APP-ABCDEFGHIJKLMNOP",
+            "ORCID_CLIENT_SECRET": "secret",
+        }
+    )
+    app = create_app(settings, orcid_reader=SavedRecord({"qualifications": {}}))
+    return app, app.wsgi_app
+
+
+class TestSessionMemory:
+    def test_garbage_and_forged_cookies_are_not_remembered(self, forward_auth):
+        app, gate = forward_auth
+        client = app.test_client()
+        serializer = app.session_interface.get_signing_serializer(app)
+        forged = serializer.dumps({"researcher": {"orcid": "0000-0002-1825-0097", "sid": "x"}})
+        cookies = [secrets.token_urlsafe(600) for _ in range(50)]
+        cookies += [forged[:-3] + secrets.token_urlsafe(2)[:3] for _ in range(50)]
+        for cookie in cookies:
+            client.set_cookie("gatekeeper_session", cookie)
+            response = client.get("/auth", headers={"X-Original-URI": "/datasets/sail-cohort/a"})
+            assert response.status_code == 401
+        assert len(gate.sessions) == 0 and gate.sessions.bytes == 0
+
+    def test_a_verified_cookie_is_remembered_once(self, forward_auth):
+        app, gate = forward_auth
+        serializer = app.session_interface.get_signing_serializer(app)
+        cookie = serializer.dumps(
+            {"researcher": {"orcid": "0009-0000-0000-0017", "sid": "s1", "name": "A"}}
+        )
+        environ = {"HTTP_COOKIE": f"gatekeeper_session={cookie}"}
+        first = gate.session(environ)
+        assert first[:2] == ("s1", "0009-0000-0000-0017") and first[2] > time.time()
+        assert gate.session(environ) == first
+        assert len(gate.sessions) == 1 and gate.sessions.bytes > len(cookie)
