@@ -48,9 +48,9 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
     try:
         policy_file = PolicyFile(
             settings.policy_path,
-            on_load=lambda ok: metrics.POLICY_LOADS.labels("ok" if ok else "error").inc(),
+            on_load=metrics.policy_loaded,
         )
-        metrics.POLICY_LOADS.labels("ok").inc()
+        metrics.policy_loaded(True)
     except PolicyError as exc:
         raise ConfigError(f"POLICY_PATH: {exc.message}") from None
 

@@ -10,6 +10,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -42,6 +43,19 @@ ORCID_LATENCY = Histogram(
 POLICY_LOADS = Counter(
     "gatekeeper_policy_loads_total", "Policy loads and reloads, by result.", ["result"]
 )
+# The lowest over live workers: 0 as soon as any worker serves a policy its files no
+# longer match.
+POLICY_OK = Gauge(
+    "gatekeeper_policy_ok",
+    "1 while the policy files load; 0 while a broken edit leaves the previous policy serving.",
+    multiprocess_mode="livemin",
+)
+
+
+def policy_loaded(ok: bool) -> None:
+    """Count a policy (re)load and set the gauge; PolicyFile calls it after each load."""
+    POLICY_LOADS.labels("ok" if ok else "error").inc()
+    POLICY_OK.set(1 if ok else 0)
 
 
 def orcid_endpoint(path: str) -> str:

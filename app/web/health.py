@@ -17,24 +17,30 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Ready to decide: the policy is loaded and Redis (when configured) answers.
+    """Ready to decide: a policy is loaded and Redis (when configured) answers.
+
+    A broken policy edit does not make us unready: the last good policy keeps serving, so
+    taking instances out of the load balancer would only turn researchers away. It is
+    reported in ``policy``, in the ``gatekeeper_policy_ok`` gauge and in the log.
 
     :raise 503: with the reasons, when not ready.
     """
     gk = current_app.extensions["gatekeeper"]
     problems = []
     gk.policy_file.refresh()
-    if gk.policy_file.last_error is not None:
-        problems.append(
-            f"policy reload failed, still serving the previous one: "
-            f"{gk.policy_file.last_error.message}"
-        )
+    error = gk.policy_file.last_error
     if not gk.store.ping():
         problems.append("Redis does not answer")
     body = {
         "status": "ready" if not problems else "not ready",
         "problems": problems,
         "policy_version": gk.checker.policy.version,
+        "policy": {
+            "ok": error is None,
+            "problem": None
+            if error is None
+            else f"policy reload failed, still serving the previous one: {error.message}",
+        },
     }
     return jsonify(body), (200 if not problems else 503)
 
