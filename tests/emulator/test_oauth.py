@@ -8,6 +8,7 @@ import pytest
 
 from tests.emulator.conftest import (
     CLIENT_ID,
+    ORCID_JSON,
     PUBLIC_CLIENT_ID,
     QUALIFIED,
     REDIRECT,
@@ -234,3 +235,141 @@ class TestToken:
         )
         assert response.status_code == 400
         assert response.get_json()["error"] == "invalid_scope"
+
+
+def code_token(client, persona: str = "qualified", scope: str = "/read-limited") -> dict:
+    code = get_code(client, persona, scope=scope)
+    response = client.post("/oauth/token", data=token_form(code))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def refresh(client, refresh_token: str, **extra):
+    form = {
+        "client_id": CLIENT_ID,
+        "client_secret": SECRET,
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token,
+        **extra,
+    }
+    return client.post("/oauth/token", data=form)
+
+
+def reads(client, token: str) -> int:
+    headers = {"Accept": ORCID_JSON, "Authorization": f"Bearer {token}"}
+    return client.get(f"/v3.0/{QUALIFIED}/qualifications", headers=headers).status_code
+
+
+class TestRefreshToken:
+    def test_a_refresh_token_gets_a_new_pair_and_the_old_token_stays_live(self, client):
+        first = code_token(client)
+        response = refresh(client, first["refresh_token"])
+        body = response.get_json()
+        assert response.status_code == 200
+        assert list(body) == [
+            "access_token",
+            "token_type",
+            "refresh_token",
+            "expires_in",
+            "scope",
+            "name",
+            "orcid",
+        ]
+        assert body["access_token"] != first["access_token"]
+        assert body["refresh_token"] != first["refresh_token"]
+        assert (body["scope"], body["orcid"], body["expires_in"]) == (
+            "/read-limited",
+            QUALIFIED,
+            631138518,
+        )
+        assert reads(client, body["access_token"]) == 200
+        assert reads(client, first["access_token"]) == 200
+
+    def test_revoke_old_ends_the_old_pair(self, client):
+        first = code_token(client)
+        body = refresh(client, first["refresh_token"], revoke_old="true").get_json()
+        assert reads(client, first["access_token"]) == 401
+        assert reads(client, body["access_token"]) == 200
+        assert refresh(client, first["refresh_token"]).status_code == 400
+
+    def test_scope_may_narrow_and_expires_in_shorten(self, client):
+        first = code_token(client, scope="/authenticate /read-limited")
+        body = refresh(
+            client, first["refresh_token"], scope="/authenticate", expires_in="86400"
+        ).get_json()
+        assert (body["scope"], body["expires_in"]) == ("/authenticate", 86400)
+
+    @pytest.mark.parametrize(
+        "extra, error",
+        [
+            ({"scope": "/activities/update"}, "invalid_scope"),
+            ({"expires_in": "forever"}, "invalid_request"),
+            ({"expires_in": "0"}, "invalid_request"),
+        ],
+        ids=["wider-scope", "bad-expires-in", "zero-expires-in"],
+    )
+    def test_a_bad_refresh_request_answers_400(self, client, extra, error):
+        first = code_token(client)
+        response = refresh(client, first["refresh_token"], **extra)
+        assert response.status_code == 400
+        assert response.get_json()["error"] == error
+
+    def test_an_unknown_or_other_clients_refresh_token_is_invalid_grant(self, client):
+        unknown = refresh(client, "00000000-0000-4000-8000-000000000000")
+        assert unknown.status_code == 400
+        assert unknown.get_json()["error"] == "invalid_grant"
+        assert "00000000-0000-4000-8000-000000000000" not in unknown.get_data(as_text=True)
+        first = code_token(client)
+        other = refresh(client, first["refresh_token"], client_id=PUBLIC_CLIENT_ID)
+        assert other.get_json()["error"] == "invalid_grant"
+
+    def test_a_client_credentials_token_refreshes_without_a_researcher(self, client):
+        form = {
+            "client_id": CLIENT_ID,
+            "client_secret": SECRET,
+            "grant_type": "client_credentials",
+            "scope": "/read-public",
+        }
+        first = client.post("/oauth/token", data=form).get_json()
+        body = refresh(client, first["refresh_token"]).get_json()
+        assert body["orcid"] is None and "name" not in body
+
+
+class TestRedirectUriOption:
+    INTEGRATOR = "https://app.example.test/orcid/callback"
+
+    def test_a_given_redirect_uri_is_accepted_for_every_client(self, signing_key):
+        from app.emulator import create_app
+
+        app = create_app(signing_key=signing_key, redirect_uris=[self.INTEGRATOR])
+        client = app.test_client()
+        params = authorize_params(
+            client_id="APP-GATEKEEPERDEMO01", redirect_uri=self.INTEGRATOR, decision="deny"
+        )
+        response = client.get("/oauth/authorize", query_string=params)
+        assert response.status_code == 302
+        assert response.headers["Location"].startswith(self.INTEGRATOR + "?")
+        # The registered ones still work; others still do not.
+        params["redirect_uri"] = "http://127.0.0.1:8000/callback"
+        assert client.get("/oauth/authorize", query_string=params).status_code == 302
+        params["redirect_uri"] = "https://app.example.test/other"
+        assert client.get("/oauth/authorize", query_string=params).status_code == 400
+
+    def test_without_the_option_the_uri_is_refused(self, signing_key):
+        from app.emulator import create_app
+
+        client = create_app(signing_key=signing_key).test_client()
+        params = authorize_params(
+            client_id="APP-GATEKEEPERDEMO01", redirect_uri=self.INTEGRATOR, decision="deny"
+        )
+        assert client.get("/oauth/authorize", query_string=params).status_code == 400
+
+    @pytest.mark.parametrize(
+        "uri", ["ftp://app.example.test/cb", "/callback", "https://app.example.test/cb#x"]
+    )
+    def test_a_bad_redirect_uri_is_a_fixture_error(self, uri):
+        from app.emulator import create_app
+        from app.emulator.personas import FixtureError
+
+        with pytest.raises(FixtureError, match="--redirect-uri"):
+            create_app(redirect_uris=[uri])

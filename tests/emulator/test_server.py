@@ -68,3 +68,19 @@ class TestServeInThread:
     def test_non_loopback_host_is_refused(self, app, host):
         with pytest.raises(ValueError, match="loopback"):
             serve_in_thread(app, host=host)
+
+
+def test_module_entry_point_refuses_a_bad_redirect_uri_in_one_line():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "app.emulator", "--redirect-uri", "ftp://x/cb", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        "python -m app.emulator: error: --redirect-uri: 'ftp://x/cb' is not an absolute http(s) URL"
+    )
