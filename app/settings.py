@@ -37,6 +37,8 @@ class Settings:
     orcid_check_record_status: bool | None = field(
         default=None, metadata={"env": "ORCID_CHECK_RECORD_STATUS"}
     )
+    # Items read in full per decision; a record with more candidates is refused.
+    orcid_max_items: int = field(default=50, metadata={"env": "ORCID_MAX_ITEMS"})
     allowed_redirect_hosts: tuple = field(default=(), metadata={"env": "ALLOWED_REDIRECT_HOSTS"})
     auth_redirect: bool = field(default=False, metadata={"env": "AUTH_REDIRECT"})
     refusal_ttl: int = field(default=60, metadata={"env": "REFUSAL_TTL"})
@@ -84,6 +86,8 @@ class Settings:
             found.append("ORCID_CLIENT_SECRET: ORCID_CLIENT_ID and ORCID_CLIENT_SECRET go together")
         if self.orcid_timeout <= 0 or self.orcid_timeout > 30:
             found.append("ORCID_TIMEOUT: must be between 0 and 30 seconds")
+        if not 1 <= self.orcid_max_items <= 1000:
+            found.append("ORCID_MAX_ITEMS: must be between 1 and 1000")
         for name, value in (
             ("REFUSAL_TTL", self.refusal_ttl),
             ("DECISION_TTL", self.decision_ttl),

@@ -94,3 +94,14 @@ class TestSettings:
             {"ALLOWED_REDIRECT_HOSTS": "Data.Example.org, files.example.org"}
         )
         assert settings.allowed_redirect_hosts == ("data.example.org", "files.example.org")
+
+
+class TestMaxItems:
+    def test_the_item_cap_defaults_to_50_and_is_read_from_the_environment(self):
+        assert Settings.from_env({}).orcid_max_items == 50
+        assert Settings.from_env({"ORCID_MAX_ITEMS": "20"}).orcid_max_items == 20
+
+    @pytest.mark.parametrize("raw", ["0", "1001", "-5", "many"])
+    def test_an_item_cap_out_of_range_names_the_variable(self, raw):
+        with pytest.raises(ConfigError, match="ORCID_MAX_ITEMS"):
+            Settings.from_env({"ORCID_MAX_ITEMS": raw})
