@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # the browser tests drive.
 SYSTEM_PACKAGES := redis-server nginx chromium
 
-.PHONY: demo test bench install system-packages clean lint
+.PHONY: demo test bench screenshots install system-packages clean lint
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ system-packages:
 
 test: $(STAMP) system-packages
 	$(BIN)/python -m pytest
+
+# Refreshes docs/screenshots/ from the browser test (make test leaves them alone).
+screenshots: $(STAMP) system-packages
+	SCREENSHOTS=1 $(BIN)/python -m pytest tests/browser -q
 
 # Run by hand, never in CI (about 6 minutes; bench/README.md says what it measures).
 bench: $(STAMP)

@@ -5,6 +5,7 @@ A missing browser or Playwright fails loudly: these tests never skip.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -87,11 +88,19 @@ def page(browser, demo):
 
 
 @pytest.fixture(scope="session")
-def screenshot():
-    """Saves a full-page screenshot as docs/screenshots/NAME.png, for the README."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+def screenshot(tmp_path_factory):
+    """Takes a full-page screenshot of each step.
+
+    Into docs/screenshots/NAME.png, for the README, only when SCREENSHOTS=1 (`make
+    screenshots`): the pages show the time of the check, so every run would rewrite them
+    and `make test` must leave the work tree clean. Otherwise into a temporary folder.
+    """
+    folder = (
+        SCREENSHOTS if os.environ.get("SCREENSHOTS") == "1" else tmp_path_factory.mktemp("shots")
+    )
+    folder.mkdir(parents=True, exist_ok=True)
 
     def take(page, name: str):
-        page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+        page.screenshot(path=folder / f"{name}.png", full_page=True)
 
     return take
