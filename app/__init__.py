@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
     from app.cache import MemoryStore, RedisStore
     from app.orcid_client import OrcidClient
     from app.policy import PolicyFile
-    from app.web import errors, forward_auth, health, login, pages
+    from app.web import errors, forward_auth, health, login, pages, security
 
     settings = settings or Settings.from_env()
     problems = settings.service_problems()
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
         client_secret=settings.orcid_client_secret,
         total_timeout=settings.orcid_timeout,
         check_record_status=settings.orcid_check_record_status,
+        max_items=settings.orcid_max_items,
     )
     checker = AccessChecker(
         policy_file,
@@ -97,5 +98,6 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
     app.register_blueprint(pages.bp)
     app.register_blueprint(health.bp)
     errors.init_app(app)
+    security.init_app(app)
     app.wsgi_app = forward_auth.ForwardAuth(app.wsgi_app, app)
     return app
