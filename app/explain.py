@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.decision import Decision, RequirementResult
-from app.policy import Policy
+from app.policy import SELF_ASSERTED, Policy
 
 
 def describe_requirement(policy: Policy, result: RequirementResult) -> str:
@@ -32,23 +32,40 @@ def next_step(policy: Policy, result: RequirementResult) -> str:
 
 def _advice(policy: Policy, key: str, result: RequirementResult) -> str:
     rule = policy.qualifications[key]
-    who = policy.who_may_add(rule)
+    label = f'"{rule.label}"'
     candidates = [c for c in result.candidates if c.qualification == key]
     reasons = {f.reason for c in candidates for f in c.failures}
-    if not candidates:
-        return f'complete "{rule.label}" and ask {who} to add it to your ORCID record.'
-    if reasons & {"expired", "too_old"}:
-        return f'renew "{rule.label}" and ask {who} to add the new one to your ORCID record.'
-    if "wrong_source" in reasons:
-        return f'ask {who} to add "{rule.label}" to your ORCID record.'
     if reasons == {"unreadable_item"}:
         return (
-            f'ORCID sent us an entry that may be "{rule.label}" in a form we could not read; '
+            f"ORCID sent us an entry that may be {label} in a form we could not read; "
             "please tell the data steward, who can look into it."
         )
     if reasons == {"not_yet_valid"}:
-        return f'wait until your "{rule.label}" starts, then check again.'
-    return f'ask {who} to correct the entry for "{rule.label}" on your ORCID record.'
+        return f"wait until your {label} starts, then check again."
+    if reasons & {"expired", "too_old"}:
+        return f"renew {label}, then {_ways_to_add(policy, rule, 'the new one')}."
+    if not candidates:
+        return f"complete {label}, then {_ways_to_add(policy, rule, 'it')}."
+    if "wrong_source" in reasons:
+        return f"{_ways_to_add(policy, rule, label)}."
+    return f"{_ways_to_add(policy, rule, f'a corrected {label}')}."
+
+
+def _ways_to_add(policy: Policy, rule, what: str) -> str:
+    """Who can add a qualification to the record: its providers, or the researcher.
+
+    Never "ask this site" (we add nothing unless we issue the qualification) nor "ask
+    yourself": a self-asserted qualification is one the researcher adds themselves.
+    """
+    ways = []
+    providers = [policy.sources[k].name for k in rule.sources if k in policy.sources]
+    if providers:
+        ways.append(f"ask {' or '.join(providers)} to add {what} to your ORCID record")
+    if SELF_ASSERTED in rule.sources:
+        ways.append(f"add {what} to your ORCID record yourself")
+    if not ways:
+        ways.append(f"contact the data steward, who can add {what} for you")
+    return " or ".join(ways)
 
 
 def explain_lines(policy: Policy, decision: Decision) -> list[str]:
