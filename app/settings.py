@@ -7,11 +7,24 @@ Every variable is read once, converted and checked here; a problem raises
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit
 
 from app.errors import ConfigError
 
+# ORCID's OAuth scopes (ORCID-Source ScopePathType, the ones a sign-in may ask for).
+SCOPES = (
+    "/authenticate",
+    "/read-limited",
+    "/read-public",
+    "/activities/update",
+    "/person/update",
+    "openid",
+)
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+# APP- and 16 letters or digits, or a legacy client's iD-shaped ID (common-3.0.xsd).
+_CLIENT_ID = re.compile(r"^(APP-[0-9A-Za-z]{16}|[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{3}[0-9X])$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -82,6 +95,22 @@ class Settings:
         ):
             if url is not None and urlsplit(url).scheme not in ("http", "https"):
                 found.append(f"{name}: {url!r} is not an http(s) URL")
+        if self.orcid_client_id and not _CLIENT_ID.match(self.orcid_client_id):
+            found.append(
+                f"ORCID_CLIENT_ID: {self.orcid_client_id!r} is not an ORCID client ID "
+                "(APP- and 16 letters or digits)"
+            )
+        unknown = [s for s in self.orcid_scope.split() if s not in SCOPES]
+        if unknown or not self.orcid_scope.split():
+            found.append(
+                f"ORCID_SCOPE: {' '.join(unknown) or 'empty'} is not an ORCID scope "
+                f"(known: {', '.join(SCOPES)})"
+            )
+        if self.redis_url is not None and urlsplit(self.redis_url).scheme not in REDIS_SCHEMES:
+            found.append(
+                f"REDIS_URL: {self.redis_url!r} needs a scheme: "
+                f"{', '.join(s + '://' for s in REDIS_SCHEMES)}"
+            )
         if bool(self.orcid_client_id) != bool(self.orcid_client_secret):
             found.append("ORCID_CLIENT_SECRET: ORCID_CLIENT_ID and ORCID_CLIENT_SECRET go together")
         if self.orcid_timeout <= 0 or self.orcid_timeout > 30:

@@ -41,6 +41,13 @@ class TestSettings:
             ({"REFUSAL_TTL": "0"}, "REFUSAL_TTL"),
             ({"AUTH_REDIRECT": "maybe"}, "AUTH_REDIRECT"),
             ({"ORCID_TIMEOUT": "60"}, "ORCID_TIMEOUT"),
+            ({"ORCID_CLIENT_ID": "APP-123", "ORCID_CLIENT_SECRET": "s"}, "ORCID_CLIENT_ID"),
+            ({"ORCID_SCOPE": "/read-limited /write-everything"}, "ORCID_SCOPE"),
+            ({"ORCID_SCOPE": "read-limited"}, "ORCID_SCOPE"),
+            ({"REDIS_URL": "127.0.0.1:6379"}, "REDIS_URL"),
+            ({"REDIS_URL": "localhost"}, "REDIS_URL"),
+            ({"SESSION_LIFETIME": "12h"}, "SESSION_LIFETIME"),
+            ({"GATEKEEPER_DEMO": "sure"}, "GATEKEEPER_DEMO"),
         ],
     )
     def test_a_bad_value_names_its_variable(self, environ, variable):
@@ -105,3 +112,28 @@ class TestMaxItems:
     def test_an_item_cap_out_of_range_names_the_variable(self, raw):
         with pytest.raises(ConfigError, match="ORCID_MAX_ITEMS"):
             Settings.from_env({"ORCID_MAX_ITEMS": raw})
+
+
+class TestAcceptedForms:
+    @pytest.mark.parametrize("raw", ["yes", "YES", "on", "1", "true"])
+    def test_yes_like_booleans_are_true(self, raw):
+        assert Settings.from_env({"AUTH_REDIRECT": raw}).auth_redirect is True
+
+    @pytest.mark.parametrize(
+        "url", ["redis://127.0.0.1:6379/0", "rediss://cache.example:6380", "unix:///run/r.sock"]
+    )
+    def test_redis_urls_with_a_scheme_are_accepted(self, url):
+        assert Settings.from_env({"REDIS_URL": url}).redis_url == url
+
+    def test_a_legacy_client_id_is_accepted(self):
+        env = {"ORCID_CLIENT_ID": "0000-0002-1694-233X", "ORCID_CLIENT_SECRET": "s"}
+        assert Settings.from_env(env).orcid_client_id == "0000-0002-1694-233X"
+
+    def test_every_problem_is_one_line_naming_its_variable(self):
+        with pytest.raises(ConfigError) as raised:
+            Settings.from_env(
+                {"ORCID_SCOPE": "/x", "REDIS_URL": "localhost", "ORCID_TIMEOUT": "soon"}
+            )
+        parts = raised.value.message.split("; ")
+        assert [p.split(":")[0] for p in parts] == ["ORCID_TIMEOUT", "ORCID_SCOPE", "REDIS_URL"]
+        assert "\n" not in raised.value.message
