@@ -112,7 +112,7 @@ class AccessChecker:
             )
         except OrcidError as exc:
             decision = refuse_unreadable(policy, target, orcid=orcid, error=exc, now=now)
-        metrics.DECISIONS.labels("allow" if decision.allowed else "deny").inc()
+        metrics.DECISIONS.labels(decision_outcome(decision)).inc()
         log_decision(decision)
         return decision
 
@@ -151,19 +151,39 @@ def decision_from_json(raw) -> Decision | None:
         return None
 
 
+def decision_outcome(decision: Decision) -> str:
+    """allow, deny, or error: a record we could not read is not a researcher's refusal."""
+    if decision.error is not None:
+        return "error"
+    return "allow" if decision.allowed else "deny"
+
+
+def deciding_reasons(decision: Decision) -> list[str]:
+    """The reasons behind the answer: those of the requirements that were not met.
+
+    A met requirement's other candidates failed too, but they decided nothing. An unmet
+    requirement with no candidate at all is ``missing``.
+    """
+    if decision.error is not None:
+        return [decision.error.reason]
+    reasons = set()
+    for result in decision.requirements:
+        if result.met:
+            continue
+        found = {f.reason for c in result.candidates for f in c.failures}
+        reasons |= found or {"missing"}
+    return sorted(reasons)
+
+
 def log_decision(decision: Decision):
     """One line per decision made: who, what, outcome, why; never a token."""
-    reasons = sorted(
-        {f.reason for r in decision.requirements for c in r.candidates for f in c.failures}
-        | ({decision.error.reason} if decision.error is not None else set())
-    )
     decision_log.info(
         "decision",
         extra={
             "orcid": decision.orcid,
             "dataset": decision.dataset,
-            "outcome": "allow" if decision.allowed else "deny",
-            "reasons": reasons,
+            "outcome": decision_outcome(decision),
+            "reasons": deciding_reasons(decision),
             "policy_version": decision.policy_version,
         },
     )

@@ -27,7 +27,9 @@ CACHE = Counter(
     ["result"],
 )
 DECISIONS = Counter(
-    "gatekeeper_decisions_total", "Decisions made from an ORCID read, by outcome.", ["outcome"]
+    "gatekeeper_decisions_total",
+    "Decisions made from an ORCID read, by outcome: allow, deny, error (ORCID unreadable).",
+    ["outcome"],
 )
 ORCID_CALLS = Counter(
     "gatekeeper_orcid_requests_total",
