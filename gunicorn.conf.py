@@ -7,6 +7,8 @@ import os
 import sys
 import tempfile
 
+from gunicorn.glogging import Logger
+
 from app.logs import logging_config
 
 bind = os.environ.get("GUNICORN_BIND", os.environ.get("BIND", "127.0.0.1:8000"))
@@ -25,6 +27,48 @@ access_log_format = os.environ.get(
     "GUNICORN_ACCESS_LOG_FORMAT", '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 )
 errorlog = "-"
+
+
+class QuerylessAccessLogger(Logger):
+    """Gunicorn's logger, with every URL in an access line cut before its query string.
+
+    /callback's query carries ORCID's authorization code and our OAuth state, /login's
+    Location carries the state, and /login?next= and /auth's X-Original-URI carry URLs
+    of the researcher's choosing. Cutting every request's query, not only /callback's,
+    also covers the forms that route to the callback under another spelling (PATH_INFO
+    decodes /%63allback to /callback; RAW_URI keeps it as sent). The app logs its own
+    decisions, so no access line needs a query.
+    """
+
+    # Atoms besides the request line (gunicorn's names: referer, {header}i, {header}o,
+    # {environ}e) that can hold a URL with a query.
+    URL_ATOMS = (
+        "f",
+        "{referer}i",
+        "{location}o",
+        "{x-original-uri}i",
+        "{x-original-url}i",
+        "{x-forwarded-uri}i",
+        "{raw_uri}e",
+        "{request_uri}e",
+        "{http_referer}e",
+        "{http_x_original_uri}e",
+        "{http_x_original_url}e",
+        "{http_x_forwarded_uri}e",
+    )
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        for name in self.URL_ATOMS:
+            if isinstance(atoms.get(name), str):
+                atoms[name] = atoms[name].partition("?")[0]
+        path = environ["RAW_URI"].partition("?")[0]
+        atoms["r"] = f"{environ['REQUEST_METHOD']} {path} {environ['SERVER_PROTOCOL']}"
+        atoms["q"] = atoms["{query_string}e"] = "-"
+        return atoms
+
+
+logger_class = QuerylessAccessLogger
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 # One JSON object per line, for our loggers and gunicorn's alike.
 logconfig_dict = logging_config(loglevel.upper())

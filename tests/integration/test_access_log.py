@@ -1,0 +1,88 @@
+"""gunicorn's access log never holds an OAuth code or state, whatever the log format."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+
+from tests.integration.conftest import sign_in
+
+# Every atom gunicorn offers that can carry a URL: the request line, path, query,
+# referer, and the headers and environ keys a proxy or a redirect fills with a URL.
+EVERY_URL_ATOM = (
+    '"%(r)s" %(U)s q=%(q)s f=%(f)s ref=%({referer}i)s loc=%({location}o)s '
+    "orig=%({x-original-uri}i)s raw=%({raw_uri}e)s qs=%({query_string}e)s %(s)s"
+)
+
+
+def walk_sign_in(base_url: str) -> tuple[requests.Session, str]:
+    """Sign in through the emulator, returning the browser and the callback URL it used."""
+    browser = requests.Session()
+    login = browser.get(
+        f"{base_url}/login", params={"next": "/datasets/sail-cohort"}, allow_redirects=False
+    )
+    consent = browser.get(
+        login.headers["Location"],
+        params={"persona": "qualified", "decision": "authorize"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    callback = consent.headers["Location"]
+    answer = browser.get(callback, allow_redirects=False, timeout=10)
+    assert answer.status_code == 302, answer.text
+    assert answer.headers["Location"].endswith("/datasets/sail-cohort")
+    return browser, callback
+
+
+def access_lines(gatekeeper) -> list[str]:
+    """The access lines gunicorn wrote (each the message of one JSON log line)."""
+    gatekeeper.stop()  # flushes and closes the log
+    with open(gatekeeper.log.name) as log:
+        entries = [json.loads(line) for line in log if line.startswith("{")]
+    return [entry["message"] for entry in entries if entry["logger"] == "gunicorn.access"]
+
+
+def get_raw(base_url: str, target: str) -> int:
+    """GET ``target`` exactly as written (requests would decode %63 to c)."""
+    connection = http.client.HTTPConnection(urlsplit(base_url).netloc, timeout=10)
+    try:
+        connection.request("GET", target)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+class TestAccessLog:
+    def test_sign_in_logs_callback_without_code_or_state(self, start_gatekeeper, orcid):
+        gatekeeper = start_gatekeeper(
+            workers=1, GUNICORN_ACCESSLOG="-", GUNICORN_ACCESS_LOG_FORMAT=EVERY_URL_ATOM
+        )
+        browser, callback = walk_sign_in(gatekeeper.url)
+        query = parse_qs(urlsplit(callback).query)
+        code, state = query["code"][0], query["state"][0]
+        # The same code and state again, spelled so that they still reach the callback,
+        # and sent as the Referer of the next page, as an old browser would.
+        assert get_raw(gatekeeper.url, f"/%63allback?code={code}&state={state}") == 400
+        browser.get(f"{gatekeeper.url}/", headers={"Referer": callback})
+
+        lines = access_lines(gatekeeper)
+
+        assert any('"GET /callback HTTP/1.1"' in line for line in lines), lines
+        assert any('"GET /%63allback HTTP/1.1"' in line for line in lines), lines
+        for line in lines:
+            assert code not in line and state not in line, line
+            assert "code=" not in line and "state=" not in line, line
+
+    def test_default_format_keeps_method_path_and_status(self, start_gatekeeper, orcid):
+        gatekeeper = start_gatekeeper(workers=1, GUNICORN_ACCESSLOG="-")
+        _, response = sign_in(gatekeeper.url, "qualified", next_path="/datasets/sail-cohort")
+        assert response.status_code == 302
+
+        lines = access_lines(gatekeeper)
+
+        assert any('"GET /login HTTP/1.1" 302' in line for line in lines), lines
+        assert any('"GET /callback HTTP/1.1" 302' in line for line in lines), lines
+        assert not any("?" in line for line in lines), lines
