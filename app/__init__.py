@@ -50,7 +50,8 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
             settings.policy_path,
             on_load=metrics.policy_loaded,
         )
-        metrics.policy_loaded(True)
+        metrics.policy_loaded(True, policy_file.current.version)
+        metrics.build_info()
     except PolicyError as exc:
         raise ConfigError(f"POLICY_PATH: {exc.message}") from None
 

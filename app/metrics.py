@@ -6,15 +6,22 @@ gunicorn.conf.py before the workers start) and ``/metrics`` adds them up.
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
+
+# Every counter's _created series doubles the exposition and means nothing to an alert.
+disable_created_metrics()
 
 AUTH_CHECKS = Counter(
     "gatekeeper_auth_checks_total",
@@ -54,10 +61,50 @@ POLICY_OK = Gauge(
 )
 
 
-def policy_loaded(ok: bool) -> None:
-    """Count a policy (re)load and set the gauge; PolicyFile calls it after each load."""
+POLICY_VERSION = Gauge(
+    "gatekeeper_policy_version_info",
+    "1 for the policy version a live worker serves (two during a reload).",
+    ["version"],
+    multiprocess_mode="livemax",
+)
+BUILD_INFO = Gauge(
+    "gatekeeper_build_info",
+    "1, labelled with the gatekeeper's and Python's versions.",
+    ["version", "python"],
+    multiprocess_mode="livemax",
+)
+AUTH_LATENCY = Histogram(
+    "gatekeeper_auth_request_seconds",
+    "Time /auth takes to answer a proxy, cached or not.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0),
+)
+SIGN_INS = Counter(
+    "gatekeeper_sign_ins_total",
+    "Sign-ins by outcome: ok, denied (at ORCID), failed (state, token or ID token), "
+    "unavailable (ORCID or Redis).",
+    ["outcome"],
+)
+_serving: list[str] = []  # the policy version this process has labelled
+
+
+def policy_loaded(ok: bool, version: str | None = None) -> None:
+    """Count a policy (re)load and set the gauges; PolicyFile calls it after each load."""
     POLICY_LOADS.labels("ok" if ok else "error").inc()
     POLICY_OK.set(1 if ok else 0)
+    if ok and version is not None:
+        for old in _serving:
+            POLICY_VERSION.labels(old).set(0)
+        POLICY_VERSION.labels(version).set(1)
+        _serving[:] = [version]
+
+
+def build_info() -> None:
+    """Label this process with the versions it runs (called once at start-up)."""
+    try:
+        version = importlib.metadata.version("orcid-gatekeeper")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    BUILD_INFO.labels(version, platform.python_version()).set(1)
 
 
 def orcid_endpoint(path: str) -> str:

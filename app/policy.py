@@ -297,7 +297,8 @@ class PolicyFile:
 
     def __init__(self, path: str | Path, check_interval: float = 1.0, clock=None, on_load=None):
         self.path = Path(path)
-        self.on_load = on_load or (lambda ok: None)  # told True/False after each (re)load
+        # Told after each reload: on_load(False, None), or on_load(True, the new version).
+        self.on_load = on_load or (lambda ok, version: None)
         self._clock = clock or time.monotonic
         self.check_interval = check_interval
         self.current = load_policy(self.path)
@@ -350,18 +351,18 @@ class PolicyFile:
             with self._lock:
                 self.last_error, self._loading = exc, None
             logger.error("policy reload failed, the previous policy stays: %s", exc.message)
-            self.on_load(False)
+            self.on_load(False, None)
             return
         except Exception:  # never lose the reload thread silently
             logger.exception("policy reload failed, the previous policy stays")
             with self._lock:
                 self._loading = None
-            self.on_load(False)
+            self.on_load(False, None)
             return
         with self._lock:
             self.last_error, self._loaded, self._loading = None, loaded, None
         logger.info("policy reloaded: version %s", loaded.version)
-        self.on_load(True)
+        self.on_load(True, loaded.version)
 
 
 # --- loading --------------------------------------------------------------------------

@@ -72,6 +72,17 @@ class TestMetrics:
         )
         assert value(found, "gatekeeper_policy_loads_total", result="ok") == 1  # in the master
 
+    def test_build_and_policy_version_are_labelled_and_no_created_series(self, traffic):
+        gatekeeper, _ = traffic
+        text = requests.get(f"{gatekeeper.url}/metrics", timeout=5).text
+        found = samples(text)
+        version = requests.get(f"{gatekeeper.url}/readyz", timeout=5).json()["policy_version"]
+        assert value(found, "gatekeeper_policy_version_info", version=version) == 1
+        builds = [key for key in found if key[0] == "gatekeeper_build_info"]
+        assert builds and all(found[key] == 1 for key in builds)
+        assert dict(builds[0][1])["version"] == "0.1.0"
+        assert "_created" not in text
+
 
 class TestLogs:
     def test_each_decision_is_one_json_line_without_secrets(self, traffic, tmp_path):
