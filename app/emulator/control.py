@@ -15,7 +15,8 @@
   (until reset, or ``"none"``) wrong in one way, for testing a verifier:
   ``signature`` signs with a key that is not in the JWKS (the ``kid`` stays right);
   ``issuer`` sets another ``iss``; ``audience`` another ``aud``; ``nonce`` a nonce other
-  than the one sent; ``expired`` makes ``exp`` an hour past (and ``iat`` 25 hours past).
+  than the one sent; ``expired`` makes ``exp`` an hour past (and ``iat`` 25 hours past);
+  ``at_hash`` an ``at_hash`` that is another token's.
   ``none`` issues correct tokens again. Any other mode answers 400.
 
 Request kinds counted (and faultable, see faults.py): authorize, token, qualifications,

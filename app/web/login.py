@@ -57,7 +57,8 @@ def init_app(app):
         },
     }
     if "openid" in settings.orcid_scope.split():
-        # Authlib then checks the ID token: issuer, audience, signature (JWKS), nonce.
+        # Authlib then checks the ID token: issuer, audience, signature (JWKS), nonce;
+        # callback() passes ORCID's form of amr and checks at_hash.
         kwargs["server_metadata_url"] = f"{base}/.well-known/openid-configuration"
     oauth.init_app(app)
     oauth.register("orcid", overwrite=True, **kwargs)
@@ -166,7 +167,8 @@ def callback():
             _check_at_hash(token["userinfo"], token.get("access_token"))
     except JoseError as exc:
         # An ID token that fails verification: wrong signature, issuer, audience, nonce,
-        # or expired. Authlib checks them with joserfc, whose errors are its own.
+        # at_hash or amr, or expired. Authlib checks them with joserfc, whose errors are
+        # its own.
         logger.warning("ID token refused: %s", type(exc).__name__)
         return _sign_in_failed("ORCID's answer could not be verified.", 400)
     except AuthlibBaseError as exc:
