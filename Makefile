@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+STAMP  := $(VENV)/.installed-test
+DEMO_STAMP := $(VENV)/.installed
 
 # Servers the integration tests start themselves on loopback ports, and the browser
 # the browser tests drive.
@@ -10,9 +11,15 @@ SYSTEM_PACKAGES := redis-server nginx chromium
 
 .PHONY: demo test bench screenshots install system-packages clean lint
 
-$(STAMP): pyproject.toml
+# The demo needs only the service's own dependencies; the tests add their extras
+# (the proxies, Playwright, hypothesis...) on top.
+$(DEMO_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(DEMO_STAMP)
+
+$(STAMP): $(DEMO_STAMP)
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
@@ -20,7 +27,7 @@ install: $(STAMP)
 
 # The gatekeeper with the ORCID emulator and sample datasets; DEMO_PORT and
 # DEMO_ORCID_PORT move it from 8000 and 8001. Ctrl-C stops everything.
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/gatekeeper demo --policy policies/
 
 # Installs what is missing, with one `apt-get update` first (we run as root in CI).
