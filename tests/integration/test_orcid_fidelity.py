@@ -43,7 +43,8 @@ def decisions(gatekeeper) -> list[dict]:
 
 
 def check(gatekeeper, persona: str, dataset: str) -> tuple[int, dict]:
-    """Sign ``persona`` in, ask /auth for ``dataset``: the status and the decision logged."""
+    """Sign ``persona`` in, ask /auth for ``dataset``: the status and the decision logged
+    (outcome ``error`` when the record could not be read)."""
     browser, response = sign_in(gatekeeper.url, persona)
     assert response.status_code == 302, response.text
     status = browser.get(f"{gatekeeper.url}/auth?dataset={dataset}", timeout=15).status_code
@@ -88,7 +89,7 @@ class TestPublicApi:
     ):
         gatekeeper = public_gatekeeper(start_gatekeeper, redis_url, orcid, "1")
         status, decision = check(gatekeeper, persona, "survey-microdata")
-        assert (status, decision["outcome"], decision["reasons"]) == (403, "deny", [reason])
+        assert (status, decision["outcome"], decision["reasons"]) == (403, "error", [reason])
         assert orcid.requests()["person"] == 1
 
     def test_an_active_record_is_still_allowed_with_the_person_check(
@@ -113,7 +114,7 @@ class TestMemberApi:
         status, decision = check(gatekeeper, "locked", "survey-microdata")
         assert (status, decision["outcome"], decision["reasons"]) == (
             403,
-            "deny",
+            "error",
             ["record_locked"],
         )
         # The Member API's own check refused it: the gatekeeper asked no /person.
