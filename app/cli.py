@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+import unicodedata
 
 import click
 
@@ -27,11 +28,43 @@ from app.policy import load_policy
 from app.saved_record import SavedRecord, SavedRecordError
 from app.settings import Settings
 
+# Characters that move, hide or recolour text on a terminal: C0 and C1 controls (ESC
+# starts a terminal command), bidi marks, embeddings, overrides and isolates (U+200E/F,
+# U+202A-202E, U+2066-2069: "Trojan Source"), zero-width and other format characters,
+# the line and paragraph separators, and lone surrogates (unprintable as UTF-8).
+UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def printable(text: str) -> str:
+    """``text`` with each control, bidi or other invisible character as a \\uXXXX escape.
+
+    ORCID strings (titles, organisation and source names) are typed by researchers and
+    providers; printed raw, they could forge a line or make a refused item read as met.
+    Letters of every script, accents and emoji pass unchanged.
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(_escape(c) if unicodedata.category(c) in UNSAFE_CATEGORIES else c for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def echo_lines(lines, err: bool = False) -> None:
+    """Print each line escaped, so no string inside a line can start another."""
+    click.echo("\n".join(printable(line) for line in lines), err=err)
+
 
 class Misuse(click.ClickException):
     """A user error that exits 2 with one line (click's UsageError adds a usage block)."""
 
     exit_code = 2
+
+    def __init__(self, message: str):
+        # A message may quote a saved record or a policy file: one escaped line.
+        super().__init__(printable(message))
 
 
 def _settings() -> Settings:
@@ -73,16 +106,17 @@ def policy_check(path):
     try:
         loaded = load_policy(path)
     except PolicyError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem))
+        echo_lines(str(problem) for problem in exc.problems)
         count = len(exc.problems)
-        click.echo(f"{count} problem{'s' if count != 1 else ''} in {path}", err=True)
+        echo_lines([f"{count} problem{'s' if count != 1 else ''} in {path}"], err=True)
         sys.exit(1)
-    for warning in loaded.warnings:
-        click.echo(f"warning: {warning}")
-    click.echo(
-        f"{path}: OK, {len(loaded.datasets)} datasets, {len(loaded.qualifications)} "
-        f"qualifications, {len(loaded.sources)} trusted sources (version {loaded.version})"
+    if loaded.warnings:
+        echo_lines(f"warning: {warning}" for warning in loaded.warnings)
+    echo_lines(
+        [
+            f"{path}: OK, {len(loaded.datasets)} datasets, {len(loaded.qualifications)} "
+            f"qualifications, {len(loaded.sources)} trusted sources (version {loaded.version})"
+        ]
     )
 
 
@@ -135,9 +169,11 @@ def explain(orcid, dataset, record, policy_path, as_json):
     except OrcidError as exc:
         decision = refuse_unreadable(loaded, target, orcid=orcid, error=exc, now=now)
     if as_json:
-        click.echo(json.dumps(decision.to_dict(), indent=2))
+        # ensure_ascii writes everything outside printable ASCII (C0, DEL, C1, bidi and
+        # every other control) as a \u escape, so JSON needs no escaping of its own.
+        click.echo(json.dumps(decision.to_dict(), indent=2, ensure_ascii=True))
     else:
-        click.echo("\n".join(explain_lines(loaded, decision)))
+        echo_lines(explain_lines(loaded, decision))
     sys.exit(0 if decision.allowed else 1)
 
 
@@ -207,5 +243,5 @@ def run():
     try:
         main(standalone_mode=True)
     except GatekeeperError as exc:  # pragma: no cover - a safety net
-        click.echo(f"Error: {exc.message}", err=True)
+        echo_lines([f"Error: {exc.message}"], err=True)
         sys.exit(2)

@@ -233,3 +233,112 @@ class TestPolicyWarnings:
     def test_a_policy_without_risks_prints_no_warning(self, runner, policy_file):
         result = runner.invoke(main, ["policy", "check", str(policy_file)])
         assert "warning:" not in result.output
+
+
+class TestOutputEscaping:
+    """ORCID strings reach the terminal as text: controls and bidi characters are escaped."""
+
+    HOSTILE = [
+        ("\x1b[2J", "\\u001b[2J"),  # ESC: clears the screen
+        ("\x07", "\\u0007"),  # BEL
+        ("\x7f", "\\u007f"),  # DEL
+        ("\x9b31m", "\\u009b31m"),  # C1 CSI: a terminal command without ESC
+        ("\n  [met]     forged", "\\u000a  [met]     forged"),  # a forged line
+        ("\r", "\\u000d"),
+        ("\u202e", "\\u202e"),  # RIGHT-TO-LEFT OVERRIDE
+        ("\u202a", "\\u202a"),  # LEFT-TO-RIGHT EMBEDDING
+        ("\u2066", "\\u2066"),  # LEFT-TO-RIGHT ISOLATE
+        ("\u2069", "\\u2069"),  # POP DIRECTIONAL ISOLATE
+        ("\u200e", "\\u200e"),  # LEFT-TO-RIGHT MARK
+        ("\u200f", "\\u200f"),  # RIGHT-TO-LEFT MARK
+        ("\u061c", "\\u061c"),  # ARABIC LETTER MARK
+        ("\u200b", "\\u200b"),  # ZERO WIDTH SPACE
+        ("\ufeff", "\\ufeff"),  # BYTE ORDER MARK
+        ("\u2028", "\\u2028"),  # LINE SEPARATOR
+        ("\U000e0041", "\\U000e0041"),  # TAG LATIN CAPITAL LETTER A
+    ]
+
+    @staticmethod
+    def record(record_file, title="Good Clinical Practice", org_name="UK Data Service"):
+        """The test researcher's record: a met item from UKDS, and a refused GCP item."""
+        return record_file(
+            [
+                orcid_json.qualification(
+                    1, owner=RESEARCHER, src=orcid_json.source(client_id=UKDS), org_name=org_name
+                ),
+                orcid_json.qualification(
+                    2, owner=RESEARCHER, title=title, src=orcid_json.source(client_id=UKDS)
+                ),
+            ]
+        )
+
+    @pytest.mark.parametrize(("char", "escaped"), HOSTILE, ids=[repr(c) for c, _ in HOSTILE])
+    def test_a_hostile_title_is_printed_escaped(
+        self, runner, policy_file, record_file, char, escaped
+    ):
+        record = self.record(record_file, title=f"Good Clinical Practice{char} x")
+        result = explain_record(runner, policy_file, record)
+        assert result.exit_code == 1, result.output
+        line = f'      put-code 2 "Good Clinical Practice{escaped} x" does not count: '
+        assert any(printed.startswith(line) for printed in result.stdout.splitlines())
+        assert char not in result.stdout
+
+    @pytest.mark.parametrize(("char", "escaped"), HOSTILE, ids=[repr(c) for c, _ in HOSTILE])
+    def test_a_hostile_provider_name_is_printed_escaped(
+        self, runner, policy_file, record_file, char, escaped
+    ):
+        record = self.record(record_file, org_name=f"UK Data{char} Service")
+        result = explain_record(runner, policy_file, record)
+        met = [line for line in result.stdout.splitlines() if line.startswith("  [met]")]
+        assert len(met) == 1, result.stdout
+        assert f"from UK Data{escaped} Service" in met[0]
+        assert char not in result.stdout
+
+    def test_a_lone_surrogate_prints_escaped_not_as_a_traceback(
+        self, runner, policy_file, record_file
+    ):
+        # JSON may carry "\ud800", which no terminal encoding can print.
+        result = explain_record(runner, policy_file, self.record(record_file, org_name="UK\ud800"))
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert "from UK\\ud800 (put-code 1)" in result.stdout
+
+    def test_every_line_of_the_explanation_is_one_line(self, runner, policy_file, record_file):
+        record = self.record(record_file, title="Good Clinical Practice\n  [met]     forged")
+        result = explain_record(runner, policy_file, record)
+        assert not any(line.startswith("  [met]     forged") for line in result.stdout.splitlines())
+
+    @pytest.mark.parametrize(
+        "title",
+        [
+            "Good Clinical Practice für Ärztinnen",
+            "Good Clinical Practice 安全研究",
+            "Good Clinical Practice تدريب 🎓",
+        ],
+        ids=["latin", "cjk", "arabic-and-emoji"],
+    )
+    def test_letters_of_any_script_print_unchanged(self, runner, policy_file, record_file, title):
+        result = explain_record(runner, policy_file, self.record(record_file, title=title))
+        assert f'put-code 2 "{title}" does not count:' in result.stdout
+
+    @pytest.mark.parametrize(("char", "escaped"), HOSTILE, ids=[repr(c) for c, _ in HOSTILE])
+    def test_json_output_is_ascii_and_keeps_the_title(
+        self, runner, policy_file, record_file, char, escaped
+    ):
+        title = f"Good Clinical Practice{char} x"
+        result = explain_record(
+            runner, policy_file, self.record(record_file, title=title), "--json"
+        )
+        assert result.stdout.isascii()
+        assert not any(c in result.stdout for c in "\x00\x07\x1b\x7f\r")
+        decision = json.loads(result.stdout)
+        candidates = [c for r in decision["requirements"] for c in r["candidates"]]
+        assert title in [c["title"] for c in candidates]
+
+    def test_a_usage_error_quoting_a_saved_record_is_escaped(
+        self, runner, policy_file, record_file
+    ):
+        record = record_file([], orcid="0000-0002-1825-0098\u202e")
+        result = explain_record(runner, policy_file, record)
+        assert result.exit_code == 2
+        assert "\u202e" not in result.output
+        assert "\\u202e" in result.output
