@@ -45,9 +45,14 @@ class AccessChecker:
         self.refusal_ttl, self.max_ttl = refusal_ttl, max_ttl
         self.wait_timeout = wait_timeout
         self.clock = clock
-        # Which items count as self-issued, and which ORCID was read, are part of a
-        # decision too: a change of client or API must not serve a cached one.
-        source = f"{own_client_id}|{getattr(reader, 'api_url', '')}"
+        # Which items count as self-issued, which ORCID was read and how (the record
+        # status check, the item cap) are part of a decision too: changing any of them
+        # must not serve a cached one.
+        source = "|".join(
+            str(getattr(reader, name, ""))
+            for name in ("api_url", "check_record_status", "max_items")
+        )
+        source = f"{own_client_id}|{source}"
         self._namespace = hashlib.sha256(source.encode()).hexdigest()[:8]
 
     @property

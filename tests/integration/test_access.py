@@ -52,6 +52,20 @@ class TestAccessChecker:
         assert checker.check(RESEARCHER, "sail").allowed
         assert record.reads == 1
 
+    @pytest.mark.parametrize(
+        "setting, before, after",
+        [("check_record_status", False, True), ("max_items", 50, 10), ("api_url", "a", "b")],
+    )
+    def test_a_change_in_how_orcid_is_read_is_a_miss(
+        self, policy_file, store, setting, before, after
+    ):
+        record = CountingRecord(qualified_items())
+        setattr(record, setting, before)
+        AccessChecker(policy_file, record, store).check(RESEARCHER, "sail")
+        setattr(record, setting, after)
+        AccessChecker(policy_file, record, store).check(RESEARCHER, "sail")
+        assert record.reads == 2
+
     def test_fresh_bypasses_the_cache(self, policy_file, store):
         record = CountingRecord(qualified_items())
         checker = AccessChecker(policy_file, record, store)
