@@ -32,6 +32,8 @@ def security_headers(orcid_base_url: str) -> dict[str, str]:
     # NOTE: form-action also governs the redirects that follow a form's POST (CSP3, as
     # Chromium enforces it): "Check again" after the session lapsed goes /check -> /login
     # -> ORCID's authorize page, so ORCID's origin must be allowed, or the browser stops.
+    # When ORCID approves at once it redirects on to /callback and the dataset page:
+    # 'self' again, since /check's next is always one of our pages.
     form_action = " ".join(["'self'", *filter(None, [_origin(orcid_base_url)])])
     policy = [
         "default-src 'none'",
