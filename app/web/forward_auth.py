@@ -50,7 +50,7 @@ NO_DATASET, ERROR = metrics.AUTH_CHECKS.labels("no_dataset"), metrics.AUTH_CHECK
 HIT_MEMORY, HIT_STORE = metrics.CACHE.labels("hit_memory"), metrics.CACHE.labels("hit_store")
 MISS = metrics.CACHE.labels("miss")
 LATENCY = metrics.AUTH_LATENCY
-FORBIDDEN = "403 Forbidden"
+OK, FORBIDDEN = "200 OK", "403 Forbidden"
 
 RECHECK_AFTER = 1.0  # seconds a remembered answer may go unchecked against the store
 # Bytes each of a worker's two memories may hold: about 10,000 signed-in cookies (775
@@ -144,13 +144,20 @@ class ForwardAuth:
             logger.exception("auth check failed")
             ERROR.inc()
             status, headers = FORBIDDEN, []
-        if headers and status == FORBIDDEN:
-            body = self.refusal_page(headers)  # only a refusal carries headers
+        if status is OK:
+            # NOTE: no body. No proxy shows it to anyone, and nginx keeps its connection to
+            # us for the next check only after an answer without one (auth_request never
+            # reads the body, so it cannot tell where the next answer starts).
+            body = b""
+            headers.append(("Content-Length", "0"))
         else:
-            headers.append(("Content-Type", "text/plain; charset=utf-8"))
-            body = status.encode()
+            if headers and status == FORBIDDEN:
+                body = self.refusal_page(headers)  # only a refusal carries headers
+            else:
+                headers.append(("Content-Type", "text/plain; charset=utf-8"))
+                body = status.encode()
+            headers.append(("Content-Length", str(len(body))))
         headers.append(("Cache-Control", "no-store"))
-        headers.append(("Content-Length", str(len(body))))
         start_response(status, headers)
         LATENCY.observe(time.perf_counter() - started)
         return [body]
@@ -186,7 +193,7 @@ class ForwardAuth:
             DENY.inc()
             return self.refused(request, dataset.key)
         ALLOW.inc()
-        return "200 OK", [
+        return OK, [
             ("X-Auth-Request-User", orcid),
             ("X-Orcid-Id", orcid),
             ("X-Auth-Request-Dataset", dataset.key),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -18,9 +19,19 @@ import time
 from pathlib import Path
 from urllib.parse import unquote
 
+import pytest
+import redis
 import requests
 
-from tests.integration.conftest import BIN, REPO, stop
+from tests.integration.conftest import (
+    BIN,
+    REPO,
+    Gatekeeper,
+    free_port,
+    gatekeeper_env,
+    sign_in,
+    stop,
+)
 
 DOCS = REPO / "docs" / "proxies"
 NGINX = "/usr/sbin/nginx"
@@ -129,6 +140,10 @@ class Nginx(Proxy):
 
     name = "nginx"
 
+    @property
+    def access_log(self) -> Path:
+        return self.tmp / "nginx-access.log"
+
     def command(self):
         site = self.tmp / "gatekeeper.conf"
         site.write_text(
@@ -138,6 +153,7 @@ class Nginx(Proxy):
                     "listen 8080;": f"listen 127.0.0.1:{self.port};",
                     "127.0.0.1:8000": self.gatekeeper,
                     "127.0.0.1:8081": self.files,
+                    "/var/log/nginx/orcid-gatekeeper.access.log": str(self.access_log),
                 },
             )
         )
@@ -149,7 +165,7 @@ class Nginx(Proxy):
             f"error_log {self.log_path} info;\n"
             "events { worker_connections 256; }\n"
             "http {\n"
-            f"    access_log {self.tmp}/nginx-access.log;\n"
+            f"    access_log {self.tmp}/nginx-other-access.log;\n"
             f"    client_body_temp_path {self.tmp}/client_body;\n"
             f"    proxy_temp_path {self.tmp}/proxy;\n"
             f"    fastcgi_temp_path {self.tmp}/fastcgi;\n"
@@ -162,11 +178,14 @@ class Nginx(Proxy):
         return [NGINX, "-p", str(self.tmp), "-c", str(main), "-e", str(self.log_path)]
 
     def logs(self):
-        return super().logs() + f"\n--- access log ---\n{tail(self.tmp / 'nginx-access.log')}"
+        return super().logs() + f"\n--- access log ---\n{tail(self.access_log)}"
 
 
 class Caddy(Proxy):
+    """Caddy serving the docs' Caddyfile; ``site_address`` is the edit README.md names."""
+
     name = "caddy"
+    site_address = "http://:{port}"
 
     def command(self):
         config = self.tmp / "Caddyfile"
@@ -174,8 +193,9 @@ class Caddy(Proxy):
             render(
                 DOCS / "Caddyfile",
                 {
-                    # The site address alone binds every interface: add `bind` for loopback only.
-                    ":8080 {": f":{self.port} {{\n\tbind 127.0.0.1",
+                    # A site address binds every interface: `bind` keeps it to loopback.
+                    "http://:8080 {": self.site_address.format(port=self.port)
+                    + " {\n\tbind 127.0.0.1",
                     "127.0.0.1:8000": self.gatekeeper,
                     "127.0.0.1:8081": self.files,
                 },
@@ -265,6 +285,111 @@ def missing_binary(name: str) -> str | None:
     if shutil.which(path) is None:
         return f"{path} is missing: `make test` installs nginx and the [test] extras"
     return None
+
+
+# --- a proxy with a gatekeeper of its own, as a browser sees them --------------------------
+
+# gunicorn's access line for each request the gatekeeper answers, with the client port of
+# the connection it came on: fewer ports than requests means the proxy kept connections.
+ACCESS_LOG_FORMAT = "port=%({remote_port}e)s %(m)s %(U)s %(s)s"
+
+
+class Site:
+    """One proxy with its gatekeeper and the file server behind it."""
+
+    def __init__(self, proxy: Proxy, gatekeeper: Gatekeeper, files: FileServer):
+        self.proxy, self.gatekeeper, self.files = proxy, gatekeeper, files
+        self.url = proxy.url
+
+    def get(self, path, browser=requests, **kwargs):
+        return browser.get(self.url + path, allow_redirects=False, timeout=15, **kwargs)
+
+    def sign_in(self, persona, next_path="/"):
+        browser, response = sign_in(self.url, persona, next_path)
+        assert response.status_code == 302, self.explain(response)
+        return browser
+
+    def gatekeeper_requests(self) -> list[tuple[int, str]]:
+        """(client port, path) of every request the gatekeeper answered so far."""
+        found = []
+        with open(self.proxy.tmp / "gatekeeper.log") as log:
+            for line in log:
+                if not line.startswith("{"):
+                    continue
+                entry = json.loads(line)
+                if entry.get("logger") == "gunicorn.access":
+                    port, _method, path, _status = entry["message"].split(" ", 3)
+                    found.append((int(port.removeprefix("port=")), path))
+        return found
+
+    def explain(self, response) -> str:
+        """What went wrong, with the logs of everything behind the proxy."""
+        request = response.request
+        return (
+            f"{request.method} {request.url} -> {response.status_code}\n"
+            f"headers: {dict(response.headers)}\nbody: {response.text[:500]}\n"
+            f"file server saw: {[path for path, _ in self.files.seen]}\n"
+            f"{self.proxy.logs()}\n"
+            f"--- gatekeeper ---\n{tail(self.proxy.tmp / 'gatekeeper.log')}"
+        )
+
+    def stop(self):
+        self.proxy.stop()
+        self.gatekeeper.stop()
+
+
+class Sites:
+    """Each proxy from its docs config in front of a gatekeeper of its own, started when
+    first asked for and kept until ``stop``.
+
+    Each gatekeeper gets a Redis database of its own (``first_database`` on), so that
+    (say) one gatekeeper's rate limit on "check again" does not carry over to the next.
+    """
+
+    def __init__(self, tmp_path_factory, emulator, redis_server, files, first_database=1):
+        self.tmp_path_factory, self.emulator = tmp_path_factory, emulator
+        self.redis_server, self.files, self.first_database = redis_server, files, first_database
+        self.started: dict[str, Site] = {}
+
+    def get(self, name: str, proxy_class: type[Proxy] | None = None, **settings) -> Site:
+        if name not in self.started:
+            self.started[name] = self.start(name, proxy_class or PROXIES[name], settings)
+        return self.started[name]
+
+    def start(self, name: str, proxy_class: type[Proxy], settings: dict) -> Site:
+        problem = missing_binary(proxy_class.name)
+        if problem:
+            pytest.fail(problem)
+        if self.redis_server.process.poll() is not None:  # another module's test stopped it
+            self.redis_server.start()
+        database = self.first_database + len(self.started)
+        redis_url = f"{self.redis_server.url.rsplit('/', 1)[0]}/{database}"
+        with redis.Redis.from_url(redis_url) as client:
+            client.flushdb()
+        tmp = self.tmp_path_factory.mktemp(name)
+        port, gatekeeper_port = free_port(), free_port()
+        proxy = proxy_class(tmp, port, gatekeeper_port, self.files.port)
+        env = gatekeeper_env(
+            tmp,
+            self.emulator,
+            redis_url,
+            public_url=proxy.url,
+            GUNICORN_ACCESSLOG="-",
+            GUNICORN_ACCESS_LOG_FORMAT=ACCESS_LOG_FORMAT,
+            **{**proxy.gatekeeper_settings, **settings},
+        )
+        gatekeeper = Gatekeeper(env, gatekeeper_port)
+        try:
+            proxy.start()
+        except BaseException:
+            gatekeeper.stop()
+            raise
+        return Site(proxy, gatekeeper, self.files)
+
+    def stop(self):
+        for site in self.started.values():
+            site.stop()
+        self.started.clear()
 
 
 # --- the file server behind the proxy ------------------------------------------------------

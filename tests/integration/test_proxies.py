@@ -13,11 +13,9 @@ import re
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
-import redis
-import requests
 
-from tests.integration.conftest import Gatekeeper, free_port, gatekeeper_env, sign_in
-from tests.integration.proxies import PROXIES, FileServer, missing_binary, tail
+from tests.integration.conftest import sign_in
+from tests.integration.proxies import PROXIES, FileServer, Sites
 
 # Personas of the ORCID emulator (app/emulator/fixtures/personas.yaml) under policies/:
 QUALIFIED = "qualified"  # may open sail-cohort
@@ -29,33 +27,10 @@ SAIL_FILE = "/datasets/sail-cohort/hello.txt"
 SAIL_CONTENT = "hello from the SAIL cohort extract\n"
 SURVEY_FILE = "/datasets/survey-microdata/hello.txt"
 SURVEY_CONTENT = "hello from the household survey\n"
-
-
-class Site:
-    """One proxy with its gatekeeper and the shared file server, as a browser sees them."""
-
-    def __init__(self, proxy, gatekeeper, files):
-        self.proxy, self.gatekeeper, self.files = proxy, gatekeeper, files
-        self.url = proxy.url
-
-    def get(self, path, browser=requests, **kwargs):
-        return browser.get(self.url + path, allow_redirects=False, timeout=15, **kwargs)
-
-    def sign_in(self, persona, next_path="/"):
-        browser, response = sign_in(self.url, persona, next_path)
-        assert response.status_code == 302, self.explain(response)
-        return browser
-
-    def explain(self, response) -> str:
-        """What went wrong, with the logs of everything behind the proxy."""
-        request = response.request
-        return (
-            f"{request.method} {request.url} -> {response.status_code}\n"
-            f"headers: {dict(response.headers)}\nbody: {response.text[:500]}\n"
-            f"file server saw: {[path for path, _ in self.files.seen]}\n"
-            f"{self.proxy.logs()}\n"
-            f"--- gatekeeper ---\n{tail(self.proxy.tmp / 'gatekeeper.log')}"
-        )
+# What Chromium sends when it follows a link to a file; requests itself sends */*.
+BROWSER_ACCEPT = (
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,35 +44,18 @@ def files(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory, emulator, redis_server, files):
+    """Each proxy, with a gatekeeper of its own, started once for the module."""
+    started = Sites(tmp_path_factory, emulator, redis_server, files)
+    yield started
+    started.stop()
+
+
 @pytest.fixture(scope="module", params=list(PROXIES))
-def site(request, tmp_path_factory, emulator, redis_server, files):
+def site(request, sites):
     """A proxy started from its docs config, in front of a gatekeeper of its own."""
-    name = request.param
-    problem = missing_binary(name)
-    if problem:
-        pytest.fail(problem)
-    if redis_server.process.poll() is not None:  # another module's test stopped it
-        redis_server.start()
-    # A Redis database of its own, so that (say) one gatekeeper's rate limit on "check
-    # again" does not carry over to the next.
-    redis_url = f"{redis_server.url.rsplit('/', 1)[0]}/{list(PROXIES).index(name) + 1}"
-    with redis.Redis.from_url(redis_url) as client:
-        client.flushdb()
-    tmp = tmp_path_factory.mktemp(name)
-    port, gatekeeper_port = free_port(), free_port()
-    proxy = PROXIES[name](tmp, port, gatekeeper_port, files.port)
-    env = gatekeeper_env(
-        tmp, emulator, redis_url, public_url=proxy.url, **proxy.gatekeeper_settings
-    )
-    gatekeeper = Gatekeeper(env, gatekeeper_port)
-    try:
-        proxy.start()
-    except Exception:
-        gatekeeper.stop()
-        raise
-    yield Site(proxy, gatekeeper, files)
-    proxy.stop()
-    gatekeeper.stop()
+    return sites.get(request.param)
 
 
 @pytest.fixture
@@ -163,12 +121,36 @@ def test_identity_headers_a_browser_sends_are_replaced(walk):
 def test_a_researcher_without_the_qualifications_is_refused_per_dataset(walk):
     browser = walk.sign_in(SELF_ASSERTED)
     response = walk.get(SAIL_FILE, browser)
+    # A script (requests asks for */*) gets the plain 403: no page, no redirect.
     assert response.status_code == 403, walk.explain(response)
+    assert "Location" not in response.headers
+    assert "/datasets/sail-cohort" not in response.text
     assert walk.files.seen == []
     # The same researcher qualifies for the survey: the check is per dataset.
     response = walk.get(SURVEY_FILE, browser)
     assert response.status_code == 200, walk.explain(response)
     assert response.text == SURVEY_CONTENT
+
+
+def test_a_refused_browser_is_led_to_the_explanation(walk):
+    browser = walk.sign_in(SELF_ASSERTED)
+    response = walk.get(SAIL_FILE, browser, headers={"Accept": BROWSER_ACCEPT})
+    explanation = f"{walk.url}/datasets/sail-cohort"
+    if walk.proxy.name == "nginx":
+        # auth_request never shows the browser our page: the config redirects instead.
+        assert response.status_code == 303, walk.explain(response)
+        assert urljoin(SAIL_FILE, response.headers["Location"]) == "/datasets/sail-cohort"
+    else:
+        # Traefik, Caddy and Envoy hand the browser the gatekeeper's page, as it is.
+        assert response.status_code == 403, walk.explain(response)
+        assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert f'href="{explanation}"' in response.text, walk.explain(response)
+        csp = response.headers.get("Content-Security-Policy", "")
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+        assert response.headers.get("X-Content-Type-Options") == "nosniff"
+    page = walk.get("/datasets/sail-cohort", browser, headers={"Accept": BROWSER_ACCEPT})
+    assert page.status_code == 200 and "No access yet" in page.text, walk.explain(page)
+    assert walk.files.seen == []
 
 
 def test_a_url_no_dataset_owns_is_refused(walk):
@@ -259,3 +241,51 @@ def test_a_browser_cannot_have_another_url_checked_than_the_one_served(walk, pat
     )
     assert SAIL_CONTENT not in body
     assert walk.files.seen == []
+
+
+def test_no_proxy_tells_its_version(walk):
+    for path in ("/elsewhere", "/healthz", SAIL_FILE):
+        response = walk.get(path)
+        server = response.headers.get("Server", "")
+        assert not re.search(r"[0-9]", server), f"{path}: Server: {server}"
+        assert not re.search(r"nginx/[0-9]", response.text), walk.explain(response)
+
+
+def test_the_proxy_keeps_its_connections_to_the_gatekeeper_open(walk):
+    browser = walk.sign_in(QUALIFIED)
+    before = len(walk.gatekeeper_requests())
+    checks = 12
+    for _ in range(checks):
+        response = walk.get(SAIL_FILE, browser)
+        assert response.status_code == 200, walk.explain(response)
+    ports = [port for port, path in walk.gatekeeper_requests()[before:] if path.startswith("/auth")]
+    assert len(ports) == checks, walk.explain(response)
+    # One connection per check would be a port per check (nginx without upstream keepalive).
+    assert len(set(ports)) < checks / 2, f"{len(set(ports))} connections for {checks} checks"
+
+
+class TestNginx:
+    """What only nginx's config holds: its access log."""
+
+    def test_the_access_log_never_holds_a_query(self, sites):
+        nginx = sites.get("nginx")
+        browser, response = sign_in(nginx.url, QUALIFIED, SAIL_FILE)
+        assert response.status_code == 302, nginx.explain(response)
+        callback = response.request.url
+        query = parse_qs(urlsplit(callback).query)
+        secrets = [query["code"][0], query["state"][0], "needle-in-the-query"]
+        response = nginx.get(
+            f"{SAIL_FILE}?q=needle-in-the-query",
+            browser,
+            headers={"Referer": callback},
+        )
+        assert response.status_code == 200, nginx.explain(response)
+
+        lines = nginx.proxy.access_log.read_text().splitlines()
+        assert any('"GET /callback HTTP/1.1" 302' in line for line in lines), lines
+        served = [line for line in lines if f'"GET {SAIL_FILE} HTTP/1.1" 200' in line]
+        assert served and served[-1].endswith(f"orcid={QUALIFIED_ORCID}"), lines
+        for line in lines:
+            assert "?" not in line, line
+            for secret in secrets:
+                assert secret not in line, line
