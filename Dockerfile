@@ -5,8 +5,10 @@
 #     -v /srv/gatekeeper/policies:/app/policies:ro orcid-gatekeeper
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY app ./app
+# app/examples/policies links to the example policies: the wheel carries them.
+COPY policies ./policies
 # A wheel of the project and its runtime dependencies only: no test extras.
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
@@ -19,11 +21,10 @@ RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin gatek
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/* && rm -rf /wheels
 WORKDIR /app
-COPY --chown=root:root gunicorn.conf.py ./
 COPY --chown=root:root policies ./policies
 USER gatekeeper
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"]
-ENTRYPOINT ["gunicorn", "-c", "gunicorn.conf.py"]
-CMD ["app:create_app()"]
+# gunicorn with the packaged configuration (app/gunicorn_config.py); arguments go to gunicorn.
+ENTRYPOINT ["gatekeeper", "serve"]

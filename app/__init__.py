@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
     from app.cache import MemoryStore, RedisStore
     from app.orcid_client import OrcidClient
     from app.policy import PolicyFile
-    from app.web import errors, forward_auth, health, login, pages, security
+    from app.web import access_log, errors, forward_auth, health, login, pages, security
 
     settings = settings or Settings.from_env()
     problems = settings.service_problems()
@@ -100,5 +100,6 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
     app.register_blueprint(health.bp)
     errors.init_app(app)
     security.init_app(app)
+    access_log.init_app(app)
     app.wsgi_app = forward_auth.ForwardAuth(app.wsgi_app, app)
     return app

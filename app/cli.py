@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 import unicodedata
 
@@ -83,8 +84,8 @@ def _policy(path):
         ) from None
 
 
-@click.group()
-@click.version_option(package_name="orcid-gatekeeper")
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(None, "-V", "--version", package_name="orcid-gatekeeper")
 def main():
     """Gate restricted datasets on qualifications in researchers' ORCID records."""
 
@@ -211,13 +212,19 @@ def decisions_revoke(orcid):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address.")
 @click.option("--port", default=8001, show_default=True, envvar="EMULATOR_PORT")
 @click.option("--fixtures", type=click.Path(dir_okay=False), help="Personas YAML file.")
-def emulator(host, port, fixtures):
+@click.option(
+    "--redirect-uri",
+    "redirect_uris",
+    multiple=True,
+    help="Also accept this redirect URI for every client (repeatable).",
+)
+def emulator(host, port, fixtures, redirect_uris):
     """Run the local ORCID emulator (OAuth and the v3.0 record API) for tests and demos."""
     from app.emulator.personas import FixtureError
     from app.emulator.server import run as run_emulator
 
     try:
-        run_emulator(host, port, fixtures)
+        run_emulator(host, port, fixtures, redirect_uris)
     except (ValueError, FixtureError, OSError) as exc:
         raise Misuse(str(exc)) from None
 
@@ -236,6 +243,19 @@ def demo(host, port, orcid_port, policy_path):
         run_demo(host, port, orcid_port, policy_path or settings.policy_path)
     except (ConfigError, ValueError, OSError) as exc:
         raise Misuse(getattr(exc, "message", None) or str(exc)) from None
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "help_option_names": ["-h"]})
+@click.argument("gunicorn_args", nargs=-1, type=click.UNPROCESSED)
+def serve(gunicorn_args):
+    """Run the service under gunicorn with the packaged configuration.
+
+    Settings come from the environment (see the README); GUNICORN_ARGS go to gunicorn as
+    they are, for example `gatekeeper serve -b 0.0.0.0:8000 -w 4`. Needs no checkout.
+    """
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:app.gunicorn_config"]
+    # exec: gunicorn becomes this process, so signals and the exit code are its own.
+    os.execv(sys.executable, [*command, *gunicorn_args, "app:create_app()"])
 
 
 def run():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import requests
@@ -37,12 +38,18 @@ def walk_sign_in(base_url: str) -> tuple[requests.Session, str]:
     return browser, callback
 
 
-def access_lines(gatekeeper) -> list[str]:
-    """The access lines gunicorn wrote (each the message of one JSON log line)."""
+def access_entries(gatekeeper) -> list[dict]:
+    """The access lines gunicorn wrote, each one JSON object."""
     gatekeeper.stop()  # flushes and closes the log
     with open(gatekeeper.log.name) as log:
         entries = [json.loads(line) for line in log if line.startswith("{")]
-    return [entry["message"] for entry in entries if entry["logger"] == "gunicorn.access"]
+    return [entry for entry in entries if entry["logger"] == "gunicorn.access"]
+
+
+def access_lines(gatekeeper) -> list[str]:
+    """Each access line as its text: the message, or the whole JSON object."""
+    entries = access_entries(gatekeeper)
+    return [e["message"] if e["message"] != "request" else json.dumps(e) for e in entries]
 
 
 def get_raw(base_url: str, target: str) -> int:
@@ -76,13 +83,27 @@ class TestAccessLog:
             assert code not in line and state not in line, line
             assert "code=" not in line and "state=" not in line, line
 
-    def test_default_format_keeps_method_path_and_status(self, start_gatekeeper, orcid):
+    def test_the_default_line_is_json_with_named_fields_and_no_query(self, start_gatekeeper, orcid):
         gatekeeper = start_gatekeeper(workers=1, GUNICORN_ACCESSLOG="-")
-        _, response = sign_in(gatekeeper.url, "qualified", next_path="/datasets/sail-cohort")
+        browser, response = sign_in(gatekeeper.url, "qualified", next_path="/datasets/sail-cohort")
         assert response.status_code == 302
+        page = browser.get(
+            f"{gatekeeper.url}/datasets/sail-cohort", headers={"X-Request-Id": "req-42"}
+        )
+        assert page.headers["X-Request-Id"] == "req-42"
+        check = browser.get(
+            f"{gatekeeper.url}/auth", headers={"X-Original-URI": "/datasets/sail-cohort/f.csv"}
+        )
+        assert check.status_code == 200
 
-        lines = access_lines(gatekeeper)
+        entries = access_entries(gatekeeper)
 
-        assert any('"GET /login HTTP/1.1" 302' in line for line in lines), lines
-        assert any('"GET /callback HTTP/1.1" 302' in line for line in lines), lines
-        assert not any("?" in line for line in lines), lines
+        by_path = {(e["method"], e["path"]): e for e in entries}
+        assert by_path[("GET", "/login")]["status"] == 302
+        assert by_path[("GET", "/callback")]["status"] == 302
+        dataset_page = by_path[("GET", "/datasets/sail-cohort")]
+        assert dataset_page["request_id"] == "req-42"
+        assert re.fullmatch(r"\d{4}-\d{4}-\d{4}-\d{3}[\dX]", dataset_page["orcid"])
+        assert dataset_page["dataset"] == "sail-cohort"
+        assert all(isinstance(e["duration_ms"], float) and e["request_id"] for e in entries)
+        assert not any("?" in json.dumps(e) for e in entries), entries

@@ -68,6 +68,9 @@ def test_the_wheel_carries_templates_static_files_fixtures_and_examples(installe
         "app/emulator/templates/authorize.html",
         "app/examples/datasets/sail-cohort/README.txt",
         "app/examples/record-0000-0002-1825-0097.json",
+        "app/examples/policies/datasets.yaml",
+        "app/examples/policies/qualifications.yaml",
+        "app/gunicorn_config.py",
     ):
         assert (installed / part).is_file(), part
 
@@ -96,3 +99,51 @@ def test_the_installed_app_renders_its_pages(installed, tmp_path):
     )
     result = run_python(installed, code, tmp_path)
     assert result.stdout.split() == ["200", "True", "200"], result.stderr
+
+
+def test_gatekeeper_serve_runs_the_installed_service_without_a_checkout(installed, tmp_path):
+    """`gatekeeper serve` is gunicorn with the packaged configuration and example policies."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(installed),
+        SECRET_KEY="x" * 32,
+        ORCID_CLIENT_ID="APP-ABCDEFGHIJKLMNOP",
+        ORCID_CLIENT_SECRET="s",
+        POLICY_PATH=str(installed / "app/examples/policies"),
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        GUNICORN_WORKERS="1",
+    )
+    serve = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from app.cli import run; import sys; sys.argv[1:] = ['serve']; run()",
+        ],
+        cwd=tmp_path,  # no checkout here: no gunicorn.conf.py, no policies/
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline, answer = time.monotonic() + 30, None
+        while time.monotonic() < deadline and answer is None and serve.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    answer = json.load(r)
+            except OSError:
+                time.sleep(0.2)
+    finally:
+        serve.terminate()
+        log = serve.communicate(timeout=20)[0].decode()
+    assert answer is not None, log
+    assert answer["status"] == "ready" and answer["policy"]["ok"]
+    # gunicorn ran with the packaged configuration: its lines are JSON (app.logs).
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert any(line.get("logger") == "gunicorn.error" for line in lines), log

@@ -293,8 +293,11 @@ class TestStartUp:
             ("SECRET_KEY", {}, "SECRET_KEY"),
             (None, {"POLICY_PATH": "/nonexistent/policies"}, "POLICY_PATH"),
             (None, {"REFUSAL_TTL": "soon"}, "REFUSAL_TTL"),
+            (None, {"GUNICORN_WORKERS": "two"}, "GUNICORN_WORKERS"),
+            (None, {"GUNICORN_TIMEOUT": "0"}, "GUNICORN_TIMEOUT"),
+            (None, {"ORCID_SCOPE": "/read-all"}, "ORCID_SCOPE"),
         ],
-        ids=["no-secret", "no-policy", "bad-number"],
+        ids=["no-secret", "no-policy", "bad-number", "gunicorn-number", "gunicorn-low", "scope"],
     )
     def test_bad_settings_stop_gunicorn_with_one_line_naming_the_variable(
         self, tmp_path, emulator, unset, extra, variable

@@ -1,0 +1,182 @@
+"""Gunicorn settings from the environment; `-b` and `-w` on the command line override.
+
+The packaged configuration, so that a pip install runs as a checkout does:
+    gatekeeper serve                                   # gunicorn with this file
+    gunicorn -c python:app.gunicorn_config 'app:create_app()'
+    gunicorn -c gunicorn.conf.py 'app:create_app()'    # the checkout's file imports this
+"""
+
+import os
+import sys
+import tempfile
+
+from gunicorn.glogging import Logger
+
+from app.logs import logging_config
+from app.web.access_log import DATASET, ORCID, request_id
+
+_problems: list[str] = []
+
+
+def _number(name: str, default: int, low: int, *fallbacks: str) -> int:
+    """A whole number from the environment; a bad one is a problem naming the variable."""
+    raw = next((os.environ[n] for n in (name, *fallbacks) if os.environ.get(n)), None)
+    if raw is None:
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        _problems.append(f"{name}: {raw!r} is not a whole number")
+        return default
+    if value < low:
+        _problems.append(f"{name}: must be at least {low}")
+        return default
+    return value
+
+
+bind = os.environ.get("GUNICORN_BIND", os.environ.get("BIND", "127.0.0.1:8000"))
+workers = _number("GUNICORN_WORKERS", 2, 1, "WEB_CONCURRENCY")
+threads = _number("GUNICORN_THREADS", 4, 1)
+worker_class = "gthread" if threads > 1 else "sync"
+# Load the app (and the policy) once in the master: a worker that restarts later forks
+# from it, so a policy file broken since start-up cannot stop workers from booting.
+preload_app = True
+# A cold decision may wait on ORCID for up to ORCID_TIMEOUT (8 s by default).
+timeout = _number("GUNICORN_TIMEOUT", 30, 1)
+graceful_timeout = _number("GUNICORN_GRACEFUL_TIMEOUT", 20, 0)
+keepalive = _number("GUNICORN_KEEPALIVE", 5, 0)
+accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+# Unset: one JSON object per request with named fields (QuerylessAccessLogger.access).
+access_log_format = os.environ.get("GUNICORN_ACCESS_LOG_FORMAT") or None
+errorlog = "-"
+
+
+class QuerylessAccessLogger(Logger):
+    """Gunicorn's logger, with every URL in an access line cut before its query string.
+
+    /callback's query carries ORCID's authorization code and our OAuth state, /login's
+    Location carries the state, and /login?next= and /auth's X-Original-URI carry URLs
+    of the researcher's choosing. Cutting every request's query, not only /callback's,
+    also covers the forms that route to the callback under another spelling (PATH_INFO
+    decodes /%63allback to /callback; RAW_URI keeps it as sent). The app logs its own
+    decisions, so no access line needs a query.
+    """
+
+    # Atoms besides the request line (gunicorn's names: referer, {header}i, {header}o,
+    # {environ}e) that can hold a URL with a query.
+    URL_ATOMS = (
+        "f",
+        "{referer}i",
+        "{location}o",
+        "{x-original-uri}i",
+        "{x-original-url}i",
+        "{x-forwarded-uri}i",
+        "{raw_uri}e",
+        "{request_uri}e",
+        "{http_referer}e",
+        "{http_x_original_uri}e",
+        "{http_x_original_url}e",
+        "{http_x_forwarded_uri}e",
+    )
+
+    def access(self, resp, req, environ, request_time):
+        """One JSON line with named fields, unless GUNICORN_ACCESS_LOG_FORMAT asks for text.
+
+        The app tells who and what through the environ (app/web/access_log.py).
+        """
+        if not self.access_log_enabled:
+            return
+        if self.cfg.access_log_format is not None:
+            return super().access(resp, req, environ, request_time)
+        self.access_log.info(
+            "request",
+            extra={
+                "method": environ.get("REQUEST_METHOD"),
+                "path": environ.get("RAW_URI", "").partition("?")[0],
+                "status": _status(resp),
+                "duration_ms": round(request_time.total_seconds() * 1000, 3),
+                "request_id": request_id(environ),
+                "orcid": environ.get(ORCID),
+                "dataset": environ.get(DATASET),
+            },
+        )
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        for name in self.URL_ATOMS:
+            if isinstance(atoms.get(name), str):
+                atoms[name] = atoms[name].partition("?")[0]
+        path = environ["RAW_URI"].partition("?")[0]
+        atoms["r"] = f"{environ['REQUEST_METHOD']} {path} {environ['SERVER_PROTOCOL']}"
+        atoms["q"] = atoms["{query_string}e"] = "-"
+        return atoms
+
+
+def _status(resp) -> int | None:
+    try:
+        return int(str(resp.status).split(None, 1)[0])
+    except (ValueError, IndexError):
+        return None
+
+
+logger_class = QuerylessAccessLogger
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+# One JSON object per line, for our loggers and gunicorn's alike.
+logconfig_dict = logging_config(loglevel.upper())
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+
+
+# Each worker writes its metrics here and /metrics adds them up; it must be set before
+# any worker imports prometheus_client. A fresh directory per start: no stale samples.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gatekeeper-metrics-")
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def _check_settings():
+    """Settings and policy, checked before anything loads: a problem is one line, then exit.
+
+    NOTE: this runs when gunicorn reads this file, because with preload_app the app is
+    built before any server hook (on_starting included) would run.
+    """
+    from app.errors import ConfigError, PolicyError
+    from app.policy import load_policy
+    from app.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+        problems = settings.service_problems()
+        if problems:
+            raise ConfigError("; ".join(problems))
+        load_policy(settings.policy_path)
+    except PolicyError as exc:
+        print(f"orcid-gatekeeper: POLICY_PATH: {exc.message}", file=sys.stderr)
+        sys.exit(3)
+    except ConfigError as exc:
+        print(f"orcid-gatekeeper: {exc.message}", file=sys.stderr)
+        sys.exit(3)
+
+
+if _problems:  # a bad GUNICORN_* value: one line, like every other setting
+    print(f"orcid-gatekeeper: {'; '.join(_problems)}", file=sys.stderr)
+    sys.exit(3)
+_check_settings()
+
+
+def on_starting(server):
+    """More than one worker needs Redis: sessions and decisions must be shared."""
+    from app.settings import Settings
+
+    settings = Settings.from_env()
+    if server.cfg.workers > 1 and not settings.redis_url and not settings.demo:
+        print(
+            f"orcid-gatekeeper: REDIS_URL: required with {server.cfg.workers} workers "
+            "(sessions, decisions and locks must be shared); set it, or run one worker",
+            file=sys.stderr,
+        )
+        sys.exit(3)
