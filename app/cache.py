@@ -6,7 +6,9 @@ taken locally, each with a warning logged at most once per interval. Decisions a
 then kept in this process's memory until Redis answers again.
 
 Sessions fail closed: while Redis is down, only a session this process saw in Redis
-within the last ``SESSION_GRACE`` seconds, and did not see end, still counts.
+within the last ``SESSION_GRACE`` seconds, and did not see end, still counts. Sign-in
+states fail closed too: while Redis is down no sign-in starts or completes, because the
+worker that answers ORCID's callback may not be the one that sent the researcher there.
 """
 
 from __future__ import annotations
@@ -37,20 +39,51 @@ def session_key(sid: str) -> str:
     return f"{PREFIX}s:{sid}"
 
 
+def session_index_key(orcid: str) -> str:
+    """The set of one researcher's session ids, so that all of them can be ended at once."""
+    return f"{PREFIX}si:{orcid}"
+
+
+def state_key(key: str) -> str:
+    return f"{PREFIX}oauth:{key}"
+
+
 def session_record(orcid: str, token: str | None) -> str:
     """What a session keeps server-side: the iD, and the ORCID token never put in a cookie."""
     return json.dumps({"orcid": orcid, "token": token})
 
 
-def session_token(stored) -> str | None:
-    """The ORCID token from a stored session record (None when absent or unreadable)."""
+def _record_field(stored, name: str) -> str | None:
     if not isinstance(stored, str):
-        return None  # no session, or UNAVAILABLE: read ORCID without the researcher's token
+        return None  # no session, or UNAVAILABLE
     try:
-        token = json.loads(stored).get("token")
+        value = json.loads(stored).get(name)
     except (ValueError, AttributeError):
         return None
-    return token if isinstance(token, str) else None
+    return value if isinstance(value, str) else None
+
+
+def session_token(stored) -> str | None:
+    """The ORCID token from a stored session record (None when absent or unreadable)."""
+    # None for UNAVAILABLE too: read ORCID without the researcher's token.
+    return _record_field(stored, "token")
+
+
+def session_orcid(stored) -> str | None:
+    """The iD a stored session record was started for (None when absent or unreadable)."""
+    return _record_field(stored, "orcid")
+
+
+def session_belongs_to(stored, orcid: str) -> bool:
+    """Whether a stored session is ``orcid``'s: the cookie's iD must be the session's.
+
+    NOTE: UNAVAILABLE (Redis is down, and this process saw the session there within
+    ``SESSION_GRACE``) counts, as it does for every session check: the record cannot be
+    read to compare, and the cookie's signature still holds.
+    """
+    if stored is UNAVAILABLE:
+        return True
+    return stored is not None and session_orcid(stored) == orcid
 
 
 class MemoryStore:
@@ -106,12 +139,37 @@ class MemoryStore:
         return self._get(session_key(sid))
 
     def put_session(self, sid: str, value: str, ttl: float) -> bool:
-        self._set(session_key(sid), value, ttl)
+        orcid = session_orcid(value)
+        with self._guard:
+            now = self._clock()
+            if orcid is not None:
+                # The index outlives every session in it: each sign-in renews it in full.
+                index = session_index_key(orcid)
+                found = self._data.get(index)
+                sids = found[0] if found is not None and found[1] > now else set()
+                self._data[index] = (sids | {sid}, now + ttl)
+                self._data.move_to_end(index)
+            self._data[session_key(sid)] = (value, now + ttl)
+            self._data.move_to_end(session_key(sid))
+            while len(self._data) > self._max:
+                self._data.popitem(last=False)
         return True
 
     def delete_session(self, sid: str) -> bool:
         self._delete(session_key(sid))
         return True
+
+    def take_sessions_of(self, orcid: str) -> list[str] | None:
+        """End every session of one researcher; returns their records (for the tokens)."""
+        with self._guard:
+            found = self._data.pop(session_index_key(orcid), None)
+            now = self._clock()
+            records = []
+            for sid in found[0] if found is not None else ():
+                entry = self._data.pop(session_key(sid), None)
+                if entry is not None and entry[1] > now:
+                    records.append(entry[0])
+        return records
 
     def forget_orcid(self, orcid: str) -> int:
         """Drop every cached decision about one researcher; returns how many."""
@@ -121,6 +179,28 @@ class MemoryStore:
             for key in doomed:
                 del self._data[key]
         return len(doomed)
+
+    def forget_decisions(self, orcid: str) -> bool:
+        """``forget_orcid`` for the web edge: False when the store could not confirm it."""
+        self.forget_orcid(orcid)
+        return True
+
+    # -- sign-in states: single-use --------------------------------------------------------
+
+    def put_state(self, key: str, value: str, ttl: float) -> bool:
+        self._set(state_key(key), value, ttl)
+        return True
+
+    def take_state(self, key: str) -> str | None:
+        """The state's data, removed in the same step: a second read finds nothing."""
+        with self._guard:
+            found = self._data.pop(state_key(key), None)
+        if found is None or found[1] <= self._clock():
+            return None
+        return found[0]
+
+    def delete_state(self, key: str):
+        self._delete(state_key(key))
 
     def hit(self, key: str, window: float) -> int:
         """Count an event in a fixed window (rate limiting); returns the count so far."""
@@ -230,9 +310,17 @@ class RedisStore:
 
     def put_session(self, sid: str, value: str, ttl: float) -> bool:
         """Store a new session; False when Redis did not take it (then there is none)."""
+        orcid = session_orcid(value)
 
         def call():
-            self.redis.set(session_key(sid), value, ex=int(ttl))
+            with self.redis.pipeline() as pipe:  # MULTI: the session and its index together
+                pipe.set(session_key(sid), value, ex=int(ttl))
+                if orcid is not None:
+                    # Each sign-in renews the index in full, so it outlives every session
+                    # in it; ended sessions' ids linger until then, and cost a DEL each.
+                    pipe.sadd(session_index_key(orcid), sid)
+                    pipe.expire(session_index_key(orcid), int(ttl))
+                pipe.execute()
             self._saw(sid, value)
             return True
 
@@ -249,6 +337,48 @@ class RedisStore:
             return True
 
         return self._guarded(call, lambda: False)
+
+    def take_sessions_of(self, orcid: str) -> list[str] | None:
+        """End every session of one researcher; their records (for the tokens), or None
+        when Redis could not confirm it (then perhaps none ended)."""
+        index = session_index_key(orcid)
+        taken: list[tuple[str, str]] = []
+
+        def transaction(pipe):
+            # WATCH the index: a sign-in that adds to it meanwhile makes this run again.
+            sids = sorted(pipe.smembers(index))
+            records = pipe.mget([session_key(sid) for sid in sids]) if sids else []
+            pipe.multi()
+            pipe.delete(index, *(session_key(sid) for sid in sids))
+            taken[:] = [(sid, r) for sid, r in zip(sids, records, strict=True) if r is not None]
+
+        def call():
+            self.redis.transaction(transaction, index)
+            for sid, _ in taken:
+                self._seen.pop(sid, None)  # no grace for them if Redis goes down next
+            return [record for _, record in taken]
+
+        return self._guarded(call, lambda: None)
+
+    # -- sign-in states: single-use, and only in Redis ------------------------------------
+
+    def put_state(self, key: str, value: str, ttl: float) -> bool:
+        """False when Redis did not take it: then no sign-in can start."""
+
+        def call():
+            self.redis.set(state_key(key), value, ex=max(1, int(ttl)))
+            return True
+
+        return self._guarded(call, lambda: False)
+
+    def take_state(self, key: str):
+        """The state's data, deleted in the same command (GETDEL), so two callbacks racing
+        with one state cannot both read it; None if there is none, UNAVAILABLE while Redis
+        is down."""
+        return self._guarded(lambda: self.redis.getdel(state_key(key)), lambda: UNAVAILABLE)
+
+    def delete_state(self, key: str):
+        self._guarded(lambda: self.redis.delete(state_key(key)), _nothing)
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -289,6 +419,15 @@ class RedisStore:
         if keys:
             self.redis.delete(*keys)
         return len(keys)
+
+    def forget_decisions(self, orcid: str) -> bool:
+        """``forget_orcid`` for the web edge: False when Redis could not confirm it."""
+
+        def call():
+            self.forget_orcid(orcid)
+            return True
+
+        return self._guarded(call, lambda: False)
 
     def hit(self, key: str, window: float) -> int:
         full = f"{PREFIX}rl:{key}"

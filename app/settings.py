@@ -136,6 +136,14 @@ class Settings:
             found.append("SECRET_KEY: use at least 16 random characters")
         if not self.orcid_client_id:
             found.append("ORCID_CLIENT_ID: required for ORCID sign-in")
+        if self.public_url is not None and not self.demo:
+            parts = urlsplit(self.public_url)
+            if parts.scheme == "http" and not _is_loopback(parts.hostname):
+                # ORCID registers only HTTPS redirect URIs (loopback excepted, for testing).
+                found.append(
+                    f"PUBLIC_URL: {self.public_url!r} must be https (ORCID requires HTTPS "
+                    "redirect URIs); plain http only on loopback or with GATEKEEPER_DEMO=1"
+                )
         if "/read-limited" in self.orcid_scope.split() and "//pub." in self.orcid_api_url:
             found.append(
                 "ORCID_SCOPE: /read-limited needs the member API; set ORCID_API_URL to "
@@ -149,8 +157,11 @@ class Settings:
         if self.public_url is None:
             return True
         parts = urlsplit(self.public_url)
-        loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
-        return not (parts.scheme == "http" and loopback)
+        return not (parts.scheme == "http" and _is_loopback(parts.hostname))
+
+
+def _is_loopback(hostname: str | None) -> bool:
+    return hostname in ("127.0.0.1", "localhost", "::1")
 
 
 def _convert(kind: str, raw: str):

@@ -1,5 +1,9 @@
 """ORCID's OAuth endpoints: the consent page at /oauth/authorize, /oauth/token, /oauth/revoke.
 
+PKCE (RFC 7636) is optional, as it is at ORCID: an authorize request may send a
+``code_challenge`` with ``code_challenge_method=S256`` (the only method), and then the
+code is exchanged only with the matching ``code_verifier``.
+
 Emulator-only shortcut for automated tests: ``GET /oauth/authorize?...&persona=<key or
 iD>&decision=authorize`` (or ``decision=deny``) answers as if that persona had clicked
 the button, without showing the page.
@@ -18,7 +22,7 @@ from flask import Blueprint, Response, redirect, render_template, request
 from app.emulator.oidc import issuer
 from app.emulator.personas import Client
 from app.emulator.state import emulator
-from app.emulator.tokens import Grant
+from app.emulator.tokens import S256_CHALLENGE, Grant
 
 bp = Blueprint("oauth", __name__, url_prefix="/oauth")
 
@@ -62,6 +66,23 @@ def authorize():
     if problem:
         return _back(redirect_uri, error="invalid_scope", error_description=problem, state=state)
 
+    challenge = params.get("code_challenge")
+    if challenge is not None or params.get("code_challenge_method") is not None:
+        if params.get("code_challenge_method") != "S256":
+            return _back(
+                redirect_uri,
+                error="invalid_request",
+                error_description="code_challenge_method must be S256",
+                state=state,
+            )
+        if not S256_CHALLENGE.fullmatch(challenge or ""):
+            return _back(
+                redirect_uri,
+                error="invalid_request",
+                error_description="Invalid code_challenge",
+                state=state,
+            )
+
     decision = params.get("decision")
     if decision == "deny":
         return _back(
@@ -78,6 +99,7 @@ def authorize():
             redirect_uri=redirect_uri,
             nonce=params.get("nonce"),
             auth_time=int(time.time()),
+            code_challenge=challenge,
         )
         return _back(redirect_uri, code=emulator().tokens.issue_code(grant), state=state)
     if decision is not None:
@@ -90,7 +112,16 @@ def authorize():
         selected=params.get("persona"),
         hidden={
             k: params[k]
-            for k in ("client_id", "response_type", "scope", "redirect_uri", "state", "nonce")
+            for k in (
+                "client_id",
+                "response_type",
+                "scope",
+                "redirect_uri",
+                "state",
+                "nonce",
+                "code_challenge",
+                "code_challenge_method",
+            )
             if k in params
         },
     )
@@ -150,10 +181,15 @@ def _exchange_code(client: Client) -> Response:
     code = request.form.get("code")
     if not code:
         return _oauth_error(400, "invalid_request", "Missing authorization code")
-    grant = emulator().tokens.redeem_code(code, client.client_id, request.form.get("redirect_uri"))
+    grant = emulator().tokens.redeem_code(
+        code,
+        client.client_id,
+        request.form.get("redirect_uri"),
+        request.form.get("code_verifier"),
+    )
     if grant is None:
-        # Unknown, spent, expired, another client's, or redirect_uri differs: ORCID
-        # answers all of these alike.
+        # Unknown, spent, expired, another client's, redirect_uri differs, or the PKCE
+        # verifier is missing or wrong: ORCID answers all of these alike.
         return _oauth_error(400, "invalid_grant", f"Invalid authorization code: {code}")
     persona = emulator().fixtures.persona(grant.orcid)
     access_token, refresh_token = emulator().tokens.issue_token(grant)

@@ -36,7 +36,7 @@ from werkzeug.http import parse_accept_header, parse_cookie
 
 from app import metrics
 from app.access import decision_from_json
-from app.cache import session_token
+from app.cache import session_belongs_to, session_token
 from app.errors import InvalidOrcidId
 from app.orcid_id import parse_orcid_id
 from app.web.security import security_headers
@@ -130,7 +130,7 @@ class ForwardAuth:
         self.public_url = (self.settings.public_url or "").rstrip("/")
         self.page_headers = list(security_headers(self.settings.orcid_base_url).items())
         self.sessions = Memo()  # verified cookie -> (sid, iD, expiry)
-        # (version, sid, dataset) -> (allowed, cached until (Unix time), last checked (monotonic))
+        # (version, sid, iD, dataset) -> (allowed, cached until (Unix time), last checked (monotonic))
         self.answers = Memo()
 
     def __call__(self, environ, start_response):
@@ -176,7 +176,7 @@ class ForwardAuth:
         if dataset is None:
             NO_DATASET.inc()
             return FORBIDDEN, []  # no dataset owns this URL: fail closed
-        key = (self.checker.cache_version(policy), sid, dataset.key)
+        key = (self.checker.cache_version(policy), sid, orcid, dataset.key)
         remembered = self.answers.get(key)
         if (
             remembered is not None
@@ -228,9 +228,9 @@ class ForwardAuth:
     def lookup(self, key, sid, orcid, dataset) -> bool | None:
         """One store round trip: session and decision; None when signed out."""
         stored_session, raw = self.store.lookup(sid, key[0], orcid, dataset)
-        if stored_session is None:
+        if not session_belongs_to(stored_session, orcid):
             self.answers.pop(key)
-            return None  # signed out, or expired server-side
+            return None  # signed out, expired server-side, or the cookie names another iD
         decision = decision_from_json(raw)
         if decision is not None:
             HIT_STORE.inc()

@@ -1,33 +1,122 @@
-"""Sign-in with ORCID (Authlib does every OAuth step), sessions, sign-out.
+"""Sign-in with ORCID (Authlib does every OAuth step), sessions, sign-out, disconnect.
 
 The browser holds a signed session cookie with the researcher's iD and a session id;
 the researcher's ORCID access token stays server-side in the store, under that id.
+OAuth ``state`` lives server-side too (with the PKCE verifier and the nonce): the
+cookie carries only a marker for each of the last few sign-ins started, so it does not
+grow with each /login, and each state can be used once.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
+import json
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 
 from authlib.common.errors import AuthlibBaseError
-from authlib.integrations.flask_client import OAuth
+from authlib.integrations.flask_client import FlaskIntegration, OAuth
+from authlib.integrations.requests_client import OAuth2Session
 from authlib.oidc.core import CodeIDToken
+from authlib.oidc.core.util import create_half_hash
 from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
+from joserfc import jws
 from joserfc.errors import InvalidClaimError, JoseError
 from requests import RequestException
 
-from app.cache import session_record, session_token
+from app.cache import UNAVAILABLE, session_belongs_to, session_record, session_token
 from app.errors import InvalidOrcidId
+from app.metrics import SIGN_INS
 from app.orcid_id import parse_orcid_id
 from app.web.redirects import safe_next
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("login", __name__)
-oauth = OAuth()
+
+STATE_TTL = 600  # seconds a sign-in may take at ORCID before its state is forgotten
+# Sign-ins started (in other tabs, say) whose callbacks still count; older ones are
+# dropped, which is what keeps the pre-login cookie from growing with each /login.
+MAX_PENDING = 3
+REVOKE_TIMEOUT = 5.0  # seconds per token revocation at ORCID
+REVOKE_BUDGET = 10.0  # seconds for all of a researcher's tokens together
+
+
+class StoreUnavailable(Exception):
+    """The store cannot keep or give back a sign-in's state (Redis is down)."""
+
+
+class StateCache:
+    """Authlib's cache for sign-in states, backed by this app's store.
+
+    NOTE: ``get`` takes the state out (Redis GETDEL): Authlib reads a state once per
+    callback and deletes it afterwards, and between the two a second callback with the
+    same state (a replay, or a second code) could read it too.
+    """
+
+    @staticmethod
+    def _store():
+        return current_app.extensions["gatekeeper"].store
+
+    def get(self, key: str) -> str | None:
+        """:raises StoreUnavailable: while Redis is down (not "no such state")."""
+        found = self._store().take_state(key)
+        if found is UNAVAILABLE:
+            raise StoreUnavailable()
+        return found
+
+    def set(self, key: str, value: str, timeout: float) -> None:
+        if not self._store().put_state(key, value, timeout):
+            raise StoreUnavailable()
+
+    def delete(self, key: str) -> None:
+        self._store().delete_state(key)
+
+
+class ServerSideState(FlaskIntegration):
+    """Authlib's Flask integration, with the state's data kept in the store.
+
+    The cookie keeps a marker per state (which binds the callback to the browser that
+    started the sign-in), for at most ``MAX_PENDING`` states; the store keeps the state's
+    data and the address the sign-in started at, so that a callback arriving at another
+    host can say so.
+    """
+
+    expires_in = STATE_TTL
+
+    def set_state_data(self, session, state, data):
+        prefix = f"_state_{self.name}_"
+        pending = sorted(
+            (key for key in session if key.startswith(prefix)),
+            key=lambda key: _expiry(session[key]),
+        )
+        for key in pending[: max(0, len(pending) - MAX_PENDING + 1)]:
+            session.pop(key)
+            self.cache.delete(key)
+        stored = {"data": data, "started_at": request.host_url}
+        self.cache.set(prefix + state, json.dumps(stored), self.expires_in)
+        session[prefix + state] = {"exp": int(time.time() + self.expires_in)}
+
+    def take_started_at(self, state: str) -> str | None:
+        """Where the sign-in with ``state`` started (its state is spent), or None."""
+        raw = self.cache.get(f"_state_{self.name}_{state}")
+        try:
+            started_at = json.loads(raw).get("started_at") if raw else None
+        except (TypeError, ValueError, AttributeError):
+            return None
+        return started_at if isinstance(started_at, str) else None
+
+
+def _expiry(marker) -> float:
+    return marker.get("exp", 0) if isinstance(marker, dict) else 0
+
+
+class _OAuth(OAuth):
+    framework_integration_cls = ServerSideState
+
+
+oauth = _OAuth(cache=StateCache())
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +143,9 @@ def init_app(app):
             "scope": settings.orcid_scope,
             "token_endpoint_auth_method": "client_secret_post",
             "default_timeout": 10,
+            # PKCE is optional at ORCID (its discovery lists no code_challenge_methods),
+            # so always sending it costs nothing where it is ignored.
+            "code_challenge_method": "S256",
         },
     }
     if "openid" in settings.orcid_scope.split():
@@ -79,9 +171,14 @@ def allowed_hosts() -> frozenset[str]:
 
 
 def redirect_uri() -> str:
-    public = _gatekeeper().settings.public_url
-    if public:
-        return public.rstrip("/") + "/callback"
+    """Where ORCID sends the researcher back: ``PUBLIC_URL``'s /callback.
+
+    The demo answers at whatever loopback name it was opened with (``localhost`` or
+    ``127.0.0.1``), since the cookie that started the sign-in is only sent back there.
+    """
+    settings = _gatekeeper().settings
+    if settings.public_url and not settings.demo:
+        return settings.public_url.rstrip("/") + "/callback"
     return url_for("login.callback", _external=True)
 
 
@@ -107,8 +204,8 @@ def _researcher_from_session() -> Researcher | None:
     if not isinstance(sid, str):
         return None
     stored = _gatekeeper().store.get_session(sid)
-    if stored is None:
-        return None  # signed out, or expired server-side
+    if not session_belongs_to(stored, orcid):
+        return None  # signed out, expired server-side, or a cookie naming another iD
     amr = data.get("amr")
     amr = tuple(m for m in amr if isinstance(m, str)) if isinstance(amr, list) else ()
     return Researcher(orcid, data.get("name"), sid, session_token(stored), amr)
@@ -144,7 +241,11 @@ def _template_helpers():
 def login():
     """Send the researcher to ORCID to sign in; ``next`` is where to return to."""
     session["next"] = safe_next(request.args.get("next"), allowed_hosts())
-    return oauth.orcid.authorize_redirect(redirect_uri())
+    try:
+        return oauth.orcid.authorize_redirect(redirect_uri())
+    except StoreUnavailable:
+        _sign_in_outcome("unavailable", "store_unavailable", level=logging.WARNING)
+        return _sign_in_failed("We cannot sign you in just now.", 503)
 
 
 @bp.get("/callback")
@@ -153,29 +254,58 @@ def callback():
 
     :raise 400: a wrong, missing or replayed state, or a code ORCID refuses.
     """
+    state = request.args.get("state", "")
+    integration = oauth.orcid.framework
     if request.args.get("error"):
         # The researcher pressed Deny at ORCID: no session, a page that says so.
-        for key in [k for k in session if k.startswith("_state_orcid_")]:
-            session.pop(key)
+        integration.clear_state_data(session, state)
+        error = request.args["error"]
+        _sign_in_outcome("denied" if error == "access_denied" else "failed", error[:40])
         return render_template("denied.html"), 200
+    try:
+        return _complete_sign_in(integration, state)
+    except StoreUnavailable:
+        _sign_in_outcome("unavailable", "store_unavailable", level=logging.WARNING)
+        return _sign_in_failed("We cannot sign you in just now.", 503)
+
+
+def _complete_sign_in(integration, state: str):
+    """The callback after a code came back: check where, exchange it, start the session.
+
+    :raises StoreUnavailable: when the state cannot be read (Redis is down).
+    """
+    if f"_state_{integration.name}_{state}" not in session:
+        started_at = integration.take_started_at(state)
+        if started_at and started_at != request.host_url:
+            # The cookie that started this sign-in belongs to another host name, so the
+            # browser did not send it here: say where to go, not "expired".
+            _sign_in_outcome("failed", "wrong_host")
+            start, back = started_at.rstrip("/"), request.host_url.rstrip("/")
+            return _sign_in_failed(
+                f"You started signing in at {start} but came back at {back}; "
+                f"open {back} and sign in again.",
+                400,
+                restart=False,
+            )
     settings = _gatekeeper().settings
     try:
         token = oauth.orcid.authorize_access_token(
             claims_options=_id_token_claims(settings), claims_cls=OrcidIDToken
         )
         if "userinfo" in token:
-            _check_at_hash(token["userinfo"], token.get("access_token"))
+            _check_at_hash(token["userinfo"], token.get("access_token"), token.get("id_token"))
     except JoseError as exc:
         # An ID token that fails verification: wrong signature, issuer, audience, nonce,
         # at_hash or amr, or expired. Authlib checks them with joserfc, whose errors are
         # its own.
-        logger.warning("ID token refused: %s", type(exc).__name__)
+        _sign_in_outcome("failed", "id_token", detail=type(exc).__name__, level=logging.WARNING)
         return _sign_in_failed("ORCID's answer could not be verified.", 400)
     except AuthlibBaseError as exc:
-        logger.info("sign-in refused: %s", getattr(exc, "error", type(exc).__name__))
+        # A missing, spent or foreign state (mismatching_state), or a code ORCID refused.
+        _sign_in_outcome("failed", str(getattr(exc, "error", None) or type(exc).__name__)[:40])
         return _sign_in_failed("This sign-in link has expired or was already used.", 400)
     except RequestException:
-        logger.warning("ORCID token endpoint unreachable")
+        _sign_in_outcome("unavailable", "orcid_unreachable", level=logging.WARNING)
         return _sign_in_failed(
             "ORCID did not answer; please try again in a few minutes.",
             502,
@@ -184,24 +314,41 @@ def callback():
     try:
         orcid = parse_orcid_id(str(token.get("orcid") or token.get("userinfo", {}).get("sub")))
     except InvalidOrcidId:
-        logger.warning("ORCID token answer carried no valid iD")
+        _sign_in_outcome("failed", "no_orcid", level=logging.WARNING)
         return _sign_in_failed("ORCID did not tell us your iD.", 502)
     if "openid" in settings.orcid_scope.split() and "userinfo" not in token:
-        logger.warning("openid requested but no ID token came back")
+        _sign_in_outcome("failed", "no_id_token", orcid=orcid, level=logging.WARNING)
         return _sign_in_failed("ORCID's answer could not be verified.", 502)
     next_url = session.pop("next", "/")
     amr = authentication_methods(token.get("userinfo", {}).get("amr"))
     if not start_session(orcid, token.get("name") or None, token.get("access_token"), amr=amr):
+        _sign_in_outcome("unavailable", "store_unavailable", orcid=orcid, level=logging.WARNING)
         return _sign_in_failed("We cannot keep you signed in just now.", 503)
+    _sign_in_outcome("ok", None, orcid=orcid, amr=list(amr))
     return redirect(safe_next(next_url, allowed_hosts()))
 
 
-def _sign_in_failed(reason: str, status: int, title: str = "Sign-in did not complete"):
+def _sign_in_outcome(
+    outcome: str, reason: str | None, *, orcid: str | None = None, level=logging.INFO, **fields
+) -> None:
+    """Count a sign-in by outcome and log it as one line: never a code, state or token."""
+    SIGN_INS.labels(outcome).inc()
+    entry = {"event": "sign_in", "outcome": outcome, **fields}
+    if reason:
+        entry["reason"] = reason
+    if orcid:
+        entry["orcid"] = orcid
+    logger.log(level, "signed in" if outcome == "ok" else "sign-in stopped", extra=entry)
+
+
+def _sign_in_failed(
+    reason: str, status: int, title: str = "Sign-in did not complete", restart: bool = True
+):
     """A page that says why sign-in stopped, with a way to start again; no session."""
     return render_template(
         "message.html",
         title=title,
-        message=f"{reason} Please start again.",
+        message=f"{reason} Please start again." if restart else reason,
         action=("Sign in with ORCID", sign_in_url()),
     ), status
 
@@ -245,24 +392,25 @@ def authentication_methods(amr) -> tuple[str, ...]:
     return ()
 
 
-def _check_at_hash(claims, access_token: str | None) -> None:
+def _check_at_hash(claims, access_token: str | None, id_token: str | None) -> None:
     """The ID token's ``at_hash`` must be the hash of the access token it came with.
 
     NOTE: Authlib checks ``at_hash`` only when it picks the claims class itself; given
     ``claims_cls`` it no longer passes the access token (``parse_id_token``), so it is
-    checked here. As Authlib does, a token without ``at_hash`` passes. SHA-256 because ID
-    tokens are RS256 (ORCID's discovery; OIDC Core 3.1.3.6: the left half, base64url).
+    checked here, with Authlib's own half hash for the algorithm the (verified) ID token
+    was signed with (OIDC Core 3.1.3.6). As Authlib does, a token without ``at_hash``
+    passes.
 
     :raises InvalidClaimError: when the hash does not match, or there is no access token.
     """
     at_hash = claims.get("at_hash")
     if at_hash is None:
         return
-    if not isinstance(at_hash, str) or not access_token:
+    if not isinstance(at_hash, str) or not access_token or not id_token:
         raise InvalidClaimError("at_hash")
-    digest = hashlib.sha256(access_token.encode("ascii", "replace")).digest()
-    expected = base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
-    if not hmac.compare_digest(at_hash.encode("utf-8"), expected.encode("ascii")):
+    alg = jws.extract_compact(id_token.encode("ascii")).headers().get("alg")
+    expected = create_half_hash(access_token, alg) if isinstance(alg, str) else None
+    if expected is None or not hmac.compare_digest(at_hash.encode("utf-8"), expected):
         raise InvalidClaimError("at_hash")
 
 
@@ -281,11 +429,9 @@ def start_session(
     if not gk.store.put_session(
         sid, session_record(orcid, access_token), gk.settings.session_lifetime
     ):
-        logger.warning("sign-in refused: the session store is unavailable")
         return False
     session.permanent = True
     session["researcher"] = {"orcid": orcid, "name": name, "sid": sid, "amr": list(amr)}
-    logger.info("signed in", extra={"orcid": orcid})
     return True
 
 
@@ -298,12 +444,7 @@ def logout_page():
 def logout():
     """End the session; the form's CSRF token must match the session's."""
     if not csrf_ok():
-        return render_template(
-            "message.html",
-            title="Please try again",
-            message="That sign-out form had expired.",
-            action=("Sign out", url_for("login.logout_page")),
-        ), 400
+        return _form_expired("That sign-out form had expired.", "Sign out", "login.logout_page")
     researcher = session.get("researcher")
     if isinstance(researcher, dict) and isinstance(researcher.get("sid"), str):
         if not _gatekeeper().store.delete_session(researcher["sid"]):
@@ -315,6 +456,9 @@ def logout():
                 message="We could not end your session just now. Please try again in a minute.",
                 action=("Sign out", url_for("login.logout_page")),
             ), 503
+        logger.info(
+            "signed out", extra={"event": "sign_out", "orcid": str(researcher.get("orcid"))[:40]}
+        )
     session.clear()
     return render_template(
         "message.html",
@@ -322,3 +466,121 @@ def logout():
         message="You are signed out of the gatekeeper.",
         action=("Home", url_for("pages.index")),
     )
+
+
+def _form_expired(message: str, label: str, endpoint: str):
+    return render_template(
+        "message.html",
+        title="Please try again",
+        message=message,
+        action=(label, url_for(endpoint)),
+    ), 400
+
+
+@bp.get("/disconnect")
+def disconnect_page():
+    """What "Disconnect" deletes, and the button (a form: it changes things)."""
+    base = _gatekeeper().settings.orcid_base_url.rstrip("/")
+    return render_template("disconnect.html", trusted_parties=f"{base}/trusted-parties")
+
+
+@bp.post("/disconnect")
+def disconnect():
+    """Delete what we hold about the researcher and revoke their ORCID token.
+
+    Every session of theirs ends (not only this browser's), with the ORCID access tokens
+    they carry, and their cached decisions go. Then each token is revoked at ORCID; if
+    ORCID does not confirm it, ours are deleted all the same and the page says so.
+    """
+    if not csrf_ok():
+        return _form_expired(
+            "That disconnect form had expired.", "Disconnect", "login.disconnect_page"
+        )
+    who = current_researcher()
+    if who is None:
+        return render_template(
+            "message.html",
+            title="Please sign in first",
+            message="Sign in with ORCID to disconnect it: we need to know whose data to delete.",
+            action=("Sign in with ORCID", url_for(".login", next=url_for(".disconnect_page"))),
+        ), 401
+    gk = _gatekeeper()
+    records = gk.store.take_sessions_of(who.orcid)
+    if records is None or not gk.store.delete_session(who.sid):
+        # Keep the cookie, so the researcher can try again; nothing is revoked yet.
+        return render_template(
+            "message.html",
+            title="Could not disconnect",
+            message="We could not delete your data just now. Please try again in a minute.",
+            action=("Disconnect", url_for(".disconnect_page")),
+        ), 503
+    tokens = list(dict.fromkeys(filter(None, [who.token, *map(session_token, records)])))
+    decisions_gone = gk.store.forget_decisions(who.orcid)
+    revoked = revoke_at_orcid(tokens)
+    session.clear()
+    logger.info(
+        "disconnected",
+        extra={
+            "event": "disconnect",
+            "orcid": who.orcid,
+            "sessions": len(records),
+            "tokens": len(tokens),
+            "revoked": revoked,
+            "decisions_deleted": decisions_gone,
+        },
+    )
+    message = "We have deleted your sessions and your ORCID access token."
+    if decisions_gone:
+        message += " Our saved decisions about your access are deleted too."
+    else:
+        minutes = max(1, gk.settings.decision_ttl // 60)
+        message += (
+            " Our saved decisions about your access could not be deleted just now; they "
+            f"expire by themselves within {minutes} minutes."
+        )
+    if revoked:
+        message += " ORCID has revoked our access to your record."
+    else:
+        message += (
+            " ORCID did not confirm that our access to your record is revoked: you can "
+            "remove this service from the trusted parties in your ORCID account."
+        )
+    return render_template(
+        "message.html",
+        title="Disconnected" if revoked else "Disconnected here; not confirmed at ORCID",
+        message=message,
+        action=("Home", url_for("pages.index")),
+    ), 200
+
+
+def revoke_at_orcid(tokens: list[str]) -> bool:
+    """Revoke each token at ``{ORCID_BASE_URL}/oauth/revoke``; True when ORCID confirmed all.
+
+    Each call waits at most ``REVOKE_TIMEOUT`` seconds and all together at most
+    ``REVOKE_BUDGET``, so an ORCID that hangs costs the researcher seconds, not minutes.
+    """
+    if not tokens:
+        return True
+    settings = _gatekeeper().settings
+    url = settings.orcid_base_url.rstrip("/") + "/oauth/revoke"
+    deadline = time.monotonic() + REVOKE_BUDGET
+    confirmed = True
+    with OAuth2Session(
+        settings.orcid_client_id,
+        settings.orcid_client_secret,
+        revocation_endpoint_auth_method="client_secret_post",
+    ) as client:
+        for token in tokens:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                response = client.revoke_token(url, token=token, timeout=min(REVOKE_TIMEOUT, left))
+            except RequestException as exc:
+                logger.warning("ORCID token revocation failed: %s", type(exc).__name__)
+                confirmed = False
+                continue
+            if response.status_code != 200:
+                logger.warning("ORCID token revocation answered %s", response.status_code)
+                confirmed = False
+    return confirmed
