@@ -96,7 +96,9 @@ class ServerSideState(FlaskIntegration):
             self.cache.delete(key)
         stored = {"data": data, "started_at": request.host_url}
         self.cache.set(prefix + state, json.dumps(stored), self.expires_in)
-        session[prefix + state] = {"exp": int(time.time() + self.expires_in)}
+        # To the microsecond: markers are pruned oldest first, and the cookie keeps them
+        # in key order (Flask sorts), not in the order they were made.
+        session[prefix + state] = {"exp": round(time.time() + self.expires_in, 6)}
 
     def take_started_at(self, state: str) -> str | None:
         """Where the sign-in with ``state`` started (its state is spent), or None."""
