@@ -137,3 +137,40 @@ class TestAcceptedForms:
         parts = raised.value.message.split("; ")
         assert [p.split(":")[0] for p in parts] == ["ORCID_TIMEOUT", "ORCID_SCOPE", "REDIS_URL"]
         assert "\n" not in raised.value.message
+
+
+SERVICE = {"SECRET_KEY": "a-secret-of-sixteen-or-more", "ORCID_CLIENT_ID": "APP-ABCDEFGHIJKLMNOP"}
+
+
+class TestPublicUrl:
+    @pytest.mark.parametrize(
+        "public_url",
+        [
+            "https://data.example.org",
+            "http://127.0.0.1:8000",
+            "http://localhost:8000",
+            "http://[::1]:8000",
+        ],
+    )
+    def test_https_or_plain_http_on_loopback_is_accepted(self, public_url):
+        settings = Settings.from_env(
+            {**SERVICE, "ORCID_CLIENT_SECRET": "s", "PUBLIC_URL": public_url}
+        )
+        assert settings.service_problems() == []
+
+    def test_plain_http_elsewhere_is_one_line_naming_the_variable(self):
+        env = {**SERVICE, "ORCID_CLIENT_SECRET": "s", "PUBLIC_URL": "http://data.example.org"}
+        problems = Settings.from_env(env).service_problems()
+        assert problems == [
+            "PUBLIC_URL: 'http://data.example.org' must be https (ORCID requires HTTPS "
+            "redirect URIs); plain http only on loopback or with GATEKEEPER_DEMO=1"
+        ]
+
+    def test_the_demo_may_use_plain_http_anywhere(self):
+        env = {
+            **SERVICE,
+            "ORCID_CLIENT_SECRET": "s",
+            "PUBLIC_URL": "http://demo.example.org",
+            "GATEKEEPER_DEMO": "1",
+        }
+        assert Settings.from_env(env).service_problems() == []
