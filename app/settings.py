@@ -27,6 +27,17 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 _CLIENT_ID = re.compile(r"^(APP-[0-9A-Za-z]{16}|[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{3}[0-9X])$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+# STEWARD_CONTACT: one address, nothing a mail client would read as a second one.
+_EMAIL = re.compile(r"^[^@\s<>\"',;:()\[\]]+@[^@\s<>\"',;:()\[\]]+\.[A-Za-z0-9-]{2,}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+LOGO_TYPES = {
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +71,11 @@ class Settings:
     recheck_interval: int = field(default=10, metadata={"env": "RECHECK_INTERVAL"})
     # Set by gunicorn.conf.py so that /metrics adds up every worker's samples.
     metrics_dir: str | None = field(default=None, metadata={"env": "PROMETHEUS_MULTIPROC_DIR"})
+    # What researchers see: the site's name, whom to ask about access, and a logo (a file
+    # we serve at /logo, or a URL under PUBLIC_URL: the pages' CSP allows img-src 'self').
+    site_name: str = field(default="Dataset access", metadata={"env": "SITE_NAME"})
+    steward_contact: str | None = field(default=None, metadata={"env": "STEWARD_CONTACT"})
+    logo_path: str | None = field(default=None, metadata={"env": "LOGO_PATH"})
 
     @classmethod
     def from_env(cls, environ=None) -> Settings:
@@ -149,7 +165,65 @@ class Settings:
                 "ORCID_SCOPE: /read-limited needs the member API; set ORCID_API_URL to "
                 "https://api.orcid.org/v3.0"
             )
+        found.extend(self.page_problems())
         return found
+
+    def page_problems(self) -> list[str]:
+        """What is wrong with SITE_NAME, STEWARD_CONTACT and LOGO_PATH."""
+        found = []
+        if len(self.site_name) > 80 or _CONTROL.search(self.site_name):
+            found.append("SITE_NAME: use at most 80 characters, without control characters")
+        if self.steward_contact is not None and self.steward_href is None:
+            found.append(
+                f"STEWARD_CONTACT: {self.steward_contact!r} is neither an email address "
+                "nor an http(s) URL"
+            )
+        logo = self.logo_path
+        if logo is None:
+            return found
+        parts = urlsplit(logo)
+        if parts.scheme in ("http", "https"):
+            ours = urlsplit(self.public_url or "")
+            if not self.public_url or (parts.scheme, parts.netloc.lower()) != (
+                ours.scheme,
+                ours.netloc.lower(),
+            ):
+                found.append(
+                    f"LOGO_PATH: {logo!r} is not under PUBLIC_URL (the pages' "
+                    "Content-Security-Policy shows images from this site only)"
+                )
+        elif not os.path.isfile(logo):
+            found.append(f"LOGO_PATH: {logo!r} is not a file, nor a URL under PUBLIC_URL")
+        elif os.path.splitext(logo)[1].lower() not in LOGO_TYPES:
+            found.append(f"LOGO_PATH: {logo!r} must be one of {', '.join(LOGO_TYPES)}")
+        elif os.path.getsize(logo) > 1024 * 1024:
+            found.append(f"LOGO_PATH: {logo!r} is over 1 MiB")
+        return found
+
+    @property
+    def steward_href(self) -> str | None:
+        """STEWARD_CONTACT as a link: ``mailto:`` for an email address; None if neither."""
+        contact = self.steward_contact
+        if contact is None:
+            return None
+        if _EMAIL.match(contact.removeprefix("mailto:")):
+            return "mailto:" + contact.removeprefix("mailto:")
+        parts = urlsplit(contact)
+        if (
+            parts.scheme in ("http", "https")
+            and parts.hostname
+            and not _CONTROL.search(contact)
+            and " " not in contact
+        ):
+            return contact
+        return None
+
+    @property
+    def logo_file(self) -> str | None:
+        """LOGO_PATH when it names a file on disk, which the pages serve at /logo."""
+        if self.logo_path is None or urlsplit(self.logo_path).scheme in ("http", "https"):
+            return None
+        return self.logo_path
 
     @property
     def secure_cookies(self) -> bool:

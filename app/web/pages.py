@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, redirect, render_template, url_for
+import os
 
-from app.explain import describe_requirement, met_sentence, next_step
+from flask import Blueprint, abort, current_app, redirect, render_template, send_file, url_for
+
+from app.explain import (
+    ORCID_SUPPORT,
+    dataset_needs,
+    describe_requirement,
+    met_sentence,
+    next_step,
+    read_error_advice,
+)
+from app.settings import LOGO_TYPES
 from app.web.login import csrf_ok, current_researcher
 
 bp = Blueprint("pages", __name__)
@@ -12,6 +22,27 @@ bp = Blueprint("pages", __name__)
 
 def _gatekeeper():
     return current_app.extensions["gatekeeper"]
+
+
+@bp.app_context_processor
+def _page_helpers():
+    """What the layout shows on every page: the site, the steward, iDs as ORCID asks."""
+    settings = _gatekeeper().settings
+    base = settings.orcid_base_url.rstrip("/")
+    logo = settings.logo_path
+    if settings.logo_file is not None:
+        logo = url_for("pages.logo")
+    return {
+        "site_name": settings.site_name,
+        "site_logo": logo,
+        "steward_contact": settings.steward_contact
+        and settings.steward_contact.removeprefix("mailto:"),
+        "steward_href": settings.steward_href,
+        "orcid_support": ORCID_SUPPORT,
+        # ORCID's iD display guidelines: the full URI (the sandbox's host there), linked.
+        "orcid_uri": lambda orcid: f"{base}/{orcid}",
+        "orcid_host": f"{base}/",
+    }
 
 
 @bp.get("/")
@@ -31,6 +62,9 @@ def index():
 def dataset(name):
     """The decision for one dataset, with reasons and what to do next.
 
+    Signed out, the page lists what the dataset needs, so a researcher knows before
+    consenting at ORCID.
+
     :raise 404: when the policy has no such dataset.
     """
     gk = _gatekeeper()
@@ -38,20 +72,43 @@ def dataset(name):
     target = policy.datasets.get(name)
     if target is None:
         abort(404)
+    needs = dataset_needs(policy, target)
     researcher = current_researcher()
     if researcher is None:
-        return render_template("dataset.html", dataset=target, decision=None, signed_in=None)
+        return render_template(
+            "dataset.html", dataset=target, decision=None, signed_in=None, needs=needs
+        )
     decision = gk.checker.check(researcher.orcid, name, token=researcher.token)
+    advice = None
+    if decision.error is not None:
+        advice = read_error_advice(decision.error, gk.settings.orcid_base_url)
     return render_template(
         "dataset.html",
         dataset=target,
         decision=decision,
         signed_in=researcher,
-        policy=policy,
+        needs=needs,
+        advice=advice,
+        # We read what the record shows to the public (or, with /read-limited, to us):
+        # say so when nothing was found, never ask to change visibility settings.
+        public_only="/read-limited" not in gk.settings.orcid_scope.split(),
         describe=lambda result: describe_requirement(policy, result),
-        met_sentence=met_sentence,
+        met_sentence=lambda result: met_sentence(result, put_code=False),
         next_step=lambda result: next_step(policy, result),
     )
+
+
+@bp.get("/logo")
+def logo():
+    """The site's logo from LOGO_PATH, served here because the CSP allows img-src 'self'.
+
+    :raise 404: when LOGO_PATH names no file (unset, or a URL).
+    """
+    path = _gatekeeper().settings.logo_file
+    if path is None:
+        abort(404)
+    kind = LOGO_TYPES[os.path.splitext(path)[1].lower()]
+    return send_file(os.path.abspath(path), mimetype=kind, max_age=3600)
 
 
 @bp.post("/check/<name>")

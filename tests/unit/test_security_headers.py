@@ -53,6 +53,7 @@ RECORDS = {
         ]
     ),
     "unreadable": lambda: record(error=json.loads(DEPRECATED.read_text())),
+    "locked": lambda: record(error={"response-code": 409, "error-code": 9018}),
     "broken": lambda: BrokenReader(),
 }
 
@@ -139,6 +140,7 @@ PAGES = [
     ("dataset-allowed", "allowed", True, _get("/datasets/sail"), 200),
     ("dataset-refused", "refused", True, _get("/datasets/sail"), 200),
     ("dataset-unreadable", "unreadable", True, _get("/datasets/sail"), 200),
+    ("dataset-locked", "locked", True, _get("/datasets/sail"), 200),
     ("dataset-unexpected-error", "broken", True, _get("/datasets/sail"), 500),
     ("dataset-unknown", "allowed", True, _get("/datasets/nope"), 404),
     ("page-unknown", "allowed", False, _get("/nope"), 404),
@@ -152,6 +154,9 @@ PAGES = [
     ("check-again", "allowed", True, _post("/check/sail"), 302),
     ("check-again-too-often", "allowed", True, _twice("/check/sail"), 429),
     ("check-again-signed-out", "allowed", False, _post("/check/sail"), 302),
+    ("disconnect-page", "allowed", True, _get("/disconnect"), 200),
+    ("disconnect-page-signed-out", "allowed", False, _get("/disconnect"), 200),
+    ("logo-unset", "allowed", False, _get("/logo"), 404),
     ("healthz", "allowed", False, _get("/healthz"), 200),
     ("readyz", "allowed", False, _get("/readyz"), 200),
 ]
