@@ -410,7 +410,7 @@ def _check_at_hash(claims, access_token: str | None, id_token: str | None) -> No
         return
     if not isinstance(at_hash, str) or not access_token or not id_token:
         raise InvalidClaimError("at_hash")
-    alg = jws.extract_compact(id_token.encode("ascii")).headers().get("alg")
+    alg = jws.extract_compact(id_token.encode()).headers().get("alg")
     expected = create_half_hash(access_token, alg) if isinstance(alg, str) else None
     if expected is None or not hmac.compare_digest(at_hash.encode("utf-8"), expected):
         raise InvalidClaimError("at_hash")
