@@ -7,9 +7,12 @@ DEMO_STAMP := $(VENV)/.installed
 
 # Servers the integration tests start themselves on loopback ports, and the browser
 # the browser tests drive.
-SYSTEM_PACKAGES := redis-server nginx chromium
+SYSTEM_PACKAGES := redis-server nginx chromium npm
+# axe-core, which the browser tests run in each page, from npm into node_modules/ (ignored
+# by git; --no-save writes no package.json or lock file).
+AXE := node_modules/axe-core/axe.min.js
 
-.PHONY: demo test bench screenshots install system-packages clean lint
+.PHONY: demo test bench screenshots install system-packages clean lint axe
 
 # The demo needs only the service's own dependencies; the tests add their extras
 # (the proxies, Playwright, hypothesis...) on top.
@@ -38,6 +41,7 @@ system-packages:
 	    redis-server) command -v redis-server >/dev/null 2>&1 || missing="$$missing $$pkg";; \
 	    nginx) { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1 || missing="$$missing $$pkg";; \
 	    chromium) test -x /usr/bin/chromium || missing="$$missing $$pkg";; \
+	    npm) command -v npm >/dev/null 2>&1 || missing="$$missing $$pkg";; \
 	    wrk) command -v wrk >/dev/null 2>&1 || missing="$$missing $$pkg";; \
 	    *) dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg";; \
 	  esac; \
@@ -47,11 +51,18 @@ system-packages:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-test: $(STAMP) system-packages
+$(AXE):
+	npm install --no-save --no-audit --no-fund --prefix . axe-core
+	test -f $(AXE)
+
+axe: system-packages
+	@$(MAKE) --no-print-directory $(AXE)
+
+test: $(STAMP) system-packages axe
 	$(BIN)/python -m pytest
 
 # Refreshes docs/screenshots/ from the browser test (make test leaves them alone).
-screenshots: $(STAMP) system-packages
+screenshots: $(STAMP) system-packages axe
 	SCREENSHOTS=1 $(BIN)/python -m pytest tests/browser -q
 
 # Run by hand, never in CI (about 6 minutes; bench/README.md says what it measures).
@@ -60,4 +71,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis node_modules

@@ -6,6 +6,7 @@ A missing browser or Playwright fails loudly: these tests never skip.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -104,3 +105,56 @@ def screenshot(tmp_path_factory):
         page.screenshot(path=folder / f"{name}.png", full_page=True)
 
     return take
+
+
+# --- accessibility: axe-core from npm, run in the page ----------------------------------
+
+AXE_DIR = REPO / "node_modules" / "axe-core"
+AXE = AXE_DIR / "axe.min.js"
+# Every rule axe-core runs by default (WCAG 2.0-2.2 A and AA, and its best practices).
+AXE_RUN = """async () => {
+  const result = await axe.run(document, {resultTypes: ["violations"]});
+  return result.violations.map(v => ({
+    id: v.id, impact: v.impact, help: v.help,
+    nodes: v.nodes.map(n => n.target.join(" ") + ": " + n.failureSummary),
+  }));
+}"""
+
+
+@pytest.fixture(scope="session")
+def axe_source():
+    """axe-core's script, installed into node_modules/ (ignored by git) when missing.
+
+    `make test` installs it first; this is for a bare `pytest`. No npm fails loudly.
+    """
+    if not AXE.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail("npm is missing: run `make test`, which installs axe-core", pytrace=False)
+        subprocess.run(
+            [
+                npm,
+                "install",
+                "--no-save",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                str(REPO),
+                AXE_DIR.name,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    return AXE.read_text(encoding="utf-8")
+
+
+def axe_violations(page, axe_source: str) -> list[dict]:
+    """Every axe-core violation on the page as it is now.
+
+    NOTE: the pages' CSP forbids inline scripts, so axe cannot come in a <script> tag;
+    page.evaluate runs it through the DevTools protocol, which the CSP does not govern.
+    """
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.evaluate(axe_source)
+    return page.evaluate(AXE_RUN)
