@@ -213,17 +213,32 @@ class _Judge:
             return "an unknown source"
         if self.is_self_asserted(item):
             return "yourself"
-        # On behalf of another: name the one it was asserted for (the member, not the portal).
-        who, label, is_client = self.writer(item), source.source_name, source.source_client_id
-        if self.origin(item) is not None:
-            who, label = self.origin(item), source.assertion_origin_name
-            is_client = source.assertion_origin_client_id
+        writer = self.writer(item)
+        words = (
+            "yourself"
+            if writer is None
+            else self.describe(
+                writer, source.source_name, client=source.source_client_id is not None
+            )
+        )
+        origin = self.origin(item)
+        if origin is None or origin == writer:
+            return words
+        # Written on behalf of another (ORCID's member portal, or a delegate): name both.
+        behalf = self.describe(
+            origin,
+            source.assertion_origin_name,
+            client=source.assertion_origin_client_id is not None,
+        )
+        return f"{words} on behalf of {behalf}"
+
+    def describe(self, who: str, label: str | None, *, client: bool) -> str:
         if who == self.own_client_id:
             return "this site"
         name = self.trusted_name(who)
         if name:
             return name
-        if is_client is None:
+        if not client:
             return f"ORCID user {who}"
         label = (label or "").strip()
         return f'"{label}" (ORCID client {who})' if label else f"ORCID client {who}"
@@ -316,7 +331,7 @@ class _Judge:
                     f"this dataset needs {rule.organization}"
                 )
             failures.append(Failure("organization_mismatch", message))
-        if rule.url_prefix and not (item.url or "").startswith(rule.url_prefix):
+        if not rule.matches_url(item):
             where = f"its URL {item.url}" if item.url else "it has no URL, so it"
             failures.append(Failure("url_mismatch", f"{where} is not under {rule.url_prefix}"))
         source = self.source_check(rule, item)
@@ -330,22 +345,44 @@ class _Judge:
             title=item.title,
             provider=org.name if org else None,
             added_by=self.added_by(item),
-            valid_from=item.start.first_day() if item.start else None,
+            valid_from=_first_day_counting(rule, item),
             valid_until=valid_until,
             failures=tuple(failures),
         )
 
     def date_checks(self, rule, item) -> tuple[list[Failure], dt.date | None]:
+        """Date failures, and the last day the item counts (None: no end).
+
+        ORCID's dates on a qualification mean different things to different providers:
+        a validity window (``end_date: expiry``, the default: no end date, no expiry), or
+        the time the training was undertaken (``end_date: completion``: ORCID's own form
+        says "leave blank if current", so no end date, or one still ahead, means the
+        training is not finished and it does not count).
+        """
         failures = []
         today = self.today
         start = item.start.first_day() if item.start else None
-        last = item.end.last_day() if item.end else None
+        end = item.end.last_day() if item.end else None
+        last = None
         if start is not None and today < start:
             failures.append(Failure("not_yet_valid", f"it is not valid until {start.isoformat()}"))
-        if last is not None and today > last:
-            failures.append(Failure("expired", f"it expired on {last.isoformat()}"))
+        if rule.end_date == "completion":
+            if end is None:
+                failures.append(
+                    Failure("not_completed", "it has no end date, so it may still be in progress")
+                )
+            elif today <= end:
+                failures.append(
+                    Failure("not_completed", f"it is in progress until {end.isoformat()}")
+                )
+        else:
+            last = end
+            if end is not None and today > end:
+                failures.append(Failure("expired", f"it expired on {end.isoformat()}"))
         if rule.max_age_days is not None:
-            basis = start or (item.created.date() if item.created else None)
+            # Age counts from completion when the end date means completion.
+            basis = end if rule.end_date == "completion" else start
+            basis = basis or (item.created.date() if item.created else None)
             if basis is None:
                 failures.append(
                     Failure(
@@ -364,6 +401,15 @@ class _Judge:
                     )
                 last = lapses if last is None else min(last, lapses)
         return failures, last
+
+
+def _first_day_counting(rule: QualificationRule, item: Qualification) -> dt.date | None:
+    """The first day an item counts: its start, or the day after it completes."""
+    start = item.start.first_day() if item.start else None
+    if rule.end_date == "completion" and item.end is not None:
+        after = item.end.last_day() + dt.timedelta(days=1)
+        return after if start is None else max(start, after)
+    return start
 
 
 def decide(
@@ -425,7 +471,9 @@ def _valid_until(results, allowed, dataset, now) -> dt.datetime | None:
     else:
         for result in results:
             for verdict in result.candidates:
-                if {f.reason for f in verdict.failures} == {"not_yet_valid"}:
+                # Only waiting stands between this item and counting: judge again then.
+                waiting = {f.reason for f in verdict.failures} <= {"not_yet_valid", "not_completed"}
+                if waiting and verdict.valid_from is not None:
                     ends.append(_end_of(verdict.valid_from - dt.timedelta(days=1)))
     if dataset.cache_ttl is not None:
         ends.append(now + dt.timedelta(seconds=dataset.cache_ttl))

@@ -66,6 +66,8 @@ class FuzzyDate:
         unknown = set(value) - {"year", "month", "day"}
         if unknown:
             raise ValueError(f"a fuzzy date has unknown members {sorted(unknown)}")
+        if not value:  # ORCID writes its members, null or not; {} is no ORCID date
+            raise ValueError("a fuzzy date without members")
         year, month, day = (_part(value, name) for name in ("year", "month", "day"))
         if year is None:
             if month is not None or day is not None:

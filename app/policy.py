@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import re2
 import yaml
@@ -98,6 +99,9 @@ class QualificationRule:
     url_prefix: str | None = None
     max_age_days: int | None = None
     description: str | None = None
+    # What an item's end date means: "expiry" (valid until then; none: no expiry) or
+    # "completion" (the training ended then; none, or still ahead: in progress).
+    end_date: str = "expiry"
 
     @property
     def label(self) -> str:
@@ -139,6 +143,22 @@ class QualificationRule:
     @property
     def has_title_rule(self) -> bool:
         return self.title is not None or self.title_pattern is not None
+
+    def matches_url(self, qualification: Qualification) -> bool:
+        """The item's URL lies under ``url_prefix``: same scheme and host, a path below it.
+
+        Compared on the parsed URL, so ``/certs/../other`` or ``certs@elsewhere`` is no
+        certificate of this provider.
+        """
+        if self.url_prefix is None:
+            return True
+        found, wanted = _url_parts(qualification.url or ""), _url_parts(self.url_prefix)
+        if found is None or wanted is None:
+            return False
+        segments = unquote(found[2]).split("/")
+        if any(segment in (".", "..") for segment in segments):
+            return False
+        return found[:2] == wanted[:2] and found[2].startswith(wanted[2])
 
     def matches_organization(self, qualification: Qualification) -> bool:
         if self.organization is None:
@@ -225,6 +245,21 @@ class Policy:
                 if _path_has_prefix(normalized, prefix) and len(prefix) > best_len:
                     best, best_len = dataset, len(prefix)
         return best
+
+
+def _url_parts(url: str) -> tuple[str, str, str] | None:
+    """(scheme, host[:port], path) of an http(s) URL, lower-cased where case is no matter;
+    None for anything else, or a URL with user info (``https://host@elsewhere/``)."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("https", "http") or not parts.hostname:
+        return None
+    if parts.username is not None or parts.password is not None or "\\" in url:
+        return None
+    host = parts.netloc.lower()
+    return parts.scheme.lower(), host, parts.path or "/"
 
 
 def compile_title_pattern(pattern: str) -> re2._Regexp:
@@ -518,6 +553,10 @@ def _version(datas) -> str:
 
 
 SECTIONS = ("sources", "qualifications", "datasets")
+END_DATE_MEANINGS = ("expiry", "completion")
+# Bounds that keep date arithmetic inside datetime's range and mean something.
+MAX_AGE_DAYS = 36_500  # a hundred years
+MAX_CACHE_TTL = 31_536_000  # a year, in seconds
 TOP_KEYS = ("version", *SECTIONS)
 SOURCE_KEYS = ("name", "client_ids")
 QUALIFICATION_KEYS = (
@@ -528,6 +567,7 @@ QUALIFICATION_KEYS = (
     "url_prefix",
     "sources",
     "max_age_days",
+    "end_date",
     "description",
 )
 DATASET_KEYS = ("title", "paths", "require", "cache_ttl", "description")
@@ -613,13 +653,23 @@ class _Checker:
             return None
         return value.strip()
 
-    def positive_int(self, doc, path, entry, key) -> int | None:
+    def positive_int(self, doc, path, entry, key, most: int) -> int | None:
         value = entry.get(key)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            self.problem(doc, (*path, key), "must be a whole number greater than 0")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= most:
+            self.problem(doc, (*path, key), f"must be a whole number from 1 to {most}")
             return None
+        return value
+
+    def choice(self, doc, path, entry, key, allowed: tuple[str, ...]) -> str:
+        """One of ``allowed`` (the first is the default)."""
+        value = entry.get(key)
+        if value is None:
+            return allowed[0]
+        if value not in allowed:
+            self.problem(doc, (*path, key), f"must be one of {', '.join(allowed)}")
+            return allowed[0]
         return value
 
     def string_list(self, doc, path, entry, key) -> dict[int, str]:
@@ -677,6 +727,13 @@ class _Checker:
         if pattern is not None:
             try:
                 title_regex = compile_title_pattern(pattern)
+                if title_regex.search("") is not None:
+                    self.problem(
+                        doc,
+                        (*path, "title_pattern"),
+                        "matches an empty title, so every item from its sources would "
+                        "count; anchor it and name the title, e.g. '^Good Clinical Practice'",
+                    )
             except re2.error as exc:
                 detail = exc.args[0].decode() if isinstance(exc.args[0], bytes) else exc
                 self.problem(
@@ -717,8 +774,21 @@ class _Checker:
         if title is None and pattern is None and raw_ext is None:
             self.problem(doc, path, "needs at least one of title, title_pattern, external_id")
         url_prefix = self.string(doc, path, entry, "url_prefix")
-        if url_prefix is not None and not url_prefix.startswith(("https://", "http://")):
-            self.problem(doc, (*path, "url_prefix"), "must start with https:// or http://")
+        if url_prefix is not None:
+            parts = _url_parts(url_prefix)
+            if parts is None:
+                self.problem(
+                    doc,
+                    (*path, "url_prefix"),
+                    "must be an https:// or http:// URL with a host and no user, query or fragment",
+                )
+            elif not parts[2].endswith("/"):
+                self.problem(
+                    doc,
+                    (*path, "url_prefix"),
+                    f"must end with / so that it names a folder ({url_prefix}/ perhaps): "
+                    "a prefix that ends mid-name would also accept its neighbours",
+                )
         sources = self.string_list(doc, path, entry, "sources")
         for index, source in sources.items():
             self.references.append((doc, (*path, "sources", index), "source", source))
@@ -731,7 +801,8 @@ class _Checker:
             organization=self.organization(doc, (*path, "organization"), entry.get("organization")),
             external_id=external_id,
             url_prefix=url_prefix,
-            max_age_days=self.positive_int(doc, path, entry, "max_age_days"),
+            max_age_days=self.positive_int(doc, path, entry, "max_age_days", MAX_AGE_DAYS),
+            end_date=self.choice(doc, path, entry, "end_date", END_DATE_MEANINGS),
             description=self.string(doc, path, entry, "description"),
         )
 
@@ -796,7 +867,7 @@ class _Checker:
             title=self.string(doc, path, entry, "title") or name,
             paths=tuple(paths.values()),
             require=tuple(requirements),
-            cache_ttl=self.positive_int(doc, path, entry, "cache_ttl"),
+            cache_ttl=self.positive_int(doc, path, entry, "cache_ttl", MAX_CACHE_TTL),
             description=self.string(doc, path, entry, "description"),
         )
 

@@ -133,10 +133,14 @@ def _reference(wrapper, pattern: re.Pattern) -> str | None:
         return None
     if not isinstance(wrapper, dict):
         raise ValueError("expected {'uri', 'path', 'host'}")
-    path, uri = wrapper.get("path"), wrapper.get("uri")
+    path, uri, host = wrapper.get("path"), wrapper.get("uri"), wrapper.get("host")
+    if host is not None and not _is_orcid_host(host):
+        raise _UnknownReference()
     from_uri = None
     if uri is not None:
-        if not isinstance(uri, str) or not uri.startswith(("https://", "http://")):
+        if not isinstance(uri, str) or not uri.startswith("https://"):
+            raise _UnknownReference()
+        if not _is_orcid_host(uri[len("https://") :].split("/", 1)[0]):
             raise _UnknownReference()
         from_uri = uri.rstrip("/").rsplit("/", 1)[-1]
     if path is not None and not isinstance(path, str):
@@ -149,6 +153,14 @@ def _reference(wrapper, pattern: re.Pattern) -> str | None:
     if pattern is _ORCID_PATH and not is_valid_orcid_id(found):
         raise _UnknownReference()
     return found
+
+
+def _is_orcid_host(host) -> bool:
+    """ORCID's own hosts (common-3.0.xsd ``orcid-uri``, ``client-uri``: https, *orcid.org)."""
+    if not isinstance(host, str):
+        return False
+    host = host.lower()
+    return host == "orcid.org" or host.endswith(".orcid.org")
 
 
 def _either(data: dict, orcid_key: str, client_key: str) -> tuple[str | None, str | None]:
@@ -172,6 +184,8 @@ def _millis(wrapper) -> dt.datetime | None:
     raw = _value(wrapper)
     if raw is None:
         return None
+    if not re.fullmatch(r"[0-9]{1,15}", raw):  # int() would take "١٧٣٥" and "1_735"
+        raise ValueError(f"{raw!r} is not a time in milliseconds")
     return dt.datetime.fromtimestamp(int(raw) / 1000, tz=dt.UTC)
 
 

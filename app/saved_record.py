@@ -85,5 +85,11 @@ class SavedRecord:
             if not wanted(summary):
                 continue
             item = items.get(str(summary.put_code))
-            result.append(read_item(item) if item is not None else summary)
+            if item is None:
+                result.append(summary)
+                continue
+            full = read_item(item)
+            if full.put_code != summary.put_code:  # as the live reader: not the item asked for
+                full = UnreadableItem(summary.put_code, summary.title, "another item's put-code")
+            result.append(full)
         return result

@@ -78,10 +78,23 @@ def references(draw):
         same = draw(st.booleans())
         segment = path if same else draw(identifiers)
         kind = "client/" if isinstance(segment, str) and segment.startswith("APP-") else ""
-        scheme = draw(st.sampled_from(["https://orcid.org/", "http://orcid.org/", "urn:"]))
+        scheme = draw(
+            st.sampled_from(
+                [
+                    "https://orcid.org/",
+                    "https://sandbox.orcid.org/",
+                    "http://orcid.org/",
+                    "urn:",
+                    "https://evil.example/",
+                    "https://notorcid.org/",
+                ]
+            )
+        )
         ref["uri"] = None if segment is None else f"{scheme}{kind}{segment}"
     if draw(st.booleans()):
-        ref["host"] = draw(st.sampled_from(["orcid.org", "sandbox.orcid.org", None]))
+        ref["host"] = draw(
+            st.sampled_from(["orcid.org", "sandbox.orcid.org", None, "evil.example"])
+        )
     return ref
 
 
@@ -267,9 +280,16 @@ def ref_identifier(ref, pattern):
     """'none', or the identifier, or 'bad': the rule written in the issue, not our parser."""
     if ref is None:
         return "none"
-    path, uri = ref.get("path"), ref.get("uri")
+    path, uri, host = ref.get("path"), ref.get("uri"), ref.get("host")
     last = uri.rstrip("/").rsplit("/", 1)[-1] if isinstance(uri, str) else None
-    if uri is not None and not (isinstance(uri, str) and re.match(r"https?://", uri)):
+    # The XSD's orcid-uri and client-uri: https on an ORCID host.
+    if uri is not None and not (
+        isinstance(uri, str) and re.match(r"https://([^/]*\.)?orcid\.org/", uri, re.IGNORECASE)
+    ):
+        return "bad"
+    if host is not None and not (
+        isinstance(host, str) and re.fullmatch(r"([^/]*\.)?orcid\.org", host, re.IGNORECASE)
+    ):
         return "bad"
     value = path if path is not None else last
     if not isinstance(value, str) or not re.fullmatch(pattern, value):
@@ -369,6 +389,8 @@ def date_bounds(date):
     """(first day, last day) a date covers, None for no date, or 'bad'."""
     if date is None:
         return None
+    if not date:
+        return "bad"  # ORCID writes a date's members, null or not
     parts = {}
     for name in ("year", "month", "day"):
         part = date.get(name)

@@ -63,7 +63,7 @@ class TestFuzzyDate:
     def test_null_and_all_null_dates_mean_no_date(self):
         assert FuzzyDate.from_orcid(None) is None
         assert FuzzyDate.from_orcid({"year": None, "month": None, "day": None}) is None
-        assert FuzzyDate.from_orcid({}) is None
+        assert FuzzyDate.from_orcid({"year": None}) is None
 
     @pytest.mark.parametrize(
         "value",
@@ -80,6 +80,7 @@ class TestFuzzyDate:
             {"year": {"value": " 2025"}},
             {"year": {"value": "2025", "extra": 1}},
             {"year": {"value": "2025"}, "era": {"value": "BC"}},
+            {},  # ORCID writes its members, null or not
         ],
         ids=[
             "month-without-year",
@@ -94,6 +95,7 @@ class TestFuzzyDate:
             "padded",
             "extra-member-in-part",
             "extra-member",
+            "no-members",
         ],
     )
     def test_dates_the_schema_does_not_allow_are_malformed_never_no_date(self, value):

@@ -105,7 +105,8 @@ class TestSourceReferences:
         src["assertion-origin-orcid"] = self.uri_only(src["assertion-origin-orcid"])
         decision = judge(policy, "sail", [srt(src=src), gcp()])
         assert not decision.allowed
-        assert decision.requirements[0].candidates[0].added_by == f"ORCID user {OTHER_PERSON}"
+        added_by = decision.requirements[0].candidates[0].added_by
+        assert added_by == f"UK Data Service on behalf of ORCID user {OTHER_PERSON}"
 
     @pytest.mark.parametrize(
         "reference",
@@ -387,3 +388,173 @@ class TestHostileText:
         item = srt()
         item["url"] = {"value": value}
         assert isinstance(read_item(item), UnreadableItem)
+
+
+class TestReviewFindings:
+    """Shapes a review of the parser and the judge found to need a firmer answer."""
+
+    def test_an_item_the_researcher_wrote_for_a_provider_reads_as_theirs(self, policy):
+        src = orcid_json.source(orcid=RESEARCHER, origin_client_id=UKDS)
+        decision = judge(policy, "sail", [srt(src=src), gcp()])
+        assert not decision.allowed
+        assert decision.requirements[0].candidates[0].added_by == (
+            "yourself on behalf of UK Data Service"
+        )
+
+    @pytest.mark.parametrize(
+        "reference",
+        [
+            {"uri": "https://evil.example/client/APP-UKDS000000000001", "path": None},
+            {"uri": "http://orcid.org/client/APP-UKDS000000000001", "path": None},
+            {"uri": None, "path": "APP-UKDS000000000001", "host": "evil.example"},
+            {"uri": "https://notorcid.org/client/APP-UKDS000000000001", "path": None},
+        ],
+        ids=["other-host", "plain-http", "other-host-member", "look-alike-host"],
+    )
+    def test_a_source_outside_orcids_hosts_is_unknown(self, policy, reference):
+        src = orcid_json.source(name="UK Data Service")
+        src["source-client-id"] = reference
+        assert read_item(srt(src=src)).source.unknown
+        assert not judge(policy, "sail", [srt(src=src), gcp()]).allowed
+
+    @pytest.mark.parametrize("created", ["١٧٣٥٦٨٩٦٠٠٠٠٠", "1_735_689_600_000", "-1", "1e12"])
+    def test_a_created_date_in_anything_but_ascii_digits_is_unreadable(self, created):
+        item = srt()
+        item["created-date"] = {"value": created}
+        assert isinstance(read_item(item), UnreadableItem)
+
+    def test_an_end_date_without_members_is_unreadable_not_no_expiry(self, policy):
+        item = srt()
+        item["end-date"] = {}
+        assert not judge(policy, "sail", [item, gcp()]).allowed
+
+
+class TestCompletionDates:
+    POLICY = f"""
+    version: 1
+    sources:
+      ukds: {{client_ids: [{UKDS}]}}
+    qualifications:
+      srt:
+        title: Safe Researcher Training
+        sources: [ukds]
+        end_date: completion
+        max_age_days: 730
+    datasets:
+      d: {{paths: [/d/], require: [srt]}}
+    """
+
+    @pytest.mark.parametrize(
+        "start, end, allowed, reason",
+        [
+            ("2026-09-01", None, False, "not_completed"),  # enrolled: no end date yet
+            ("2026-09-01", "2026-12-15", False, "not_completed"),  # ends after today
+            ("2026-09-01", "2026-11-25", False, "not_completed"),  # completes today
+            ("2026-09-01", "2026-11-24", True, None),  # completed yesterday
+            ("2024-01-01", "2024-11-01", False, "too_old"),  # completed over 730 days ago
+        ],
+        ids=["in-progress", "ends-later", "ends-today", "completed", "completed-long-ago"],
+    )
+    def test_with_completion_dates_only_finished_training_counts(
+        self, write_policy, start, end, allowed, reason
+    ):
+        policy = load_policy(write_policy(self.POLICY))
+        decision = judge(policy, "d", [srt(start=start, end=end)])
+        assert decision.allowed is allowed
+        if reason:
+            assert reasons(decision) == {reason}
+
+    def test_a_refusal_for_training_in_progress_is_judged_again_when_it_completes(
+        self, write_policy
+    ):
+        policy = load_policy(write_policy(self.POLICY))
+        decision = judge(policy, "d", [srt(start="2026-09-01", end="2026-12-15")])
+        assert decision.valid_until == dt.datetime(2026, 12, 16, tzinfo=dt.UTC)
+
+    def test_an_allow_lasts_until_the_age_limit_from_completion(self, write_policy):
+        policy = load_policy(write_policy(self.POLICY))
+        decision = judge(policy, "d", [srt(start="2026-09-01", end="2026-11-24")])
+        assert decision.requirements[0].valid_until == dt.date(2028, 11, 23)
+
+    def test_the_default_reads_the_end_date_as_expiry(self, policy):
+        assert policy.qualifications["safe-researcher"].end_date == "expiry"
+
+
+class TestPolicyBounds:
+    @pytest.mark.parametrize(
+        "rule, message",
+        [
+            ("title_pattern: 'Good Clinical Practice|'", "matches an empty title"),
+            ("title_pattern: '(Safe Researcher)?'", "matches an empty title"),
+            ("title: A, max_age_days: 2914000", "from 1 to 36500"),
+            ("title: A, url_prefix: 'https://example.org/certs'", "must end with /"),
+            ("title: A, url_prefix: 'https://me@example.org/certs/'", "no user"),
+            ("title: A, end_date: whenever", "must be one of expiry, completion"),
+        ],
+        ids=["alternation", "optional", "age", "prefix-mid-name", "prefix-user", "end-date"],
+    )
+    def test_settings_that_grant_more_than_meant_are_problems(self, write_policy, rule, message):
+        from app.errors import PolicyError
+
+        text = f"""
+        version: 1
+        qualifications:
+          q: {{{rule}, sources: [self-asserted]}}
+        datasets:
+          d: {{paths: [/d/], require: [q], cache_ttl: 60}}
+        """
+        with pytest.raises(PolicyError, match=message):
+            load_policy(write_policy(text))
+
+    def test_a_huge_cache_ttl_is_a_problem_not_an_overflow_later(self, write_policy):
+        from app.errors import PolicyError
+
+        text = """
+        version: 1
+        qualifications:
+          q: {title: A, sources: [self-asserted]}
+        datasets:
+          d: {paths: [/d/], require: [q], cache_ttl: 99999999999999}
+        """
+        with pytest.raises(PolicyError, match="from 1 to 31536000"):
+            load_policy(write_policy(text))
+
+    @pytest.mark.parametrize(
+        "url, allowed",
+        [
+            ("https://example.org/certs/123", True),
+            ("HTTPS://EXAMPLE.ORG/certs/123", True),
+            ("https://example.org/certs/../../evil", False),
+            ("https://example.org/certs/%2e%2e/evil", False),
+            ("https://example.org/certs.evil.com/x", False),
+            ("https://example.org@evil.com/certs/1", False),
+            ("https://evil.com/https://example.org/certs/1", False),
+            ("http://example.org/certs/123", False),
+            (None, False),
+        ],
+        ids=[
+            "under",
+            "case",
+            "dot-dot",
+            "encoded-dot-dot",
+            "neighbour",
+            "userinfo",
+            "other-host",
+            "other-scheme",
+            "none",
+        ],
+    )
+    def test_url_prefix_compares_scheme_host_and_path(self, write_policy, url, allowed):
+        policy = load_policy(
+            write_policy(
+                """
+                version: 1
+                qualifications:
+                  q: {title: A, url_prefix: 'https://example.org/certs/', sources: [self-asserted]}
+                datasets:
+                  d: {paths: [/d/], require: [q]}
+                """
+            )
+        )
+        item = orcid_json.qualification(1, owner=RESEARCHER, title="A", url=url)
+        assert judge(policy, "d", [item]).allowed is allowed

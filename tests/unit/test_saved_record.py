@@ -18,6 +18,14 @@ def record(items, item_overrides=None, **extra):
 
 
 class TestSavedRecord:
+    def test_an_item_filed_under_another_put_code_is_unreadable_as_on_the_live_api(self):
+        summary = orcid_json.qualification(1, owner=RESEARCHER)
+        other = orcid_json.qualification(99, owner=RESEARCHER)
+        data = record([summary])
+        data["items"] = {"1": other}
+        [read] = SavedRecord(data).read_qualifications(RESEARCHER)
+        assert isinstance(read, UnreadableItem) and read.put_code == 1
+
     def test_items_win_over_summaries(self):
         summary = orcid_json.qualification(1, owner=RESEARCHER, end="2030")
         item = orcid_json.qualification(1, owner=RESEARCHER, end="2020")
