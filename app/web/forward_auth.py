@@ -130,7 +130,7 @@ class ForwardAuth:
         self.public_url = (self.settings.public_url or "").rstrip("/")
         self.page_headers = list(security_headers(self.settings.orcid_base_url).items())
         self.sessions = Memo()  # verified cookie -> (sid, iD, expiry)
-        # (version, sid, iD, dataset) -> (allowed, cached until (Unix time), last checked (monotonic))
+        # (version, sid, iD, dataset) -> (allowed, cached until (Unix), last checked (monotonic))
         self.answers = Memo()
 
     def __call__(self, environ, start_response):
