@@ -30,7 +30,9 @@ ID_TOKEN_LIFETIME = 24 * 60 * 60  # seconds; ORCID's legacy enhancer: exp = iat 
 ALGORITHM = "RS256"
 
 # The ways a test can ask for ID tokens to be wrong (POST /_emulator/oidc).
-TAMPERS = ("none", "signature", "issuer", "audience", "nonce", "expired", "at_hash")
+TAMPERS = ("none", "signature", "issuer", "audience", "nonce", "expired", "at_hash", "subject")
+# A valid iD that is not the signed-in researcher's: the token answer names the real one.
+WRONG_SUBJECT = "0000-0001-5109-3700"
 WRONG_ISSUER = "https://issuer.invalid"
 WRONG_AUDIENCE = "APP-NOTTHEAUDIENCE00"
 # Well past the two minutes of clock leeway a verifier such as Authlib allows.
@@ -97,7 +99,7 @@ class IdTokens:
         claims = {
             "at_hash": _at_hash(hashed),
             "aud": WRONG_AUDIENCE if tamper == "audience" else grant.client_id,
-            "sub": grant.orcid,
+            "sub": WRONG_SUBJECT if tamper == "subject" else grant.orcid,
             "auth_time": min(grant.auth_time or now, now),
             "iss": WRONG_ISSUER if tamper == "issuer" else issuer,
             "exp": now + ID_TOKEN_LIFETIME,

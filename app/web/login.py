@@ -321,6 +321,10 @@ def _complete_sign_in(integration, state: str):
     if "openid" in settings.orcid_scope.split() and "userinfo" not in token:
         _sign_in_outcome("failed", "no_id_token", orcid=orcid, level=logging.WARNING)
         return _sign_in_failed("ORCID's answer could not be verified.", 502)
+    if "userinfo" in token and not _same_orcid(token["userinfo"].get("sub"), orcid):
+        # The verified ID token names the researcher: the token answer must agree with it.
+        _sign_in_outcome("failed", "id_token_subject", orcid=orcid, level=logging.WARNING)
+        return _sign_in_failed("ORCID's answer could not be verified.", 400)
     next_url = session.pop("next", "/")
     amr = authentication_methods(token.get("userinfo", {}).get("amr"))
     if not start_session(orcid, token.get("name") or None, token.get("access_token"), amr=amr):
@@ -341,6 +345,13 @@ def _sign_in_outcome(
     if orcid:
         entry["orcid"] = orcid
     logger.log(level, "signed in" if outcome == "ok" else "sign-in stopped", extra=entry)
+
+
+def _same_orcid(subject, orcid: str) -> bool:
+    try:
+        return parse_orcid_id(str(subject)) == orcid
+    except InvalidOrcidId:
+        return False
 
 
 def _sign_in_failed(

@@ -90,7 +90,9 @@ def test_a_public_client_sign_in_has_no_amr(start_gatekeeper, redis_url, orcid):
     assert signed_session(browser)["researcher"]["amr"] == []
 
 
-@pytest.mark.parametrize("mode", ["signature", "issuer", "audience", "nonce", "expired", "at_hash"])
+@pytest.mark.parametrize(
+    "mode", ["signature", "issuer", "audience", "nonce", "expired", "at_hash", "subject"]
+)
 def test_a_bad_id_token_is_refused_with_no_session(openid_gatekeeper, orcid, mode):
     tamper(orcid, mode)
     browser, response = sign_in(openid_gatekeeper.url, "qualified")
