@@ -16,6 +16,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
 
+from app.logs import demo_logging
 from app.settings import Settings
 
 DATASETS = Path(__file__).parent / "examples" / "datasets"
@@ -107,6 +108,7 @@ def run_demo(
         secret_key=secrets.token_urlsafe(32),
         demo=True,
     )
+    demo_logging()
     app = create_app(settings)
     gk = app.extensions["gatekeeper"]
     app.wsgi_app = DemoFiles(app.wsgi_app, app.wsgi_app, gk.policy_file)

@@ -44,3 +44,28 @@ def logging_config(level: str = "INFO") -> dict:
             "gunicorn.access": {"handlers": ["stderr"], "level": level, "propagate": False},
         },
     }
+
+
+class DecisionLineFormatter(logging.Formatter):
+    """One readable line per decision, for a person watching the demo's terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = dt.datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        outcome = getattr(record, "outcome", "?")
+        verb = {"allow": "may open", "deny": "may not open", "error": "could not be checked for"}
+        why = ", ".join(getattr(record, "reasons", None) or [])
+        line = (
+            f"{when} {getattr(record, 'orcid', '?')} {verb.get(outcome, outcome)} "
+            f"{getattr(record, 'dataset', '?')}"
+        )
+        return f"{line} ({why})" if why else line
+
+
+def demo_logging() -> None:
+    """The demo's terminal: decisions as readable lines, warnings and errors as they come."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(DecisionLineFormatter())
+    decisions = logging.getLogger("app.decisions")
+    decisions.addHandler(handler)
+    decisions.setLevel(logging.INFO)
+    decisions.propagate = False

@@ -1,5 +1,6 @@
 """`gatekeeper demo` as a newcomer runs it: one command, one URL, files behind the check."""
 
+import re
 import signal
 import subprocess
 
@@ -61,14 +62,23 @@ class TestDemo:
             response = browser.get(url + path, timeout=10)
             assert "build-system" not in response.text
 
-    def test_ctrl_c_stops_everything_and_printed_one_url_line(self, demo):
+    def test_ctrl_c_stops_everything_and_printed_the_url_then_one_line_per_decision(self, demo):
         url, process = demo
         process.send_signal(signal.SIGINT)
         _out, err = process.communicate(timeout=15)
         assert process.returncode == 0
         lines = [line for line in err.splitlines() if line.strip()]
-        assert lines == [
+        assert lines[0] == (
             f"orcid-gatekeeper demo: open {url} (ORCID emulator at "
             f"{lines[0].split('ORCID emulator at ')[1]}"
-        ]
+        )
+        # The tests above made decisions: each is one readable line, never JSON.
+        decisions = lines[1:]
+        assert decisions, err
+        assert all(
+            re.fullmatch(r"\d\d:\d\d:\d\d \S+ (may open|may not open) \S+( \(.+\))?", d)
+            for d in decisions
+        ), decisions
+        assert any("may not open sail-cohort (expired)" in d for d in decisions), decisions
+        assert any("may open sail-cohort" in d for d in decisions), decisions
         assert "Traceback" not in err
