@@ -11,6 +11,7 @@ import secrets
 import sys
 from pathlib import Path
 
+from markupsafe import escape
 from werkzeug.security import safe_join
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.utils import redirect
@@ -32,8 +33,9 @@ DEMO_CLIENT = {
 class DemoFiles:
     """Serves ``app/examples/datasets/<dataset>/...`` for protected paths, after /auth says yes."""
 
-    def __init__(self, wsgi_app, forward_auth, policy_file):
+    def __init__(self, wsgi_app, forward_auth, policy_file, headers=()):
         self.wsgi_app, self.forward_auth, self.policy_file = wsgi_app, forward_auth, policy_file
+        self.headers = list(headers)  # the pages' security headers, on files and refusals
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -46,13 +48,16 @@ class DemoFiles:
             response = redirect(f"/login?next={path}")
         elif not status.startswith("200"):
             response = Response(
-                f"<!doctype html><title>No access</title><h1>No access to {dataset.title}</h1>"
-                f'<p>See why on <a href="/datasets/{dataset.key}">the dataset page</a>.</p>',
+                f"<!doctype html><title>No access</title><h1>No access to "
+                f"{escape(dataset.title)}</h1><p>See why on "
+                f'<a href="/datasets/{escape(dataset.key)}">the dataset page</a>.</p>',
                 403,
                 mimetype="text/html",
             )
         else:
             response = self.serve(dataset, path, headers)
+        for name, value in self.headers:
+            response.headers.setdefault(name, value)
         return response(environ, start_response)
 
     def serve(self, dataset, path, identity_headers) -> Response:
@@ -63,10 +68,12 @@ class DemoFiles:
             return Response("No such file in the demo dataset.", 404)
         if Path(target).is_dir():
             names = sorted(p.name for p in Path(target).iterdir())
-            links = "".join(f'<li><a href="{prefix}{n}">{n}</a></li>' for n in names)
+            links = "".join(
+                f'<li><a href="{escape(prefix + n)}">{escape(n)}</a></li>' for n in names
+            )
+            title = escape(dataset.title)
             response = Response(
-                f"<!doctype html><title>{dataset.title}</title>"
-                f"<h1>{dataset.title}</h1><ul>{links}</ul>",
+                f"<!doctype html><title>{title}</title><h1>{title}</h1><ul>{links}</ul>",
                 mimetype="text/html",
             )
         else:
@@ -94,6 +101,7 @@ def run_demo(
     from app import create_app
     from app.emulator import create_app as create_emulator
     from app.emulator.server import serve_in_thread
+    from app.web.security import security_headers
 
     orcid_url, stop_orcid = serve_in_thread(
         create_emulator(clients=[DEMO_CLIENT]), host, orcid_port
@@ -111,7 +119,8 @@ def run_demo(
     demo_logging()
     app = create_app(settings)
     gk = app.extensions["gatekeeper"]
-    app.wsgi_app = DemoFiles(app.wsgi_app, app.wsgi_app, gk.policy_file)
+    headers = security_headers(settings.orcid_base_url).items()
+    app.wsgi_app = DemoFiles(app.wsgi_app, app.wsgi_app, gk.policy_file, headers)
     server = make_server(host, port, app, threaded=True, request_handler=_Quiet)
     print(
         f"orcid-gatekeeper demo: open http://{host}:{port} "

@@ -52,6 +52,14 @@ class TestDemo:
         page = browser.get(f"{url}/datasets/sail-cohort", timeout=10).text
         assert "expired on" in page
 
+    def test_demo_files_and_refusals_carry_the_pages_security_headers(self, demo):
+        url, _ = demo
+        browser, _ = sign_in(url, "expired")
+        refused = browser.get(f"{url}/datasets/sail-cohort/README.txt", timeout=10)
+        assert refused.status_code == 403
+        assert "frame-ancestors 'none'" in refused.headers["Content-Security-Policy"]
+        assert refused.headers["X-Content-Type-Options"] == "nosniff"
+
     def test_traversal_out_of_a_dataset_serves_nothing(self, demo):
         url, _ = demo
         browser, _ = sign_in(url, "qualified")
