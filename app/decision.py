@@ -234,7 +234,7 @@ class _Judge:
 
     def describe(self, who: str, label: str | None, *, client: bool) -> str:
         if who == self.own_client_id:
-            return "this site"
+            return "this service"
         name = self.trusted_name(who)
         if name:
             return name

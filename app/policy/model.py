@@ -214,7 +214,7 @@ class Policy:
             if key == SELF_ASSERTED:
                 names.append("yourself")
             elif key == SELF_ISSUED:
-                names.append("this site")
+                names.append("this service")
             else:
                 names.append(self.sources[key].name)
         return " or ".join(names)

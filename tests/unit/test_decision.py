@@ -39,7 +39,7 @@ class TestSources:
         "src, allowed, added_by",
         [
             (orcid_json.source(client_id=UKDS, name="UK Data Service"), True, "UK Data Service"),
-            (orcid_json.source(client_id=OWN_CLIENT, name="Gatekeeper"), True, "this site"),
+            (orcid_json.source(client_id=OWN_CLIENT, name="Gatekeeper"), True, "this service"),
             (orcid_json.source(orcid=RESEARCHER, name="Me"), False, "yourself"),
             # Search-and-link import by a trusted client is still the researcher's claim.
             (orcid_json.source(client_id=UKDS, origin_orcid=RESEARCHER), False, "yourself"),
@@ -75,7 +75,7 @@ class TestSources:
         if not allowed:
             assert [f.reason for f in verdict.failures] == ["wrong_source"]
             assert verdict.failures[0].message.endswith(
-                "this dataset needs it from UK Data Service or this site"
+                "this dataset needs it from UK Data Service or this service"
             )
 
     def test_self_issued_needs_our_client_id_configured(self, policy, make_qualification):
