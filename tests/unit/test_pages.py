@@ -184,6 +184,10 @@ class TestOrcidIdDisplay:
         assert '<img src="/static/orcid-id.svg" alt="ORCID iD"' in link[2]
         assert text(link[2]) == f"ORCID iD https://orcid.org/{RESEARCHER}"
 
+    def test_the_disconnect_page_names_the_researcher_by_the_full_uri(self, make_app):
+        body = main(page(make_app, path="/disconnect"))
+        assert f'<a class="orcid-id" href="https://orcid.org/{RESEARCHER}"' in body
+
     def test_the_sandbox_shows_its_own_host(self, make_app):
         html = page(make_app, path="/", ORCID_BASE_URL="https://sandbox.orcid.org")
         assert f'href="https://sandbox.orcid.org/{RESEARCHER}"' in html
