@@ -115,6 +115,8 @@ def run_demo(
         policy_path=policy_path,
         secret_key=secrets.token_urlsafe(32),
         demo=True,
+        site_name="Dataset access (demo)",
+        steward_contact="mailto:data-steward@example.org",
     )
     demo_logging()
     app = create_app(settings)

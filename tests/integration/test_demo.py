@@ -51,6 +51,7 @@ class TestDemo:
         assert browser.get(f"{url}/datasets/sail-cohort/README.txt", timeout=10).status_code == 403
         page = browser.get(f"{url}/datasets/sail-cohort", timeout=10).text
         assert "expired on" in page
+        assert 'href="mailto:data-steward@example.org"' in page  # the demo's steward
 
     def test_demo_files_and_refusals_carry_the_pages_security_headers(self, demo):
         url, _ = demo
