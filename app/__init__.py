@@ -102,4 +102,23 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
     security.init_app(app)
     access_log.init_app(app)
     app.wsgi_app = forward_auth.ForwardAuth(app.wsgi_app, app)
+    _log_start(settings, policy_file.current, store)
     return app
+
+
+def _log_start(settings, policy, store) -> None:
+    """One line an operator reads first: what this instance serves and what it talks to."""
+    if not settings.redis_url:
+        redis = "not configured (sessions and decisions in this process)"
+    else:
+        redis = "answered" if store.ping() else "did not answer"
+    logger.info(
+        "started",
+        extra={
+            "policy_version": policy.version,
+            "policy_path": settings.policy_path,
+            "orcid_base_url": settings.orcid_base_url,
+            "orcid_api_url": settings.orcid_api_url,
+            "redis": redis,
+        },
+    )

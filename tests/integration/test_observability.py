@@ -100,6 +100,16 @@ class TestLogs:
         assert not UUID.search(log)
         assert browser.cookies["gatekeeper_session"] not in log
 
+    def test_start_up_is_one_line_naming_policy_orcid_and_redis(self, traffic, tmp_path):
+        log = (tmp_path / "gatekeeper.log").read_text()
+        lines = [json.loads(line) for line in log.splitlines() if line.strip()]
+        # gunicorn preloads the app in its master: one line, however many workers.
+        [started] = [line for line in lines if line["message"] == "started"]
+        assert started["redis"] == "answered"
+        assert re.fullmatch(r"[0-9a-f]{16}", started["policy_version"])
+        assert started["orcid_api_url"].startswith("http://127.0.0.1:")
+        assert started["orcid_base_url"].startswith("http://127.0.0.1:")
+
 
 class TestHealth:
     def test_healthz_and_readyz(self, start_gatekeeper, redis_url):
