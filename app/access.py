@@ -15,6 +15,13 @@ import time
 
 from app import metrics
 from app.decision import Decision, decide, refuse_unreadable
+from app.decision_log import (
+    MAX_SUMMARIES,
+    LogEntry,
+    deciding_reasons,
+    decision_log_for,
+    decision_outcome,
+)
 from app.errors import OrcidError, OrcidUnavailable
 from app.policy import PolicyFile
 
@@ -39,8 +46,10 @@ class AccessChecker:
         max_ttl: float = 3600,
         wait_timeout: float = 9.0,  # a little over the ORCID client's total_timeout
         clock=lambda: dt.datetime.now(dt.UTC),
+        decision_log=None,  # default: the store's (a Redis stream, or this process's)
     ):
         self.policy_file, self.reader, self.store = policy_file, reader, store
+        self.decision_log = decision_log if decision_log is not None else decision_log_for(store)
         self.own_client_id = own_client_id
         self.refusal_ttl, self.max_ttl = refusal_ttl, max_ttl
         self.wait_timeout = wait_timeout
@@ -108,17 +117,30 @@ class AccessChecker:
 
     def _evaluate(self, policy, target, orcid, token) -> Decision:
         now = self.clock()
+        items, others = [], {}
+
+        def wanted(item) -> bool:
+            if policy.is_candidate(target, item):
+                return True
+            # Logged as the summary showed it, so that a candidate policy that would
+            # have read it can be previewed without ORCID.
+            if len(others) < MAX_SUMMARIES:
+                others.setdefault(item.put_code if item.put_code is not None else id(item), item)
+            return False
+
         try:
-            items = self.reader.read_qualifications(
-                orcid, lambda q: policy.is_candidate(target, q), token=token
-            )
+            items = self.reader.read_qualifications(orcid, wanted, token=token)
             decision = decide(
                 policy, target, items, orcid=orcid, now=now, own_client_id=self.own_client_id
             )
         except OrcidError as exc:
+            items, others = [], {}
             decision = refuse_unreadable(policy, target, orcid=orcid, error=exc, now=now)
         metrics.DECISIONS.labels(decision_outcome(decision)).inc()
         log_decision(decision)
+        self.decision_log.append(
+            LogEntry(decision, tuple(items), tuple(others.values()), self.own_client_id)
+        )
         return decision
 
     def cache_until(self, decision: Decision) -> dt.datetime:
@@ -154,30 +176,6 @@ def decision_from_json(raw) -> Decision | None:
     except (ValueError, KeyError, TypeError):
         logger.warning("dropped an unreadable cached decision")
         return None
-
-
-def decision_outcome(decision: Decision) -> str:
-    """allow, deny, or error: a record we could not read is not a researcher's refusal."""
-    if decision.error is not None:
-        return "error"
-    return "allow" if decision.allowed else "deny"
-
-
-def deciding_reasons(decision: Decision) -> list[str]:
-    """The reasons behind the answer: those of the requirements that were not met.
-
-    A met requirement's other candidates failed too, but they decided nothing. An unmet
-    requirement with no candidate at all is ``missing``.
-    """
-    if decision.error is not None:
-        return [decision.error.reason]
-    reasons = set()
-    for result in decision.requirements:
-        if result.met:
-            continue
-        found = {f.reason for c in result.candidates for f in c.failures}
-        reasons |= found or {"missing"}
-    return sorted(reasons)
 
 
 def log_decision(decision: Decision):

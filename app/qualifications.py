@@ -23,6 +23,19 @@ class Organization:
     disambiguated_id: str | None = None
     disambiguation_source: str | None = None  # ROR, GRID, RINGGOLD, FUNDREF or LEI
 
+    def to_dict(self) -> dict:
+        return _compact(
+            name=self.name,
+            disambiguated_id=self.disambiguated_id,
+            disambiguation_source=self.disambiguation_source,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Organization:
+        return cls(
+            data.get("name"), data.get("disambiguated_id"), data.get("disambiguation_source")
+        )
+
 
 # ORCID's relationship types (common-3.0.xsd ``relationship-type``; Relationship.java).
 RELATIONSHIPS = ("self", "part-of", "version-of", "funded-by")
@@ -34,6 +47,15 @@ class ExternalId:
     value: str
     url: str | None = None
     relationship: str | None = None  # one of RELATIONSHIPS; None when ORCID sent none
+
+    def to_dict(self) -> dict:
+        return _compact(
+            type=self.type, value=self.value, url=self.url, relationship=self.relationship
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ExternalId:
+        return cls(data["type"], data["value"], data.get("url"), data.get("relationship"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +76,29 @@ class Source:
     assertion_origin_name: str | None = None
     unknown: bool = False
 
+    def to_dict(self) -> dict:
+        return _compact(
+            source_orcid=self.source_orcid,
+            source_client_id=self.source_client_id,
+            source_name=self.source_name,
+            assertion_origin_orcid=self.assertion_origin_orcid,
+            assertion_origin_client_id=self.assertion_origin_client_id,
+            assertion_origin_name=self.assertion_origin_name,
+            unknown=self.unknown or None,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Source:
+        return cls(
+            source_orcid=data.get("source_orcid"),
+            source_client_id=data.get("source_client_id"),
+            source_name=data.get("source_name"),
+            assertion_origin_orcid=data.get("assertion_origin_orcid"),
+            assertion_origin_client_id=data.get("assertion_origin_client_id"),
+            assertion_origin_name=data.get("assertion_origin_name"),
+            unknown=bool(data.get("unknown", False)),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Qualification:
@@ -70,6 +115,43 @@ class Qualification:
     last_modified: dt.datetime | None = None
     visibility: str | None = None
 
+    def to_dict(self) -> dict:
+        """The parsed item as JSON-ready data (absent members left out); ``from_dict``
+        gives back an equal ``Qualification``, so a logged decision can be replayed."""
+        return _compact(
+            put_code=self.put_code,
+            title=self.title,
+            department=self.department,
+            organization=self.organization.to_dict() if self.organization else None,
+            start=_str_or_none(self.start),
+            end=_str_or_none(self.end),
+            url=self.url,
+            external_ids=[e.to_dict() for e in self.external_ids] or None,
+            source=self.source.to_dict(),
+            created=_iso_or_none(self.created),
+            last_modified=_iso_or_none(self.last_modified),
+            visibility=self.visibility,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Qualification:
+        """:raises ValueError: (or KeyError, TypeError) for data no ``to_dict`` wrote."""
+        org = data.get("organization")
+        return cls(
+            put_code=data["put_code"],
+            title=data.get("title"),
+            department=data.get("department"),
+            organization=Organization.from_dict(org) if org is not None else None,
+            start=_fuzzy_or_none(data.get("start")),
+            end=_fuzzy_or_none(data.get("end")),
+            url=data.get("url"),
+            external_ids=tuple(ExternalId.from_dict(e) for e in data.get("external_ids") or ()),
+            source=Source.from_dict(data.get("source") or {}),
+            created=_datetime_or_none(data.get("created")),
+            last_modified=_datetime_or_none(data.get("last_modified")),
+            visibility=data.get("visibility"),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class UnreadableItem:
@@ -82,6 +164,57 @@ class UnreadableItem:
     put_code: int | None
     title: str | None
     problem: str
+
+    def to_dict(self) -> dict:
+        # "unreadable" tells the two kinds apart in a list of both (see item_from_dict).
+        return {
+            "unreadable": True,
+            "put_code": self.put_code,
+            "title": self.title,
+            "problem": self.problem,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> UnreadableItem:
+        return cls(data.get("put_code"), data.get("title"), data["problem"])
+
+
+def item_from_dict(data: dict) -> Qualification | UnreadableItem:
+    """A ``Qualification`` or ``UnreadableItem`` from its ``to_dict()`` form.
+
+    :raises ValueError: (or KeyError, TypeError) for data no ``to_dict`` wrote.
+    """
+    if not isinstance(data, dict):
+        raise TypeError("an item must be an object")
+    if data.get("unreadable"):
+        return UnreadableItem.from_dict(data)
+    return Qualification.from_dict(data)
+
+
+def _compact(**members) -> dict:
+    return {key: value for key, value in members.items() if value is not None}
+
+
+def _str_or_none(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def _iso_or_none(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _datetime_or_none(value: str | None) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromisoformat(value)
+
+
+def _fuzzy_or_none(value: str | None) -> FuzzyDate | None:
+    """A FuzzyDate from its ``str()``: ``2025``, ``2025-06`` or ``2025-06-30``."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{4}(-[0-9]{2}){0,2}", value):
+        raise ValueError(f"{value!r} is not a fuzzy date")
+    parts = [int(part) for part in value.split("-")]
+    return FuzzyDate(*parts)
 
 
 # --- parsing --------------------------------------------------------------------------

@@ -69,6 +69,8 @@ class Settings:
     decision_ttl: int = field(default=3600, metadata={"env": "DECISION_TTL"})
     session_lifetime: int = field(default=43200, metadata={"env": "SESSION_LIFETIME"})
     recheck_interval: int = field(default=10, metadata={"env": "RECHECK_INTERVAL"})
+    # Days the decision log keeps an entry (app/decision_log.py DEFAULT_RETENTION_DAYS).
+    decision_log_retention: int = field(default=90, metadata={"env": "DECISION_LOG_RETENTION"})
     # Set by gunicorn.conf.py so that /metrics adds up every worker's samples.
     metrics_dir: str | None = field(default=None, metadata={"env": "PROMETHEUS_MULTIPROC_DIR"})
     # What researchers see: the site's name, whom to ask about access, and a logo (a file
@@ -138,6 +140,7 @@ class Settings:
             ("DECISION_TTL", self.decision_ttl),
             ("SESSION_LIFETIME", self.session_lifetime),
             ("RECHECK_INTERVAL", self.recheck_interval),
+            ("DECISION_LOG_RETENTION", self.decision_log_retention),
         ):
             if value <= 0:
                 found.append(f"{name}: must be greater than 0")
