@@ -114,7 +114,8 @@ def preview(
     changes = []
     for entry in newest.values():
         before, after = replay(current, entry, now), replay(candidate, entry, now)
-        if _outcome(before) == _outcome(after):
+        # A dataset that is not in a policy admits nobody: only a change of access counts.
+        if _allows(before) == _allows(after):
             continue
         changes.append(
             Change(
@@ -129,6 +130,10 @@ def preview(
         )
     changes.sort(key=lambda c: (c.dataset, c.orcid))
     return Impact(len(newest), tuple(changes), tuple(sorted(errors)))
+
+
+def _allows(decision: Decision | None) -> bool:
+    return decision is not None and decision.allowed
 
 
 def _outcome(decision: Decision | None) -> str | None:
