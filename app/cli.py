@@ -25,7 +25,7 @@ from app.errors import (
 )
 from app.explain import explain_lines
 from app.orcid_id import parse_orcid_id
-from app.policy import load_policy
+from app.policy import Problem, load_policy
 from app.saved_record import SavedRecord, SavedRecordError
 from app.settings import Settings
 
@@ -96,29 +96,102 @@ def policy():
 
 
 @policy.command("check")
-@click.argument("path", required=False)
-def policy_check(path):
-    """Validate the policy at PATH (default: POLICY_PATH, else policies/).
+@click.argument("paths", nargs=-1)
+def policy_check(paths):
+    """Validate the policy at each of PATHS (default: POLICY_PATH, else policies/).
 
+    Each path is one policy (a file, or a directory whose *.yaml files are merged).
     Prints every problem as FILE:LINE: key: message and exits 1 when there are any;
     risky but legal choices are printed as "warning: FILE:LINE: key: message" (exit 0).
     """
-    path = path or _settings().policy_path
-    try:
-        loaded = load_policy(path)
-    except PolicyError as exc:
-        echo_lines(str(problem) for problem in exc.problems)
-        count = len(exc.problems)
-        echo_lines([f"{count} problem{'s' if count != 1 else ''} in {path}"], err=True)
+    broken = False
+    for path in paths or (_settings().policy_path,):
+        try:
+            loaded = load_policy(path)
+        except PolicyError as exc:
+            echo_lines(str(problem) for problem in exc.problems)
+            count = len(exc.problems)
+            echo_lines([f"{count} problem{'s' if count != 1 else ''} in {path}"], err=True)
+            broken = True
+            continue
+        if loaded.warnings:
+            echo_lines(f"warning: {warning}" for warning in loaded.warnings)
+        echo_lines(
+            [
+                f"{path}: OK, {len(loaded.datasets)} datasets, {len(loaded.qualifications)} "
+                f"qualifications, {len(loaded.sources)} trusted sources (version {loaded.version})"
+            ]
+        )
+    if broken:
         sys.exit(1)
-    if loaded.warnings:
-        echo_lines(f"warning: {warning}" for warning in loaded.warnings)
-    echo_lines(
-        [
-            f"{path}: OK, {len(loaded.datasets)} datasets, {len(loaded.qualifications)} "
-            f"qualifications, {len(loaded.sources)} trusted sources (version {loaded.version})"
-        ]
-    )
+
+
+@policy.command("test")
+@click.argument("paths", nargs=-1)
+@click.option(
+    "--tests",
+    "test_paths",
+    multiple=True,
+    help="A test file, or a directory of *.test.yaml files, instead of those beside each "
+    "policy (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print every case's result as JSON.")
+def policy_test(paths, test_paths, as_json):
+    """Run the policy tests of each policy in PATHS (default: POLICY_PATH, else policies/).
+
+    A policy's tests are the *.test.yaml files in its directory (NAME.test.yaml beside a
+    file NAME.yaml), or those --tests names. Prints each failing case with the decision's
+    explanation and ends with "N passed, M failed". Exits 0 when every case passes, 1 when
+    any fails, 2 for a broken policy or test file (every problem as FILE:LINE: key: message).
+    """
+    from pathlib import Path
+
+    from app.policy.testing import files_beside, files_in, load_tests, run_tests
+
+    today = dt.datetime.now(dt.UTC).date()
+    problems, runs = [], []
+    for path in paths or (_settings().policy_path,):
+        try:
+            loaded = load_policy(path)
+        except PolicyError as exc:
+            problems.extend(exc.problems)
+            continue
+        files = [f for t in test_paths for f in files_in(t)] if test_paths else files_beside(path)
+        if not files:
+            where = ", ".join(test_paths) if test_paths else path
+            problems.append(
+                Problem(
+                    str(where), 1, "(tests)", "no *.test.yaml files: write one beside the policy"
+                )
+            )
+            continue
+        try:
+            runs.append((loaded, load_tests([Path(f) for f in files], loaded, today)))
+        except PolicyError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        echo_lines(str(problem) for problem in problems)
+        count = len(problems)
+        echo_lines([f"{count} problem{'s' if count != 1 else ''}: no test was run"], err=True)
+        sys.exit(2)
+    results = [(loaded, result) for loaded, files in runs for result in run_tests(loaded, files)]
+    failed = [(loaded, r) for loaded, r in results if not r.passed]
+    summary = f"{len(results) - len(failed)} passed, {len(failed)} failed"
+    if as_json:
+        report = {
+            "passed": len(results) - len(failed),
+            "failed": len(failed),
+            "cases": [r.to_dict() for _, r in results],
+        }
+        click.echo(json.dumps(report, indent=2, ensure_ascii=True))
+        echo_lines([summary], err=True)
+    else:
+        for loaded, result in failed:
+            case = result.case
+            echo_lines([f"FAILED {case.file}:{case.line}: {case.label}: {result.why()}"])
+            echo_lines(f"    {line}" for line in explain_lines(loaded, result.decision, "steward"))
+        echo_lines([summary])
+    sys.exit(1 if failed else 0)
 
 
 @main.command()
@@ -174,13 +247,13 @@ def explain(orcid, dataset, record, policy_path, as_json):
         # every other control) as a \u escape, so JSON needs no escaping of its own.
         click.echo(json.dumps(decision.to_dict(), indent=2, ensure_ascii=True))
     else:
-        echo_lines(explain_lines(loaded, decision))
+        echo_lines(explain_lines(loaded, decision, audience="steward"))
     sys.exit(0 if decision.allowed else 1)
 
 
 @main.group()
 def decisions():
-    """Work with cached decisions (needs REDIS_URL)."""
+    """Cached decisions and the decision log (need REDIS_URL)."""
 
 
 @decisions.command("revoke")

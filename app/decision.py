@@ -259,17 +259,19 @@ class _Judge:
         return source.assertion_origin_orcid == self.orcid
 
     def source_check(self, rule: QualificationRule, item: Qualification) -> Success | Failure:
+        """Whether the item's source may add this qualification.
+
+        ``self-asserted`` takes the item from any source ORCID identifies: the researcher's
+        own word is the weakest evidence, and an item a member client (or a delegate)
+        added with the researcher's permission is no weaker. An unknown source still
+        counts for nobody.
+        """
         accepted = set(rule.sources)
         if item.source.unknown:
-            return Failure(
-                "wrong_source",
-                "ORCID did not say clearly who added it, so it counts for nobody; "
-                f"this dataset needs it from {self.policy.who_may_add(rule)}",
-            )
-        if self.is_self_asserted(item):
-            if SELF_ASSERTED in accepted:
-                return Success()
-        else:
+            return Failure("wrong_source", unknown_source_message(self.policy, rule))
+        if SELF_ASSERTED in accepted:
+            return Success()
+        if not self.is_self_asserted(item):
             writer, origin = self.writer(item), self.origin(item)
             if (
                 SELF_ISSUED in accepted
@@ -278,16 +280,13 @@ class _Judge:
                 and writer == self.own_client_id
             ):
                 return Success()
-            for key in accepted - {SELF_ASSERTED, SELF_ISSUED}:
+            for key in accepted - {SELF_ISSUED}:
                 ids = self.policy.sources[key].client_ids
                 # Written by one client on behalf of another (ORCID's member portal):
                 # both must be trusted, as one source.
                 if writer in ids and (origin is None or origin in ids):
                     return Success()
-        needed = self.policy.who_may_add(rule)
-        return Failure(
-            "wrong_source", f"added by {self.added_by(item)}; this dataset needs it from {needed}"
-        )
+        return Failure("wrong_source", wrong_source_message(self.policy, rule, self.added_by(item)))
 
     def unreadable(self, rule: QualificationRule, item: UnreadableItem) -> CandidateVerdict:
         return CandidateVerdict(
@@ -401,6 +400,28 @@ class _Judge:
                     )
                 last = lapses if last is None else min(last, lapses)
         return failures, last
+
+
+def who_may_add(policy: Policy, rule: QualificationRule, yourself: str = "yourself") -> str:
+    """The sources a qualification is accepted from, in words (``yourself``: the researcher)."""
+    if SELF_ASSERTED in rule.sources:
+        return f"anyone ORCID names as its source, {yourself} included"
+    return policy.who_may_add(rule)
+
+
+def wrong_source_message(
+    policy: Policy, rule: QualificationRule, added_by: str, yourself: str = "yourself"
+) -> str:
+    """Why an item from a source the rule does not trust does not count."""
+    return f"added by {added_by}; this dataset needs it from {who_may_add(policy, rule, yourself)}"
+
+
+def unknown_source_message(policy: Policy, rule: QualificationRule, yourself: str = "yourself"):
+    """Why an item whose source ORCID left unknown does not count."""
+    return (
+        "ORCID did not say clearly who added it, so it counts for nobody; "
+        f"this dataset needs it from {who_may_add(policy, rule, yourself)}"
+    )
 
 
 def _first_day_counting(rule: QualificationRule, item: Qualification) -> dt.date | None:

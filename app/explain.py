@@ -2,14 +2,43 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 
-from app.decision import Decision, ReadError, RequirementResult
+from app.decision import (
+    CandidateVerdict,
+    Decision,
+    ReadError,
+    RequirementResult,
+    unknown_source_message,
+    wrong_source_message,
+)
 from app.policy import SELF_ASSERTED, SELF_ISSUED, Dataset, Policy
 
 ORCID_SUPPORT = "https://support.orcid.org/"
 _ORCID_ID = re.compile(r"\d{4}-\d{4}-\d{4}-\d{3}[\dX]")
+
+
+@dataclass(frozen=True, slots=True)
+class Voice:
+    """Whom the words address: the researcher (web pages) or a steward (the command line)."""
+
+    yourself: str  # who added an item the researcher added
+    your: str
+    themselves: str
+    what_to_do: str
+
+
+# Pages speak to the researcher; the command line, read by a steward, of the researcher.
+RESEARCHER = Voice("yourself", "your", "yourself", "What to do")
+STEWARD = Voice("the researcher", "their", "themselves", "What the researcher can do")
+AUDIENCES = {"researcher": RESEARCHER, "steward": STEWARD}
+
+
+def when(moment: dt.datetime) -> str:
+    """A time as a person reads it: to the second, in UTC (no microseconds, no offset)."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def describe_requirement(policy: Policy, result: RequirementResult) -> str:
@@ -21,13 +50,40 @@ def describe_requirement(policy: Policy, result: RequirementResult) -> str:
     return labels[0] if len(labels) == 1 else "one of " + ", ".join(labels)
 
 
-def met_sentence(result: RequirementResult, *, put_code: bool = True) -> str:
+def met_sentence(
+    result: RequirementResult, *, put_code: bool = True, audience: str = "researcher"
+) -> str:
     """Which item met a requirement; the put-code only for stewards (the CLI), not pages."""
     used = next(c for c in result.candidates if c.put_code == result.put_code and c.ok)
     provider = f" from {used.provider}" if used.provider else ""
     code = f" (put-code {used.put_code})" if put_code else ""
-    until = f", valid until {used.valid_until.isoformat()}" if used.valid_until else ""
-    return f'met by "{used.title}"{provider}{code}, added by {used.added_by}{until}'
+    until = f", valid until {used.valid_until.isoformat()}" if used.valid_until else ", no end date"
+    added_by = _added_by(used, AUDIENCES[audience])
+    return f'met by "{used.title}"{provider}{code}, added by {added_by}{until}'
+
+
+def _added_by(candidate: CandidateVerdict, voice: Voice) -> str:
+    """Who added an item: the decision says "yourself" for the researcher."""
+    words = candidate.added_by
+    if words == "yourself" or words.startswith("yourself on behalf of "):
+        return voice.yourself + words.removeprefix("yourself")
+    return words
+
+
+def failure_messages(policy: Policy, candidate: CandidateVerdict, audience: str = "researcher"):
+    """Why an item does not count, one sentence per failed check, in the audience's voice."""
+    voice = AUDIENCES[audience]
+    rule = policy.qualifications.get(candidate.qualification)
+    messages = []
+    for failure in candidate.failures:
+        if failure.reason != "wrong_source" or voice is RESEARCHER or rule is None:
+            messages.append(failure.message)
+        elif candidate.added_by == "an unknown source":
+            messages.append(unknown_source_message(policy, rule, voice.yourself))
+        else:
+            added_by = _added_by(candidate, voice)
+            messages.append(wrong_source_message(policy, rule, added_by, voice.yourself))
+    return messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,33 +197,39 @@ def read_error_advice(
     )
 
 
-def next_step(policy: Policy, result: RequirementResult) -> str:
+def next_step(policy: Policy, result: RequirementResult, audience: str = "researcher") -> str:
     """What a researcher can do about an unmet requirement (any option of an any_of)."""
-    return " Or: ".join(_advice(policy, key, result) for key in result.options)
+    voice = AUDIENCES[audience]
+    return " Or: ".join(_advice(policy, key, result, voice) for key in result.options)
 
 
-def _advice(policy: Policy, key: str, result: RequirementResult) -> str:
+def _advice(policy: Policy, key: str, result: RequirementResult, voice: Voice) -> str:
     rule = policy.qualifications[key]
     label = f'"{rule.label}"'
     candidates = [c for c in result.candidates if c.qualification == key]
     reasons = {f.reason for c in candidates for f in c.failures}
     if reasons == {"unreadable_item"}:
+        if voice is STEWARD:
+            return (
+                f"ORCID sent an entry that may be {label} in a form we could not read; "
+                "look at that entry on their ORCID record."
+            )
         return (
             f"ORCID sent us an entry that may be {label} in a form we could not read; "
             "please tell the data steward, who can look into it."
         )
     if reasons == {"not_yet_valid"}:
-        return f"wait until your {label} starts, then check again."
+        return f"wait until {voice.your} {label} starts, then check again."
     if reasons & {"expired", "too_old"}:
-        return f"renew {label}, then {_ways_to_add(policy, rule, 'the new one')}."
+        return f"renew {label}, then {_ways_to_add(policy, rule, 'the new one', voice)}."
     if not candidates:
-        return f"complete {label}, then {_ways_to_add(policy, rule, 'it')}."
+        return f"complete {label}, then {_ways_to_add(policy, rule, 'it', voice)}."
     if "wrong_source" in reasons:
-        return f"{_ways_to_add(policy, rule, label)}."
-    return f"{_ways_to_add(policy, rule, f'a corrected {label}')}."
+        return f"{_ways_to_add(policy, rule, label, voice)}."
+    return f"{_ways_to_add(policy, rule, f'a corrected {label}', voice)}."
 
 
-def _ways_to_add(policy: Policy, rule, what: str) -> str:
+def _ways_to_add(policy: Policy, rule, what: str, voice: Voice = RESEARCHER) -> str:
     """Who can add a qualification to the record: its providers, or the researcher.
 
     Never "ask this site" (we add nothing unless we issue the qualification) nor "ask
@@ -176,16 +238,20 @@ def _ways_to_add(policy: Policy, rule, what: str) -> str:
     ways = []
     providers = [policy.sources[k].name for k in rule.sources if k in policy.sources]
     if providers:
-        ways.append(f"ask {' or '.join(providers)} to add {what} to your ORCID record")
+        ways.append(f"ask {' or '.join(providers)} to add {what} to {voice.your} ORCID record")
     if SELF_ASSERTED in rule.sources:
-        ways.append(f"add {what} to your ORCID record yourself")
+        ways.append(f"add {what} to {voice.your} ORCID record {voice.themselves}")
     if not ways:
-        ways.append(f"contact the data steward, who can add {what} for you")
+        if voice is STEWARD:
+            ways.append(f"nothing yet: no source in the policy may add {what}")
+        else:
+            ways.append(f"contact the data steward, who can add {what} for you")
     return " or ".join(ways)
 
 
-def explain_lines(policy: Policy, decision: Decision) -> list[str]:
-    """The whole decision as lines of text."""
+def explain_lines(policy: Policy, decision: Decision, audience: str = "researcher") -> list[str]:
+    """The whole decision as lines of text; the command line passes ``audience="steward"``."""
+    voice = AUDIENCES[audience]
     dataset = policy.datasets.get(decision.dataset)
     title = dataset.title if dataset else decision.dataset
     verdict = "may open" if decision.allowed else "may not open"
@@ -195,25 +261,30 @@ def explain_lines(policy: Policy, decision: Decision) -> list[str]:
         lines.append(f"  (reason: {decision.error.reason})")
         advice = read_error_advice(decision.error)
         support = f" ORCID support: {ORCID_SUPPORT}" if advice.orcid_support else ""
-        lines.append(f"  What to do: {advice.text}{support}")
+        # The advice speaks to the researcher: a steward passes it on as it is.
+        lead = "What to do" if voice is RESEARCHER else "What to tell the researcher"
+        lines.append(f"  {lead}: {advice.text}{support}")
     else:
         for result in decision.requirements:
             name = describe_requirement(policy, result)
             if result.met:
-                lines.append(f"  [met]     {name}: {met_sentence(result)}.")
+                lines.append(f"  [met]     {name}: {met_sentence(result, audience=audience)}.")
                 continue
             lines.append(f"  [missing] {name}:")
             if not result.candidates:
                 lines.append("      no matching qualification on the ORCID record.")
             for candidate in result.candidates:
-                why = "; ".join(f.message for f in candidate.failures)
+                why = "; ".join(failure_messages(policy, candidate, audience))
                 put_code = f"put-code {candidate.put_code}" if candidate.put_code else "an item"
                 item = f'{put_code} "{candidate.title or "untitled"}"'
                 lines.append(f"      {item} does not count: {why}.")
-            lines.append(f"      What to do: {next_step(policy, result)}")
-    holds = decision.valid_until.isoformat() if decision.valid_until else "no set end"
+            lines.append(f"      {voice.what_to_do}: {next_step(policy, result, audience)}")
+    holds = (
+        f"holds until {when(decision.valid_until)}"
+        if decision.valid_until
+        else "holds with no end date"
+    )
     lines.append(
-        f"Decided {decision.decided_at.isoformat()} under policy {decision.policy_version}; "
-        f"holds until {holds}."
+        f"Decided {when(decision.decided_at)} under policy {decision.policy_version}; {holds}."
     )
     return lines

@@ -6,6 +6,7 @@ loads nothing. Risky but legal choices come back as warnings on the policy.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -81,10 +82,7 @@ def _read_document(file: Path, display: str, problems: list[Problem]) -> _Docume
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        what = getattr(exc, "problem", None) or str(exc)
-        problems.append(Problem(display, line, "(yaml)", f"YAML syntax error: {what}"))
+        problems.append(yaml_problem(exc, text, display))
         return None
     lines: dict[tuple, int] = {}
     if node is not None:
@@ -133,12 +131,144 @@ def _dotted(path: tuple) -> str:
     return out or "(top)"
 
 
+def is_test_file(path: Path) -> bool:
+    """Whether a file holds policy tests (``*.test.yaml``): never loaded as policy."""
+    return path.name.endswith((".test.yaml", ".test.yml"))
+
+
 def policy_files(path: str | Path) -> list[Path]:
-    """The YAML files a policy path names: the file itself, or ``*.yaml`` in a directory."""
+    """The YAML files a policy path names: the file itself, or ``*.yaml`` in a directory.
+
+    A directory's ``*.test.yaml`` files are its tests, not part of the policy.
+    """
     root = Path(path)
     if root.is_dir():
-        return sorted(p for p in root.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        return sorted(
+            p
+            for p in root.iterdir()
+            if p.suffix in (".yaml", ".yml") and p.is_file() and not is_test_file(p)
+        )
     return [root]
+
+
+def did_you_mean(name, choices) -> str | None:
+    """The choice a misspelt name most looks like (difflib), or None."""
+    if not isinstance(name, str):
+        return None
+    choices = list(choices)
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    if not close:
+        # Case and separators are the commonest slips: cache-ttl, Title, self_asserted.
+        folded = {c.casefold().replace("-", "_"): c for c in choices}
+        match = folded.get(name.casefold().replace("-", "_"))
+        close = [match] if match else []
+    return close[0] if close and close[0] != name else None
+
+
+def suggestion(name, choices) -> str:
+    """``: did you mean 'x'?`` for a misspelt name, or "" when nothing is close."""
+    meant = did_you_mean(name, choices)
+    return f": did you mean {meant!r}?" if meant else ""
+
+
+def yaml_problem(exc: yaml.YAMLError, text: str, display: str) -> Problem:
+    """A YAML syntax error in a steward's words: where, what, and a hint to fix it.
+
+    libyaml's messages ("did not find expected key") name the parser's state, not the
+    slip that caused it; the usual slips are a tab, a key out of line, a missing colon
+    and an unclosed bracket or quote, each told apart here from the text itself.
+    """
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    context = getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    lines = text.splitlines()
+    line, column = (mark.line, mark.column) if mark is not None else (0, 0)
+
+    def source(index: int) -> str:
+        return lines[index] if 0 <= index < len(lines) else ""
+
+    def indent(row: str) -> int:
+        return len(row) - len(row.lstrip(" "))
+
+    here = source(line)
+    what = f"YAML cannot read this ({problem})"
+    hint = "compare it with the lines around it, or with the README's example"
+    if "cannot start any token" in problem and "\t" in here[: column + 1]:
+        what = "a tab character"
+        hint = "YAML indents with spaces only: replace the tab with spaces"
+    elif "cannot start any token" in problem and here[column : column + 1] in ("@", "`"):
+        what = f"a value cannot start with {here[column]!r}"
+        hint = "put the value in quotes"
+    elif "could not find expected ':'" in problem and context is not None:
+        line, column = context.line, context.column
+        key = source(line).strip()
+        what = f"{key!r} is not followed by a colon"
+        hint = f"write '{key}:' (a key, a colon, then its value or an indented block)"
+    elif "mapping values are not allowed" in problem:
+        before = next(
+            (i for i in range(line - 1, -1, -1) if source(i).strip() and not _comment(source(i))),
+            None,
+        )
+        key, _, value = here.strip().partition(": ")
+        if value and (": " in value or value.endswith(":")):
+            what = "a value holds ': '"
+            hint = f"put the value in quotes: {key.strip()}: '{value.strip()}'"
+        elif before is not None and not _has_key(source(before)) and not _list_item(source(before)):
+            line, column = before, indent(source(before))
+            what = f"{source(before).strip()!r} has no colon after its key"
+            hint = (
+                "a key needs a colon and a space after it, such as "
+                "'title: Safe Researcher Training'"
+            )
+        elif before is not None and indent(here) > indent(source(before)):
+            column = indent(here)
+            what = "this line is indented further than the key above it"
+            hint = (
+                f"keys of one mapping start in the same column (column {indent(source(before)) + 1}"
+                f" on line {before + 1}); a value goes on the same line as its key"
+            )
+        else:
+            what = "a colon where YAML expected none"
+            hint = "write one key per line, each followed by ': ', and quote values with ': '"
+    elif "expected key" in problem or "expected <block end>" in problem:
+        column = indent(here)
+        what = "this line is out of line with the keys above it"
+        hint = "the keys of one mapping start in the same column: indent it like its neighbours"
+        if context is not None:
+            hint = (
+                f"indent it like the other keys of the mapping on line {context.line + 1}, "
+                f"which start in column {context.column + 1}"
+            )
+    elif "flow sequence" in str(getattr(exc, "context", "")) and context is not None:
+        what = f"the list opened with '[' on line {context.line + 1} is not closed"
+        hint = "close it with ']', and separate its items with commas"
+    elif "flow mapping" in str(getattr(exc, "context", "")) and context is not None:
+        what = f"the mapping opened with '{{' on line {context.line + 1} is not closed"
+        hint = "close it with '}', and separate its entries with commas"
+    elif "quoted scalar" in str(getattr(exc, "context", "")) and context is not None:
+        line, column = context.line, context.column
+        what = "this quote is never closed"
+        hint = "end the value with the same quote mark it starts with"
+    return Problem(
+        display,
+        line + 1,
+        "(yaml)",
+        f"YAML syntax error at column {column + 1}: {what}; hint: {hint}",
+    )
+
+
+def _comment(row: str) -> bool:
+    return row.lstrip().startswith("#")
+
+
+def _has_key(row: str) -> bool:
+    """Whether a line has a key followed by a colon and a space (or the line's end)."""
+    text = row.split(" #", 1)[0].rstrip()
+    return ": " in text or text.endswith(":")
+
+
+def _list_item(row: str) -> bool:
+    return row.lstrip().startswith("- ") or row.strip() == "-"
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -209,6 +339,7 @@ class _Checker:
         self.dataset_origin: dict[str, tuple[_Document, tuple]] = {}
         self.references: list[tuple[_Document, tuple, str, str]] = []
         self.warnings: list[Problem] = []
+        self.misspelt_sections: set[str] = set()
 
     def problem(self, doc: _Document, path: tuple, message: str):
         self.problems.append(Problem(doc.file, doc.line(path), _dotted(path), message))
@@ -216,11 +347,20 @@ class _Checker:
     def warning(self, doc: _Document, path: tuple, message: str):
         self.warnings.append(Problem(doc.file, doc.line(path), _dotted(path), message))
 
-    def unknown_keys(self, doc, path, mapping, allowed):
+    def unknown_keys(self, doc, path, mapping, allowed) -> list[str]:
+        """Report each key not in ``allowed``; return the allowed keys they look like."""
+        meant = []
         for key in mapping:
             if key not in allowed:
                 hint = ", ".join(allowed)
-                self.problem(doc, (*path, key), f"unknown key (allowed here: {hint})")
+                if (close := did_you_mean(key, allowed)) is not None:
+                    meant.append(close)
+                self.problem(
+                    doc,
+                    (*path, key),
+                    f"unknown key{suggestion(key, allowed)} (allowed here: {hint})",
+                )
+        return meant
 
     def collect(self, doc: _Document):
         data = doc.data
@@ -230,9 +370,13 @@ class _Checker:
         if not isinstance(data, dict):
             self.problem(doc, (), "a policy file must be a mapping with version and sections")
             return
-        self.unknown_keys(doc, (), data, TOP_KEYS)
+        # A misspelt section is one problem: the names it defines are not reported as
+        # unknown everywhere they are used, and a misspelt version is not also missing.
+        misspelt = self.unknown_keys(doc, (), data, TOP_KEYS)
+        self.misspelt_sections.update(m for m in misspelt if m not in data)
         if "version" not in data:
-            self.problem(doc, ("version",), "version is missing: add 'version: 1'")
+            if "version" not in misspelt:
+                self.problem(doc, ("version",), "version is missing: add 'version: 1'")
         elif data["version"] != 1 or isinstance(data["version"], bool):
             self.problem(doc, ("version",), "only version 1 is supported")
         for section, build in (
@@ -513,12 +657,26 @@ class _Checker:
     def check_references(self):
         for doc, path, kind, name in self.references:
             if kind == "source":
+                if "sources" in self.misspelt_sections and name not in BUILTIN_SOURCES:
+                    continue
                 if name not in self.sources and name not in BUILTIN_SOURCES:
-                    known = ", ".join(sorted(self.sources) + list(BUILTIN_SOURCES))
-                    self.problem(doc, path, f"unknown source {name!r} (known: {known})")
+                    names = sorted(self.sources) + list(BUILTIN_SOURCES)
+                    self.problem(
+                        doc,
+                        path,
+                        f"unknown source {name!r}{suggestion(name, names)} "
+                        f"(known: {', '.join(names)})",
+                    )
+            elif "qualifications" in self.misspelt_sections:
+                continue
             elif name not in self.qualifications:
-                known = ", ".join(sorted(self.qualifications)) or "none"
-                self.problem(doc, path, f"unknown qualification {name!r} (known: {known})")
+                names = sorted(self.qualifications)
+                self.problem(
+                    doc,
+                    path,
+                    f"unknown qualification {name!r}{suggestion(name, names)} "
+                    f"(known: {', '.join(names) or 'none'})",
+                )
         owners: dict[str, str] = {}
         for dataset in self.datasets.values():
             doc, path = self.dataset_origin[dataset.key]

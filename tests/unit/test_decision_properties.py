@@ -345,15 +345,9 @@ def trusted_for_srt(item) -> bool:
     return writer == UKDS and origin in ("none", UKDS)
 
 
-def self_asserted(item) -> bool:
-    refs = source_of(item)
-    if refs is None:
-        return False
-    if refs["source-orcid"] == RESEARCHER:
-        return refs["assertion-origin-orcid"] in ("none", RESEARCHER) and (
-            refs["assertion-origin-client-id"] == "none"
-        )
-    return refs["assertion-origin-orcid"] == RESEARCHER
+def identified(item) -> bool:
+    """``self-asserted`` takes an item from any source ORCID identifies, never an unknown one."""
+    return source_of(item) is not None
 
 
 def srt_matches(item) -> bool:
@@ -433,7 +427,7 @@ def counts(item, rule) -> bool:
         return False
     if rule == "srt":
         return srt_matches(item) and trusted_for_srt(item)
-    return hsr_matches(item) and self_asserted(item)
+    return hsr_matches(item) and identified(item)
 
 
 # --- the property --------------------------------------------------------------------

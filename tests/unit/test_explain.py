@@ -48,7 +48,8 @@ class TestAdvice:
         hsr = item(
             2,
             "Health services research",
-            src=orcid_json.source(client_id="APP-UNTRUSTED0000001"),
+            # self-asserted takes any identified source: only an unknown one fails.
+            src=orcid_json.source(),
             external_ids=[("uri", "https://example.org/quals/hsr")],
         )
         decision = refused(policy, "sail", [srt, hsr])
