@@ -281,6 +281,236 @@ def decisions_revoke(orcid):
     click.echo(f"revoked {count} cached decision{'s' if count != 1 else ''} for {orcid}")
 
 
+# --- the decision log, and what a policy change would do ------------------------------
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration(value: str, option: str) -> dt.timedelta:
+    """``7d``, ``12h``, ``30m``, ``2w`` or ``90s`` as a timedelta; Misuse for anything else."""
+    text = value.strip().lower()
+    if len(text) >= 2 and text[-1] in _UNITS and text[:-1].isascii() and text[:-1].isdigit():
+        amount = int(text[:-1])
+        if amount <= 36_500 * 86400 // _UNITS[text[-1]]:
+            return dt.timedelta(seconds=amount * _UNITS[text[-1]])
+    raise Misuse(f"{option}: {value!r} is not a duration such as 7d, 12h, 30m or 2w")
+
+
+def _since(value: str, option: str, now: dt.datetime) -> dt.datetime:
+    """A window back from ``now`` (``7d``) or a date or time (``2026-11-01``), in UTC."""
+    if value[:1].isdigit() and "-" in value:
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise Misuse(
+                f"{option}: {value!r} is neither a duration such as 7d nor a date such as "
+                "2026-11-01"
+            ) from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return now - _duration(value, option)
+
+
+def _decision_log(settings: Settings):
+    if not settings.redis_url:
+        raise Misuse(
+            "REDIS_URL is not set: the decision log lives inside the service's own process"
+        )
+    from app.decision_log import RedisDecisionLog
+
+    return RedisDecisionLog.from_url(
+        settings.redis_url, retention_days=settings.decision_log_retention
+    )
+
+
+def _when(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+@decisions.command("list")
+@click.option("--orcid", "orcid", help="Only this researcher's decisions (iD or its URI).")
+@click.option("--dataset", help="Only decisions about this dataset.")
+@click.option(
+    "--since",
+    default="7d",
+    show_default=True,
+    help="How far back: 7d, 12h, 2w, or a date such as 2026-11-01.",
+)
+@click.option("--outcome", help="Only allow, deny or error (the record could not be read).")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def decisions_list(orcid, dataset, since, outcome, limit, as_json):
+    """Who was granted or refused, when, under which policy version and why, newest first.
+
+    Reads the decision log in Redis (REDIS_URL). Exits 0, 1 when Redis did not answer,
+    2 for a usage error.
+    """
+    from app.decision_log import OUTCOMES, DecisionLogUnavailable
+
+    settings = _settings()
+    now = dt.datetime.now(dt.UTC)
+    start = _since(since, "--since", now)
+    if orcid is not None:
+        try:
+            orcid = parse_orcid_id(orcid)
+        except InvalidOrcidId as exc:
+            raise Misuse(exc.message) from None
+    if outcome is not None and outcome not in OUTCOMES:
+        raise Misuse(f"--outcome: {outcome!r} is not one of {', '.join(OUTCOMES)}")
+    log = _decision_log(settings)
+    try:
+        found = log.entries(since=start, orcid=orcid, dataset=dataset, outcome=outcome, limit=limit)
+    except DecisionLogUnavailable as exc:
+        raise click.ClickException(exc.message) from None
+    for entry in found:
+        if as_json:
+            click.echo(json.dumps(entry.summary(), ensure_ascii=True))
+            continue
+        line = (
+            f"{_when(entry.decided_at)}  {entry.outcome:<5}  {entry.orcid}  {entry.dataset}  "
+            f"policy {entry.policy_version}"
+        )
+        echo_lines([f"{line}  {', '.join(entry.reasons)}" if entry.reasons else line])
+    echo_lines([f"{_plural(len(found), 'decision')} since {_when(start)}"], err=True)
+
+
+@decisions.command("expiring")
+@click.option(
+    "--within",
+    default="30d",
+    show_default=True,
+    help="How far ahead: 30d, 2w, ...",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def decisions_expiring(within, as_json):
+    """Researchers allowed in whose qualification ends within the window, and the date.
+
+    From each researcher's latest decision per dataset in the decision log (REDIS_URL),
+    soonest first. Exits 0, 1 when Redis did not answer, 2 for a usage error.
+    """
+    from app.decision_log import DecisionLogUnavailable
+
+    settings = _settings()
+    today = dt.datetime.now(dt.UTC).date()
+    horizon = today + _duration(within, "--within")
+    log = _decision_log(settings)
+    try:
+        latest = log.latest(readable=True)
+    except DecisionLogUnavailable as exc:
+        raise click.ClickException(exc.message) from None
+    rows = sorted(
+        (
+            (ends, entry, requirement, put_code, name)
+            for entry in latest
+            for ends, requirement, put_code, name in entry.expiring()
+            if today <= ends <= horizon
+        ),
+        key=lambda row: (row[0], row[1].orcid, row[1].dataset),
+    )
+    for ends, entry, requirement, put_code, name in rows:
+        if as_json:
+            row = {
+                "orcid": entry.orcid,
+                "dataset": entry.dataset,
+                "ends_on": ends.isoformat(),
+                "requirement": requirement,
+                "qualification": name,
+                "put_code": put_code,
+                "decided_at": entry.decided_at.isoformat(),
+            }
+            click.echo(json.dumps(row, ensure_ascii=True))
+        else:
+            line = f'{ends.isoformat()}  {entry.orcid}  {entry.dataset}  "{name}"'
+            echo_lines([f"{line} (put-code {put_code})"])
+    echo_lines(
+        [f"{_plural(len(rows), 'qualification')} of allowed researchers end by {horizon}"],
+        err=True,
+    )
+
+
+@policy.command("impact")
+@click.argument("new_policy")
+@click.option(
+    "--since",
+    default="30d",
+    show_default=True,
+    help="Replay decisions made since: 30d, 2w, or a date such as 2026-11-01.",
+)
+@click.option("--current", "current_path", help="The policy in force (default: POLICY_PATH).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per changed outcome.")
+def policy_impact(new_policy, since, current_path, as_json):
+    """What NEW_POLICY would change: every researcher and dataset whose outcome differs.
+
+    Replays the latest logged decision of each researcher and dataset seen since then
+    (REDIS_URL) under the policy in force and under NEW_POLICY, today, from the
+    qualifications that were read: ORCID is not called. Exits 0 when nothing changes,
+    1 when something does, 2 for misuse, a broken policy or a log Redis cannot serve.
+    """
+    from app.decision_log import DecisionLogUnavailable
+    from app.impact import preview
+
+    settings = _settings()
+    now = dt.datetime.now(dt.UTC)
+    start = _since(since, "--since", now)
+    current = _policy(current_path or settings.policy_path)
+    candidate = _policy(new_policy)
+    log = _decision_log(settings)
+    try:
+        entries = log.entries(since=start)
+    except DecisionLogUnavailable as exc:
+        raise Misuse(exc.message) from None
+    impact = preview(entries, current, candidate, now)
+    outcome = {None: "(no such dataset)"}
+    for change in impact.changes:
+        if as_json:
+            click.echo(json.dumps(change.to_dict(), ensure_ascii=True))
+            continue
+        before = outcome.get(change.before, change.before)
+        after = outcome.get(change.after, change.after)
+        echo_lines([f"{change.orcid}  {change.dataset}  {before} -> {after}"])
+        echo_lines(
+            f"    {r.requirement}: {r.before} -> {r.after}: {r.detail}" for r in change.requirements
+        )
+    summary = (
+        f"{len(impact.changes)} of {_plural(impact.replayed, 'researcher-dataset pair')} "
+        f"would change ({impact.lost} losing access, {impact.gained} gaining it), "
+        f"replaying decisions since {_when(start)} without ORCID"
+    )
+    lines = [summary]
+    if impact.unreplayable:
+        lines.append(
+            f"{_plural(len(impact.unreplayable), 'pair')} could not be replayed: their ORCID "
+            "record could not be read when they were last checked"
+        )
+    echo_lines(lines, err=as_json)
+    sys.exit(1 if impact.changes else 0)
+
+
+@policy.command("diff")
+@click.argument("old")
+@click.argument("new")
+def policy_diff(old, new):
+    """Say in words what changed from the policy OLD to NEW.
+
+    Datasets added or removed, paths, requirements, trusted sources and client IDs,
+    qualification rules. Exits 0 when nothing changed, 1 when something did, 2 for a
+    broken policy.
+    """
+    from app.policy.diff import diff_policies
+
+    before, after = _policy(old), _policy(new)
+    lines = diff_policies(before, after)
+    if not lines:
+        echo_lines([f"no changes (version {before.version})"])
+        sys.exit(0)
+    echo_lines([f"policy {before.version} -> {after.version}:"])
+    echo_lines(f"  {line}" for line in lines)
+    sys.exit(1)
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address.")
 @click.option("--port", default=8001, show_default=True, envvar="EMULATOR_PORT")
