@@ -6,7 +6,12 @@ taken locally, each with a warning logged at most once per interval. Decisions a
 then kept in this process's memory until Redis answers again.
 
 Sessions fail closed: while Redis is down, only a session this process saw in Redis
-within the last ``SESSION_GRACE`` seconds, and did not see end, still counts. Sign-in
+within the last ``SESSION_GRACE`` seconds (one), and did not see end, still counts. A
+logout handled by another worker, or a steward's revocation, reaches this process only
+through Redis; so a sighting is trusted no longer than answers are (forward_auth's
+``RECHECK_AFTER``), and an outage longer than a second signs everyone out here rather
+than honour a session that may have ended. Fewer sessions honoured during an outage is
+the price; a signed-out session honoured would let the wrong person in. Sign-in
 states fail closed too: while Redis is down no sign-in starts or completes, because the
 worker that answers ORCID's callback may not be the one that sent the researcher there.
 """
@@ -28,7 +33,9 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "gk:"
 UNAVAILABLE = object()  # "Redis cannot say, but this session was seen there lately"
-SESSION_GRACE = 300.0  # seconds a session seen in Redis still counts while Redis is down
+# Seconds a session confirmed by Redis still counts once Redis stops answering: no more
+# than a remembered /auth answer goes unchecked, so a logout elsewhere is honoured as late.
+SESSION_GRACE = 1.0
 
 
 def decision_key(version: str, orcid: str, dataset: str) -> str:
@@ -185,6 +192,12 @@ class MemoryStore:
         self.forget_orcid(orcid)
         return True
 
+    def forget_all_decisions(self):
+        """Drop every cached decision (the fallback's, once Redis answers again)."""
+        with self._guard:
+            for key in [k for k in self._data if k.startswith(PREFIX + "d:")]:
+                del self._data[key]
+
     # -- sign-in states: single-use --------------------------------------------------------
 
     def put_state(self, key: str, value: str, ttl: float) -> bool:
@@ -249,6 +262,7 @@ class RedisStore:
         self._warn_interval, self._retry_after = warn_interval, retry_after
         self._last_warning = 0.0
         self._down_until = 0.0
+        self._fallback_used = False
         self._seen: dict[str, float] = {}  # session id -> when Redis last had it
         self._ended: set[str] = set()  # sessions ended here that Redis may still hold
 
@@ -271,14 +285,21 @@ class RedisStore:
         if time.monotonic() < self._down_until:
             return fallback()
         try:
-            return call()
+            result = call()
         except redis.RedisError as exc:
             self._fault(exc)
             return fallback()
+        if self._fallback_used:
+            # Redis is back: decisions kept here meanwhile may since have been revoked
+            # there, and would be served again by the next outage.
+            self._fallback_used = False
+            self.fallback.forget_all_decisions()
+        return result
 
     def _fault(self, exc: Exception):
         now = time.monotonic()
         self._down_until = now + self._retry_after
+        self._fallback_used = True
         if now - self._last_warning >= self._warn_interval:
             self._last_warning = now
             logger.warning("Redis unavailable, deciding without the shared cache: %s", exc)
