@@ -252,6 +252,93 @@ def explain(orcid, dataset, record, policy_path, as_json):
 
 
 @main.group()
+def record():
+    """Work with saved ORCID records (the files explain --record reads)."""
+
+
+@record.command("save")
+@click.option("--orcid", "orcid", required=True, help="The researcher's ORCID iD or its URI.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the record here (default: standard output).",
+)
+def record_save(orcid, output):
+    """Save a researcher's live ORCID record: the summary and every qualification item.
+
+    Reads ORCID_API_URL as explain does, and writes the saved-record format that
+    `gatekeeper explain --record FILE` reads, so a policy can be tried on a real record.
+    Exits 0 when saved, 1 when the record could not be read, 2 for an invalid iD.
+    """
+    from app.orcid_client import OrcidClient
+
+    settings = _settings()
+    try:
+        orcid = parse_orcid_id(orcid)
+    except InvalidOrcidId as exc:
+        raise Misuse(exc.message) from None
+    client = OrcidClient(
+        settings.orcid_api_url,
+        base_url=settings.orcid_base_url,
+        client_id=settings.orcid_client_id,
+        client_secret=settings.orcid_client_secret,
+        # One read per item, one after another: more time than a decision's read.
+        total_timeout=max(settings.orcid_timeout, 60.0),
+        check_record_status=settings.orcid_check_record_status,
+    )
+    try:
+        saved = _read_record(client, orcid)
+    except OrcidError as exc:
+        message = printable(f"could not read the ORCID record of {orcid}: {exc.message}")
+        raise click.ClickException(message) from None
+    finally:
+        client.close()
+    text = json.dumps(saved, indent=2, ensure_ascii=True) + "\n"
+    if output:
+        try:
+            with open(output, "w", encoding="utf-8") as file:
+                file.write(text)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
+    else:
+        click.echo(text, nl=False)
+    count = len(saved["items"])
+    echo_lines([f"saved {count} qualification{'s' if count != 1 else ''} of {orcid}"], err=True)
+
+
+def _read_record(client, orcid: str) -> dict:
+    """The raw summary and items of a record, through the client's bounded, retried reads.
+
+    NOTE: the saved-record format keeps ORCID's JSON as it came, which the client's public
+    read parses away, so this uses its request layer (deadline, retries, typed errors).
+
+    :raises OrcidError: a typed subclass for each way the record can't be read.
+    """
+    import time
+
+    from app.errors import AccessForbidden, RecordNotFound
+    from app.qualifications import parse_summaries
+
+    deadline = time.monotonic() + client.total_timeout
+    bearer = client._client_token(deadline)
+    if client.check_record_status:
+        client._get_json(f"/{orcid}/person", bearer, deadline)  # a locked record raises
+    summary = client._get_json(f"/{orcid}/qualifications", bearer, deadline)
+    items = {}
+    for entry in parse_summaries(summary):
+        if entry.put_code is None or str(entry.put_code) in items:
+            continue
+        try:
+            items[str(entry.put_code)] = client._get_json(
+                f"/{orcid}/qualification/{entry.put_code}", bearer, deadline
+            )
+        except (RecordNotFound, AccessForbidden):
+            continue  # deleted, or made non-public, between the two reads
+    return {"orcid": orcid, "qualifications": summary, "items": items}
+
+
+@main.group()
 def decisions():
     """Cached decisions and the decision log (need REDIS_URL)."""
 
