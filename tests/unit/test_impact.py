@@ -183,3 +183,17 @@ class TestImpactPreview:
             write_policy, "    sources: [nihr]\n", "    sources: [nihr, self-asserted]\n"
         )
         assert preview(log.entries(), current, new, NOW).changes == ()
+
+
+def test_the_replay_and_the_diff_import_no_redis_flask_or_requests():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, app.impact, app.policy.diff\n"
+        "print(sorted(m for m in ('flask', 'redis', 'requests') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
