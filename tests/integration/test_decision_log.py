@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from prometheus_client import REGISTRY
 
 from app.access import AccessChecker
 from app.cache import RedisStore
 from app.cli import main
 from app.decision_log import (
-    FAILURES,
     STREAM_KEY,
     DecisionLogUnavailable,
     LogEntry,
@@ -174,12 +174,12 @@ class TestFailSoft:
         checker = AccessChecker(
             PolicyFile(policy_path, check_interval=0), records, RedisStore.from_url(redis_url)
         )
-        before = FAILURES._value.get()
+        before = REGISTRY.get_sample_value("gatekeeper_decision_log_failures_total")
         redis_server.stop()
         with caplog.at_level(logging.WARNING, logger="app.decision_log"):
             assert checker.check(RESEARCHER, "sail").allowed
             assert not checker.check(RESEARCHER, "open").allowed
-        assert FAILURES._value.get() == before + 2
+        assert REGISTRY.get_sample_value("gatekeeper_decision_log_failures_total") == before + 2
         warnings = [r for r in caplog.records if r.name == "app.decision_log"]
         assert len(warnings) == 1 and "dropped" in warnings[0].getMessage()
         with pytest.raises(DecisionLogUnavailable):
