@@ -57,7 +57,9 @@ MAX_POLICY_BYTES = 1024 * 1024
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _read_document(file: Path, display: str, problems: list[Problem]) -> _Document | None:
+def _read_document(
+    file: Path, display: str, problems: list[Problem], loader_class=None
+) -> _Document | None:
     try:
         size = file.stat().st_size
         if size > MAX_POLICY_BYTES:
@@ -75,7 +77,7 @@ def _read_document(file: Path, display: str, problems: list[Problem]) -> _Docume
         problems.append(Problem(display, 1, "(file)", f"cannot read the file: {exc}"))
         return None
     try:
-        loader = SafeLoader(text)
+        loader = (loader_class or SafeLoader)(text)
         try:
             node = loader.get_single_node()
             data = loader.construct_document(node) if node is not None else None
@@ -83,6 +85,10 @@ def _read_document(file: Path, display: str, problems: list[Problem]) -> _Docume
             loader.dispose()
     except yaml.YAMLError as exc:
         problems.append(yaml_problem(exc, text, display))
+        return None
+    except ValueError:
+        # PyYAML reads 2025-02-30 as a date and fails building it, with no line.
+        problems.append(_bad_date_problem(text, display))
         return None
     lines: dict[tuple, int] = {}
     if node is not None:
@@ -255,6 +261,33 @@ def yaml_problem(exc: yaml.YAMLError, text: str, display: str) -> Problem:
         "(yaml)",
         f"YAML syntax error at column {column + 1}: {what}; hint: {hint}",
     )
+
+
+def _bad_date_problem(text: str, display: str) -> Problem:
+    """The first value YAML reads as a date that is no day of the calendar."""
+    loader = yaml.SafeLoader(text)
+    try:
+        stack = [loader.get_single_node()]
+        while stack:
+            node = stack.pop(0)
+            if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:timestamp":
+                try:
+                    loader.construct_yaml_timestamp(node)
+                except ValueError:
+                    return Problem(
+                        display,
+                        node.start_mark.line + 1,
+                        "(yaml)",
+                        f"{node.value!r} is not a date in the calendar; write a real date, "
+                        "or quote it if it is text",
+                    )
+            elif isinstance(node, yaml.SequenceNode):
+                stack.extend(node.value)
+            elif isinstance(node, yaml.MappingNode):
+                stack.extend(n for pair in node.value for n in pair)
+    finally:
+        loader.dispose()
+    return Problem(display, 1, "(yaml)", "a value YAML could not read")
 
 
 def _comment(row: str) -> bool:

@@ -21,6 +21,7 @@ from app.decision import Decision, decide
 from app.errors import PolicyError
 from app.orcid_id import is_valid_orcid_id
 from app.policy.loading import (
+    SafeLoader,
     _Document,
     _dotted,
     _read_document,
@@ -81,6 +82,20 @@ REASONS = (
     "url_mismatch",
     "unreadable_item",
 )
+FULL_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+TIMESTAMP = "tag:yaml.org,2002:timestamp"
+
+
+class _DatesAsText(SafeLoader):
+    """YAML that leaves 2025-06-30 as text: dates are checked here, each on its own line
+    (PyYAML's own date reading stops the whole file at 2025-02-30)."""
+
+
+_DatesAsText.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != TIMESTAMP]
+    for first, resolvers in SafeLoader.yaml_implicit_resolvers.items()
+}
+
 FUZZY_DATE = re.compile(r"^([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?$")
 ORCID_HOST = "orcid.org"
 
@@ -182,7 +197,7 @@ def load_tests(paths: list[Path], policy: Policy, today: dt.date) -> list[Policy
         if not path.exists():
             problems.append(Problem(str(path), 1, "(file)", "no such file or directory"))
             continue
-        document = _read_document(path, str(path), problems)
+        document = _read_document(path, str(path), problems, _DatesAsText)
         if document is not None:
             test_file = _Reader(document, policy, problems).read(today)
             if test_file is not None:
@@ -244,10 +259,12 @@ class _Reader:
             return None
         # A misspelt section is one problem, not one per case that names its entries.
         self.misspelt = {m for m in self.unknown_keys((), data, TOP_KEYS) if m not in data}
-        day = data.get("today", today)
-        if isinstance(day, dt.datetime) or not isinstance(day, dt.date):
-            self.problem(("today",), "must be a date such as 2026-06-01")
-            day = today
+        day = today
+        if "today" in data:
+            day = _full_date(data["today"])
+            if day is None:
+                self.problem(("today",), "must be a date such as 2026-06-01")
+                day = today
         service = data.get("service_client_id", TEST_SERVICE_CLIENT_ID)
         if not isinstance(service, str) or not CLIENT_ID.match(service):
             self.problem(
@@ -322,7 +339,7 @@ class _Reader:
         if added is None:
             # As the emulator does: added on its start day, or today when it has none.
             added = _first_day(start) if start else today
-        elif isinstance(added, dt.datetime) or not isinstance(added, dt.date):
+        elif (added := _full_date(added)) is None:
             self.problem((*path, "added"), "must be a full date such as 2025-01-15")
             added = today
         source = self.source(path, item, "source", orcid, service, default=SELF_ASSERTED)
@@ -592,6 +609,18 @@ def _fuzzy_json(date: tuple[int, int | None, int | None] | None) -> dict | None:
         "month": {"value": f"{month:02d}"} if month else None,
         "day": {"value": f"{day:02d}"} if day else None,
     }
+
+
+def _full_date(value) -> dt.date | None:
+    """YYYY-MM-DD as a date; None for anything else (2025-02-30 included)."""
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str) or not FULL_DATE.match(value):
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def _first_day(date: tuple[int, int | None, int | None]) -> dt.date:

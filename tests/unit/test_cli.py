@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -195,7 +196,9 @@ class TestExplain:
             str(record),
         )
         assert result.exit_code == 1
-        assert "added by yourself; this dataset needs it from NIHR Learn" in result.output
+        # The command line speaks of the researcher; the web pages speak to them.
+        assert "added by the researcher; this dataset needs it from NIHR Learn" in result.output
+        assert "yourself" not in result.output and " your " not in result.output
 
 
 class TestPolicyWarnings:
@@ -343,3 +346,73 @@ class TestOutputEscaping:
         assert result.exit_code == 2
         assert "\u202e" not in result.output
         assert "\\u202e" in result.output
+
+
+class TestExplainReadsLikeASentence:
+    def test_times_are_to_the_second_in_utc_and_an_open_ended_item_says_so(
+        self, runner, policy_file, record_file
+    ):
+        result = explain_record(runner, policy_file, record_file(qualified_items()))
+        assert result.exit_code == 0, result.output
+        last = result.output.splitlines()[-1]
+        assert re.fullmatch(
+            r"Decided \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC under policy [0-9a-f]{16}; "
+            r"holds until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\.",
+            last,
+        ), last
+        assert "no end date." in result.output  # the test items have no end date
+
+    def test_the_command_line_speaks_of_the_researcher(self, runner, policy_file, record_file):
+        typed_in = orcid_json.qualification(
+            1,
+            owner=RESEARCHER,
+            title="Safe Researcher Training",
+            src=orcid_json.source(orcid=RESEARCHER),
+        )
+        result = explain_record(runner, policy_file, record_file([typed_in]))
+        assert result.exit_code == 1
+        assert (
+            "added by the researcher; this dataset needs it from UK Data Service or this service"
+            in result.output
+        )
+        assert "What the researcher can do: ask UK Data Service to add" in result.output
+        assert "yourself" not in result.output and "your ORCID" not in result.output
+
+    def test_the_pages_words_keep_speaking_to_the_researcher(self, policy, make_qualification):
+        from app.decision import decide
+        from app.explain import explain_lines, met_sentence
+        from tests.conftest import at
+
+        typed_in = make_qualification(1, title="Safe Researcher Training")
+        decision = decide(
+            policy, policy.dataset("sail"), [typed_in], orcid=RESEARCHER, now=at("2026-11-25")
+        )
+        text = "\n".join(explain_lines(policy, decision))
+        assert "added by yourself; this dataset needs it from" in text
+        assert "What to do: ask UK Data Service to add" in text and "your ORCID record" in text
+        mine = make_qualification(
+            3,
+            title="Data Protection Essentials",
+            start="2026-06",
+            src=orcid_json.source(orcid=RESEARCHER),
+        )
+        met = decide(policy, policy.dataset("open"), [mine], orcid=RESEARCHER, now=at("2026-11-25"))
+        result = met.requirements[0]
+        assert "added by yourself" in met_sentence(result, put_code=False)
+        assert "added by the researcher" in met_sentence(result, audience="steward")
+
+
+class TestSeveralPaths:
+    def test_policy_check_checks_each_path_and_fails_if_any_is_broken(self, runner, policy_file):
+        broken = BROKEN / "unknown-key.yaml"
+        result = runner.invoke(main, ["policy", "check", str(policy_file), str(broken)])
+        assert result.exit_code == 1
+        assert f"{policy_file}: OK, 3 datasets" in result.stdout
+        assert f"{broken}:7: qualifications.srt.titel: unknown key: did you mean 'title'?" in (
+            result.stdout
+        )
+
+    def test_policy_check_passes_when_every_path_is_fine(self, runner, policy_file):
+        result = runner.invoke(main, ["policy", "check", str(policy_file), str(REPO / "policies")])
+        assert result.exit_code == 0, result.output
+        assert len(result.stdout.splitlines()) == 2

@@ -366,3 +366,73 @@ class TestExplain:
         )
         text = "\n".join(explain_lines(policy, decision))
         assert "Your ORCID record is locked" in text
+
+
+class TestSelfAssertedTakesAnyIdentifiedSource:
+    """``self-asserted`` is the weakest evidence: any source ORCID identifies is as good."""
+
+    def dpe(self, make_qualification, src):
+        return make_qualification(1, title="Data Protection Essentials", start="2026-06", src=src)
+
+    @pytest.mark.parametrize(
+        "src, added_by",
+        [
+            (orcid_json.source(orcid=RESEARCHER), "yourself"),
+            (orcid_json.source(client_id=UKDS, name="UK Data Service"), "UK Data Service"),
+            (
+                orcid_json.source(client_id=UNTRUSTED, name="Some LMS"),
+                '"Some LMS" (ORCID client APP-UNTRUSTED0000001)',
+            ),
+            (orcid_json.source(orcid=OTHER_PERSON), f"ORCID user {OTHER_PERSON}"),
+            (orcid_json.source(client_id=UKDS, origin_orcid=RESEARCHER), "yourself"),
+            (orcid_json.source(client_id=OWN_CLIENT), "this service"),
+        ],
+        ids=[
+            "researcher",
+            "trusted-client",
+            "other-client",
+            "delegate",
+            "search-and-link",
+            "this-service",
+        ],
+    )
+    def test_an_item_from_any_identified_source_counts(
+        self, policy, make_qualification, src, added_by
+    ):
+        decision = judge(policy, "open", [self.dpe(make_qualification, src)])
+        assert decision.allowed
+        [verdict] = decision.requirements[0].candidates
+        assert (verdict.ok, verdict.added_by) == (True, added_by)
+
+    def test_an_item_whose_source_orcid_left_unknown_still_counts_for_nobody(
+        self, policy, make_qualification
+    ):
+        decision = judge(policy, "open", [self.dpe(make_qualification, orcid_json.source())])
+        assert not decision.allowed
+        [failure] = decision.requirements[0].candidates[0].failures
+        assert failure.reason == "wrong_source"
+        assert failure.message == (
+            "ORCID did not say clearly who added it, so it counts for nobody; this dataset "
+            "needs it from anyone ORCID names as its source, yourself included"
+        )
+
+    def test_a_provider_added_item_is_never_told_it_needs_to_come_from_yourself(
+        self, policy, make_qualification
+    ):
+        # hsr takes [nihr, self-asserted]: an item from an untrusted client now counts.
+        hsr = make_qualification(
+            2,
+            title="Health services research",
+            external_ids=[("uri", "https://example.org/quals/hsr")],
+            src=orcid_json.source(client_id=UNTRUSTED),
+        )
+        decision = judge(policy, "sail", [srt(make_qualification), hsr])
+        assert decision.allowed
+        assert "needs it from yourself" not in "\n".join(explain_lines(policy, decision))
+
+    def test_rules_without_self_asserted_still_name_their_sources(self, policy, make_qualification):
+        item = srt(make_qualification, src=orcid_json.source(client_id=UNTRUSTED))
+        [verdict] = judge(policy, "sail", [item]).requirements[0].candidates
+        assert verdict.failures[0].message.endswith(
+            "this dataset needs it from UK Data Service or this service"
+        )

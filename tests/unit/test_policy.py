@@ -282,3 +282,127 @@ class TestPolicyFiles:
         assert watched.current is before or watched.current.version != before.version
         assert watched.wait(timeout=10) is True
         assert watched.current.dataset("sail").cache_ttl == 901
+
+
+class TestAuthoringHelp:
+    """Problems a steward can fix from the message alone."""
+
+    @pytest.mark.parametrize(
+        "text, line, message",
+        [
+            (
+                "version: 1\nqualifications:\n\tsrt: {title: X, sources: [self-asserted]}\n",
+                3,
+                "YAML syntax error at column 1: a tab character; hint: YAML indents with "
+                "spaces only: replace the tab with spaces",
+            ),
+            (
+                "version: 1\nqualifications:\n  srt:\n    title: X\n   sources: [self-asserted]\n",
+                5,
+                "YAML syntax error at column 4: this line is out of line with the keys above it;"
+                " hint: indent it like the other keys of the mapping on line 3, which start in "
+                "column 3",
+            ),
+            (
+                "version: 1\nqualifications:\n  srt:\n    title X\n    sources: [self-asserted]\n",
+                4,
+                "YAML syntax error at column 5: 'title X' has no colon after its key",
+            ),
+            (
+                "version: 1\nqualifications\n  srt: {title: X}\n",
+                2,
+                "YAML syntax error at column 1: 'qualifications' is not followed by a colon",
+            ),
+            (
+                "version: 1\nqualifications:\n  srt: {title: X, sources: [self-asserted}\n",
+                3,
+                "the list opened with '[' on line 3 is not closed; hint: close it with ']'",
+            ),
+            (
+                "version: 1\nqualifications:\n  srt:\n    title: 'Safe Researcher\n",
+                4,
+                "YAML syntax error at column 12: this quote is never closed",
+            ),
+            (
+                "version: 1\nqualifications:\n  srt:\n    title: Safe: Researcher\n",
+                4,
+                "a value holds ': '; hint: put the value in quotes: title: 'Safe: Researcher'",
+            ),
+            (
+                "version: 1\nqualifications:\n  srt:\n    description: 2025-02-30\n",
+                4,
+                "'2025-02-30' is not a date in the calendar",
+            ),
+        ],
+        ids=[
+            "tab",
+            "indentation",
+            "missing-colon",
+            "bare-key",
+            "unclosed-list",
+            "quote",
+            "colon-in-value",
+            "no-such-day",
+        ],
+    )
+    def test_yaml_errors_say_where_what_and_how_to_fix_it(self, write_policy, text, line, message):
+        path = write_policy(text)
+        with pytest.raises(PolicyError) as raised:
+            load_policy(path)
+        [problem] = raised.value.problems
+        assert (problem.line, problem.key) == (line, "(yaml)")
+        assert message in problem.message
+
+    def test_unknown_keys_and_names_suggest_what_was_meant(self, write_policy):
+        path = write_policy(
+            """
+            version: 1
+            qualifications:
+              srt: {titel: X, sources: [self_asserted]}
+              gcp: {title: G, sources: [ukds]}
+            datasets:
+              d: {paths: [/d/], require: [srt, gpc], cache-ttl: 60}
+            """
+        )
+        with pytest.raises(PolicyError) as raised:
+            load_policy(path)
+        assert [str(p) for p in raised.value.problems] == [
+            f"{path}:3: qualifications.srt.titel: unknown key: did you mean 'title'? (allowed "
+            "here: title, title_pattern, organization, external_id, url_prefix, sources, "
+            "max_age_days, end_date, description)",
+            f"{path}:3: qualifications.srt: needs at least one of title, title_pattern, "
+            "external_id",
+            f"{path}:3: qualifications.srt.sources[0]: unknown source 'self_asserted': did you "
+            "mean 'self-asserted'? (known: self-asserted, self-issued)",
+            f"{path}:4: qualifications.gcp.sources[0]: unknown source 'ukds' (known: "
+            "self-asserted, self-issued)",
+            f"{path}:6: datasets.d.cache-ttl: unknown key: did you mean 'cache_ttl'? (allowed "
+            "here: title, paths, require, cache_ttl, description)",
+            f"{path}:6: datasets.d.require[1]: unknown qualification 'gpc': did you mean 'gcp'? "
+            "(known: gcp, srt)",
+        ]
+
+    @pytest.mark.parametrize("typo", ["qualifcations", "Qualifications", "qualification"])
+    def test_a_misspelt_section_is_one_problem_not_a_cascade(self, write_policy, typo):
+        path = write_policy(
+            f"""
+            version: 1
+            {typo}:
+              srt: {{title: X, sources: [self-asserted]}}
+            datasets:
+              a: {{paths: [/a/], require: [srt]}}
+              b: {{paths: [/b/], require: [srt, {{any_of: [srt]}}]}}
+            """
+        )
+        with pytest.raises(PolicyError) as raised:
+            load_policy(path)
+        assert [str(p) for p in raised.value.problems] == [
+            f"{path}:2: {typo}: unknown key: did you mean 'qualifications'? (allowed here: "
+            "version, sources, qualifications, datasets)"
+        ]
+
+    def test_a_misspelt_version_is_not_also_missing(self, write_policy):
+        path = write_policy("verison: 1\nqualifications: {}\n")
+        with pytest.raises(PolicyError) as raised:
+            load_policy(path)
+        assert [p.key for p in raised.value.problems] == ["verison"]
