@@ -218,7 +218,8 @@ def _fields(entry: LogEntry) -> dict:
         "orcid": entry.orcid,
         "dataset": entry.dataset,
         "outcome": entry.outcome,
-        "entry": json.dumps(entry.to_dict(), separators=(",", ":"), ensure_ascii=False),
+        # ASCII: a string Python holds but UTF-8 cannot encode never fails an append.
+        "entry": json.dumps(entry.to_dict(), separators=(",", ":")),
     }
 
 

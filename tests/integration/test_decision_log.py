@@ -151,6 +151,15 @@ class TestRedisStream:
         log.append(entry)  # as a retried XADD whose first reply was lost would
         assert len(log) == 2 and len(log.entries()) == 1
 
+    def test_text_utf8_cannot_encode_is_still_logged(self, redis_url):
+        from app.qualifications import UnreadableItem
+
+        log = RedisDecisionLog(RedisStore.from_url(redis_url).redis)
+        decision = self.entries(1)[0].decision
+        item = UnreadableItem(1, "Safe \ud800 Researcher", "a lone surrogate \udfff")
+        assert log.append(LogEntry(decision, (item,)))
+        assert log.entries()[0].qualifications == (item,)
+
     def test_reading_pages_through_a_long_stream_newest_first(self, redis_url):
         log = RedisDecisionLog(RedisStore.from_url(redis_url).redis)
         for entry in self.entries(1203):
