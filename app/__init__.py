@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
     from app import metrics
     from app.access import AccessChecker
     from app.cache import MemoryStore, RedisStore
+    from app.decision_log import decision_log_for
     from app.orcid_client import OrcidClient
     from app.policy import PolicyFile
     from app.web import access_log, errors, forward_auth, health, login, pages, security
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
         refusal_ttl=settings.refusal_ttl,
         max_ttl=settings.decision_ttl,
         wait_timeout=settings.orcid_timeout + 1,
+        decision_log=decision_log_for(store, settings.decision_log_retention),
     )
 
     app = Flask(__name__, template_folder="web/templates", static_folder="web/static")

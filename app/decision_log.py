@@ -297,6 +297,7 @@ class MemoryDecisionLog(_Reading):
     ):
         self._entries: deque[tuple[str, dict, LogEntry]] = deque(maxlen=max_entries)
         self._guard = threading.Lock()
+        self.retention_days = retention_days
         self._retention = retention_days * 86400.0
         self._clock = clock
         self._last = (0, 0)
@@ -355,6 +356,7 @@ class RedisDecisionLog(_Reading):
         retry_after: float = 2.0,
     ):
         self.redis, self.key = client, key
+        self.retention_days = retention_days
         self._retention = retention_days * 86400.0
         self._clock = clock
         self._warn_interval, self._retry_after = warn_interval, retry_after

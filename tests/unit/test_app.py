@@ -95,3 +95,9 @@ class TestErrors:
 
     def test_logout_without_csrf_is_refused(self):
         assert make_app().test_client().post("/logout").status_code == 400
+
+
+def test_the_service_keeps_decisions_for_decision_log_retention_days():
+    app = make_app(DECISION_LOG_RETENTION="7")
+    log = app.extensions["gatekeeper"].checker.decision_log
+    assert log.retention_days == 7
