@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
     from app.decision_log import decision_log_for
     from app.orcid_client import OrcidClient
     from app.policy import PolicyFile
-    from app.web import access_log, errors, forward_auth, health, login, pages, security
+    from app.web import access_log, errors, forward_auth, health, login, pages, security, steward
 
     settings = settings or Settings.from_env()
     problems = settings.service_problems()
@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
     app.register_blueprint(login.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(steward.bp)
     errors.init_app(app)
     security.init_app(app)
     access_log.init_app(app)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit
 
 from app.errors import ConfigError
+from app.orcid_id import is_valid_orcid_id, parse_orcid_id
 
 # ORCID's OAuth scopes (ORCID-Source ScopePathType, the ones a sign-in may ask for).
 SCOPES = (
@@ -78,6 +79,8 @@ class Settings:
     site_name: str = field(default="Dataset access", metadata={"env": "SITE_NAME"})
     steward_contact: str | None = field(default=None, metadata={"env": "STEWARD_CONTACT"})
     logo_path: str | None = field(default=None, metadata={"env": "LOGO_PATH"})
+    # Who may open the steward console (/steward/): comma-separated ORCID iDs.
+    steward_orcids: tuple = field(default=(), metadata={"env": "STEWARD_ORCIDS"})
 
     @classmethod
     def from_env(cls, environ=None) -> Settings:
@@ -169,6 +172,13 @@ class Settings:
                 "https://api.orcid.org/v3.0"
             )
         found.extend(self.page_problems())
+        bad = [value for value in self.steward_orcids if not is_valid_orcid_id(value)]
+        if bad:
+            found.append(
+                f"STEWARD_ORCIDS: {', '.join(map(repr, bad))} "
+                f"{'is not an ORCID iD' if len(bad) == 1 else 'are not ORCID iDs'} "
+                "(16 digits in four groups with a valid check digit, like 0000-0002-1825-0097)"
+            )
         return found
 
     def page_problems(self) -> list[str]:
@@ -220,6 +230,11 @@ class Settings:
         ):
             return contact
         return None
+
+    @property
+    def stewards(self) -> frozenset[str]:
+        """The canonical iDs in STEWARD_ORCIDS (invalid ones stop start-up, above)."""
+        return frozenset(parse_orcid_id(v) for v in self.steward_orcids if is_valid_orcid_id(v))
 
     @property
     def logo_file(self) -> str | None:

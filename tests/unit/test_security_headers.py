@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -116,8 +117,16 @@ class SignedIn:
             session["csrf"] = self.csrf = "csrf-token-for-tests"
 
 
-def _get(path):
-    return lambda client, csrf: client.get(path)
+def _get(path, *then):
+    """GET ``path`` (and then each of ``then``, answering with the last)."""
+
+    def go(client, csrf):
+        response = client.get(path)
+        for other in then:
+            response = client.get(other)
+        return response
+
+    return go
 
 
 def _post(path, **form):
@@ -130,6 +139,17 @@ def _twice(path):
         return client.post(path, data={"csrf": csrf})
 
     return go
+
+
+def _as_steward(go):
+    """``go`` with the signed-in researcher listed in STEWARD_ORCIDS."""
+
+    def run(client, csrf):
+        gk = client.application.extensions["gatekeeper"]
+        gk.settings = replace(gk.settings, steward_orcids=(RESEARCHER,))
+        return go(client, csrf)
+
+    return run
 
 
 # (id, reader, signed in, request, expected status)
@@ -159,6 +179,19 @@ PAGES = [
     ("logo-unset", "allowed", False, _get("/logo"), 404),
     ("healthz", "allowed", False, _get("/healthz"), 200),
     ("readyz", "allowed", False, _get("/readyz"), 200),
+    ("steward-signed-out", "allowed", False, _get("/steward/"), 403),
+    ("steward-not-a-steward", "allowed", True, _get("/steward/"), 403),
+    ("steward", "allowed", True, _as_steward(_get("/steward/")), 200),
+    ("steward-dataset", "refused", True, _as_steward(_get("/datasets/sail", "/steward/sail")), 200),
+    ("steward-csv", "allowed", True, _as_steward(_get("/datasets/sail", "/steward/sail.csv")), 200),
+    (
+        "steward-revoke",
+        "allowed",
+        True,
+        _as_steward(_post("/steward/revoke", orcid=RESEARCHER)),
+        303,
+    ),
+    ("steward-log-unknown", "allowed", True, _as_steward(_get("/steward/nope")), 404),
 ]
 
 
