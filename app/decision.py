@@ -493,7 +493,8 @@ def _valid_until(results, allowed, dataset, now) -> dt.datetime | None:
         for result in results:
             for verdict in result.candidates:
                 # Only waiting stands between this item and counting: judge again then.
-                waiting = {f.reason for f in verdict.failures} <= {"not_yet_valid", "not_completed"}
+                reasons = {f.reason for f in verdict.failures}
+                waiting = reasons and reasons <= {"not_yet_valid", "not_completed"}
                 if waiting and verdict.valid_from is not None:
                     ends.append(_end_of(verdict.valid_from - dt.timedelta(days=1)))
     if dataset.cache_ttl is not None:

@@ -558,3 +558,11 @@ class TestPolicyBounds:
         )
         item = orcid_json.qualification(1, owner=RESEARCHER, title="A", url=url)
         assert judge(policy, "d", [item]).allowed is allowed
+
+
+def test_a_refusal_holds_no_shorter_because_another_requirement_was_met(policy):
+    # The met requirement's item passed: it is not waiting for anything, and must not
+    # pull the refusal's "judge again" time into the past.
+    decision = judge(policy, "sail", [srt(start="2020-01-01")])
+    assert not decision.allowed
+    assert decision.valid_until is None or decision.valid_until > at("2026-11-25")
