@@ -143,6 +143,10 @@ def _window() -> tuple[str, int]:
     return name, WINDOWS[name]
 
 
+def _words(days: int) -> str:
+    return "day" if days == 1 else f"{days} days"
+
+
 def _now() -> dt.datetime:
     return _gatekeeper().checker.clock()
 
@@ -215,7 +219,13 @@ def index():
     except DecisionLogUnavailable as exc:
         return _log_unavailable(exc)
     return render_template(
-        "steward.html", reports=reports, window=window, windows=WINDOWS, now=now, when=when
+        "steward.html",
+        reports=reports,
+        window=window,
+        window_words=_words(days),
+        windows=WINDOWS,
+        now=now,
+        when=when,
     )
 
 
@@ -240,6 +250,7 @@ def dataset(name):
         report=report,
         dataset=target,
         window=window,
+        window_words=_words(days),
         windows=WINDOWS,
         now=now,
         when=when,

@@ -258,7 +258,7 @@ class TestDatasetPage:
     def test_an_unknown_window_shows_the_default(self, decided):
         html = signed_in(decided, STEWARD).get("/steward/sail?window=1y").get_data(as_text=True)
         assert '<option value="7d" selected>' in html
-        assert "Refusals in the last 7d" in html
+        assert "Refusals in the last 7 days" in html
 
     def test_an_unknown_dataset_answers_404(self, decided):
         assert signed_in(decided, STEWARD).get("/steward/nope").status_code == 404
@@ -267,8 +267,8 @@ class TestDatasetPage:
     def test_a_dataset_nobody_asked_for_says_so(self, decided):
         seen = text(signed_in(decided, STEWARD).get("/steward/open").get_data(as_text=True))
         assert "Nobody has access now." in seen
-        assert "No refusals in the last 7d." in seen
-        assert "No decisions in the last 7d." in seen
+        assert "No refusals in the last 7 days." in seen
+        assert "No decisions in the last 7 days." in seen
 
 
 class TestRevoke:
