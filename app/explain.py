@@ -104,11 +104,12 @@ def dataset_needs(policy: Policy, dataset: Dataset) -> list[tuple[Need, ...]]:
 
 def _need(policy: Policy, key: str) -> Need:
     rule = policy.qualifications[key]
+    if SELF_ASSERTED in rule.sources:
+        # The researcher's own word counts, so any source ORCID names counts too.
+        return Need(f'"{rule.label}"', "you or anyone else", rule.max_age_days)
     names = []
     for source in rule.sources:
-        if source == SELF_ASSERTED:
-            names.append("you")
-        elif source == SELF_ISSUED:
+        if source == SELF_ISSUED:
             names.append("this service")
         elif source in policy.sources:
             names.append(policy.sources[source].name)

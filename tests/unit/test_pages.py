@@ -125,11 +125,13 @@ class TestRequirementsBeforeSignIn:
             "this service." in seen
         )
         assert 'One of: "gcp", added to your ORCID record by NIHR Learn' in seen
-        assert '"hsr", added to your ORCID record by NIHR Learn or you' in seen
+        assert '"hsr", added to your ORCID record by you or anyone else' in seen
 
     def test_an_age_limit_is_stated(self, make_app):
         seen = text(main(page(make_app, path="/datasets/open", signed=False)))
-        assert '"Data Protection Essentials", added to your ORCID record by you' in seen
+        assert (
+            '"Data Protection Essentials", added to your ORCID record by you or anyone else' in seen
+        )
         assert "started in the last 365 days" in seen
 
     def test_the_sign_in_button_is_orcid_branded(self, make_app):
