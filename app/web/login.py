@@ -118,7 +118,11 @@ class _OAuth(OAuth):
     framework_integration_cls = ServerSideState
 
 
-oauth = _OAuth(cache=StateCache())
+def orcid_client():
+    """This app's ORCID client: one OAuth registry per app (Authlib keeps the first client
+    it builds, so a registry shared by two apps in one process would sign in at the
+    first one's ORCID)."""
+    return current_app.extensions["authlib.integrations.flask_client"].orcid
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +158,9 @@ def init_app(app):
         # Authlib then checks the ID token: issuer, audience, signature (JWKS), nonce;
         # callback() passes ORCID's form of amr and checks at_hash.
         kwargs["server_metadata_url"] = f"{base}/.well-known/openid-configuration"
+    oauth = _OAuth(cache=StateCache())
     oauth.init_app(app)
-    oauth.register("orcid", overwrite=True, **kwargs)
+    oauth.register("orcid", **kwargs)
 
 
 def _gatekeeper():
@@ -244,7 +249,7 @@ def login():
     """Send the researcher to ORCID to sign in; ``next`` is where to return to."""
     session["next"] = safe_next(request.args.get("next"), allowed_hosts())
     try:
-        return oauth.orcid.authorize_redirect(redirect_uri())
+        return orcid_client().authorize_redirect(redirect_uri())
     except StoreUnavailable:
         _sign_in_outcome("unavailable", "store_unavailable", level=logging.WARNING)
         return _sign_in_failed("We cannot sign you in just now.", 503)
@@ -257,7 +262,7 @@ def callback():
     :raise 400: a wrong, missing or replayed state, or a code ORCID refuses.
     """
     state = request.args.get("state", "")
-    integration = oauth.orcid.framework
+    integration = orcid_client().framework
     if request.args.get("error"):
         # The researcher pressed Deny at ORCID: no session, a page that says so.
         integration.clear_state_data(session, state)
@@ -291,7 +296,7 @@ def _complete_sign_in(integration, state: str):
             )
     settings = _gatekeeper().settings
     try:
-        token = oauth.orcid.authorize_access_token(
+        token = orcid_client().authorize_access_token(
             claims_options=_id_token_claims(settings), claims_cls=OrcidIDToken
         )
         if "userinfo" in token:

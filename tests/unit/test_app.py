@@ -101,3 +101,11 @@ def test_the_service_keeps_decisions_for_decision_log_retention_days():
     app = make_app(DECISION_LOG_RETENTION="7")
     log = app.extensions["gatekeeper"].checker.decision_log
     assert log.retention_days == 7
+
+
+def test_two_apps_in_one_process_each_sign_in_at_their_own_orcid():
+    sandbox = make_app(ORCID_BASE_URL="https://sandbox.orcid.org")
+    production = make_app()
+    for app, host in ((sandbox, "sandbox.orcid.org"), (production, "orcid.org")):
+        location = app.test_client().get("/login").headers["Location"]
+        assert location.startswith(f"https://{host}/oauth/authorize"), location

@@ -82,21 +82,6 @@ def make_app(write_policy):
     return make
 
 
-@pytest.fixture
-def fresh_oauth_client():
-    """Forget the ORCID client Authlib built for an earlier app in this process.
-
-    NOTE: app.web.login keeps one module-level ``OAuth()``, and Authlib caches the first
-    client it builds, so a second app in the same process signs in at the first app's
-    ORCID. One app per process in production; this test needs its own base URL.
-    """
-    from app.web import login
-
-    login.oauth._clients.pop("orcid", None)
-    yield
-    login.oauth._clients.pop("orcid", None)
-
-
 def form_action(response) -> list[str]:
     for directive in response.headers["Content-Security-Policy"].split("; "):
         name, *sources = directive.split()
@@ -240,9 +225,7 @@ class TestContentSecurityPolicy:
         directives = response.headers["Content-Security-Policy"].split("; ")
         assert "form-action 'self' http://127.0.0.1:8001" in directives
 
-    def test_check_again_when_signed_out_redirects_within_form_action(
-        self, make_app, fresh_oauth_client
-    ):
+    def test_check_again_when_signed_out_redirects_within_form_action(self, make_app):
         # A browser applies form-action to each redirect after a POST: every hop must be
         # this site or an origin the policy names, or "Check again" stops at a CSP error.
         client = make_app(ORCID_BASE_URL="https://sandbox.orcid.org").test_client()
