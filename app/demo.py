@@ -21,6 +21,8 @@ from app.logs import demo_logging
 from app.settings import Settings
 
 DATASETS = Path(__file__).parent / "examples" / "datasets"
+# The "empty" persona (no qualifications) is the demo's data steward: /steward/.
+DEMO_STEWARD = "0009-0000-0000-0113"
 DEMO_CLIENT = {
     "client_id": "APP-GATEKEEPERDEMO01",
     "client_secret": "demo-secret",
@@ -117,6 +119,7 @@ def run_demo(
         demo=True,
         site_name="Dataset access (demo)",
         steward_contact="mailto:data-steward@example.org",
+        steward_orcids=(DEMO_STEWARD,),
     )
     demo_logging()
     app = create_app(settings)

@@ -61,6 +61,13 @@ class TestDemo:
         assert "frame-ancestors 'none'" in refused.headers["Content-Security-Policy"]
         assert refused.headers["X-Content-Type-Options"] == "nosniff"
 
+    def test_the_empty_persona_is_the_demos_steward(self, demo):
+        url, _ = demo
+        steward, _ = sign_in(url, "empty")
+        assert steward.get(f"{url}/steward/", timeout=10).status_code == 200
+        researcher, _ = sign_in(url, "qualified")
+        assert researcher.get(f"{url}/steward/", timeout=10).status_code == 403
+
     def test_traversal_out_of_a_dataset_serves_nothing(self, demo):
         url, _ = demo
         browser, _ = sign_in(url, "qualified")
