@@ -1,8 +1,10 @@
-"""An ORCID emulator: a separate Flask app that plays ORCID for sign-in and record reads.
+"""An ORCID emulator: a separate Flask app that plays ORCID for sign-in, record reads and
+qualification writes.
 
 It serves ``/oauth/authorize``, ``/oauth/token`` and ``/oauth/revoke`` (oauth.py),
 OpenID Connect discovery, ``/oauth/jwks`` and ``/oauth/userinfo`` (oidc.py), the v3.0
-record API (records.py) and a control API for tests under ``/_emulator/`` (control.py),
+record API with POST, PUT and DELETE of qualifications (records.py, writes.py) and a
+control API for tests under ``/_emulator/`` (control.py),
 from the clients and personas in a YAML fixture file (personas.py). It imports nothing
 from the rest of ``app`` and writes ORCID's JSON itself (record_json.py), so a bug in our
 parser is never mirrored here.
@@ -26,6 +28,7 @@ from app.emulator.personas import (
     redirect_uri_problem,
 )
 from app.emulator.state import EXTENSION, Emulator
+from app.emulator.store import RecordStore
 from app.emulator.tokens import TokenStore
 
 # Which requests count, and can be faulted, as which kind (see faults.KINDS); the record
@@ -40,7 +43,14 @@ ENDPOINT_KINDS = {
     **{
         f"{api}.{view}": view
         for api in records.APIS
-        for view in ("qualifications", "qualification", "person")
+        for view in (
+            "qualifications",
+            "qualification",
+            "person",
+            "qualification_create",
+            "qualification_update",
+            "qualification_delete",
+        )
     },
 }
 
@@ -88,6 +98,7 @@ def create_app(
         tokens=TokenStore(),
         faults=Faults(),
         id_tokens=IdTokens(signing_key),
+        records=RecordStore(fixtures),
     )
     app.extensions[EXTENSION] = state
     app.register_blueprint(oauth.bp)

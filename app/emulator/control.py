@@ -5,8 +5,9 @@
 - ``POST /_emulator/faults``: replace them, e.g. ``{"latency_ms": 50, "status": 503,
   "rate": 1.0, "retry_after": 1, "endpoints": ["qualifications"]}``; omitted keys take
   their defaults (no latency, no error, rate 1, every endpoint).
-- ``POST /_emulator/reset``: zero the counters, switch faults off and set the ID-token
-  tamper mode back to ``none`` (tokens survive).
+- ``POST /_emulator/reset``: zero the counters, switch faults off, set the ID-token
+  tamper mode back to ``none`` and put every record's qualifications back as the fixtures
+  have them, forgetting what clients wrote (tokens survive).
 - ``GET  /_emulator/personas``: each persona's key, iD, name and status.
 - ``POST /_emulator/revoke``: ``{"orcid": ...}`` or ``{"access_token": ...}`` revokes
   tokens, as a researcher does under Trusted Organizations; answers ``{"revoked": n}``.
@@ -20,7 +21,8 @@
   ``none`` issues correct tokens again. Any other mode answers 400.
 
 Request kinds counted (and faultable, see faults.py): authorize, token, qualifications,
-qualification, person, discovery, jwks, userinfo, revoke.
+qualification, person, discovery, jwks, userinfo, revoke, qualification_create (POST),
+qualification_update (PUT), qualification_delete (DELETE).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def reset():
     knobs = emulator().faults
     knobs.reset()
     emulator().id_tokens.reset()
+    emulator().records.reset()
     return jsonify(
         requests=knobs.counts(),
         faults=knobs.settings.to_json(),

@@ -25,6 +25,9 @@ KINDS = (
     "jwks",
     "userinfo",
     "revoke",
+    "qualification_create",
+    "qualification_update",
+    "qualification_delete",
 )
 
 REASONS = {

@@ -149,8 +149,10 @@ class Qualification:
     external_ids: tuple[ExternalId, ...]
     source: Source
     visibility: str
-    created: dt.date
+    created: dt.date | dt.datetime
     department: str | None = None
+    # When it last changed (an update through the API); None: when it was created.
+    modified: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,9 @@ class Persona:
     qualifications: tuple[Qualification, ...]
     primary: str | None = None  # the iD a deprecated record was merged into
     mfa: bool = False  # signs in with two-factor authentication: ID tokens say amr "mfa"
+    # The researcher's default visibility for activities: what an item added through the
+    # API gets, whatever it asked for (AffiliationsManagerImpl.setIncomingWorkPrivacy).
+    default_visibility: str = "public"
 
     def qualification(self, put_code: int) -> Qualification | None:
         return next((q for q in self.qualifications if q.put_code == put_code), None)
@@ -286,7 +291,7 @@ def _persona(entry, where: str, today: dt.date, problems: list[str]) -> Persona:
         entry,
         where,
         required={"key", "orcid", "name"},
-        optional={"status", "primary", "qualifications", "mfa"},
+        optional={"status", "primary", "qualifications", "mfa", "default_visibility"},
     )
     mfa = entry.get("mfa", False)
     if not isinstance(mfa, bool):
@@ -322,6 +327,9 @@ def _persona(entry, where: str, today: dt.date, problems: list[str]) -> Persona:
         qualifications=tuple(qualifications),
         primary=primary,
         mfa=mfa,
+        default_visibility=_choice(
+            entry.get("default_visibility", "public"), VISIBILITIES, f"{where}.default_visibility"
+        ),
     )
 
 

@@ -34,10 +34,10 @@ def qualifications(
     Empty groups never appear, as on ORCID's filtered reads.
     """
     return {
-        "last-modified-date": _millis(max(i.created for i in items)) if items else None,
+        "last-modified-date": _latest(items) if items else None,
         "affiliation-group": [
             {
-                "last-modified-date": _millis(max(i.created for i in members)),
+                "last-modified-date": _latest(members),
                 # AffiliationsManagerReadOnlyImpl.group: the group's keys, or an empty list.
                 "external-ids": {"external-id": [_external_id(e) for e in keys.values()]},
                 "summaries": [
@@ -57,7 +57,7 @@ def qualification(
     """``GET /{orcid}/qualification/{put-code}``: one item, not wrapped (§1.3)."""
     return {
         "created-date": _millis(item.created),
-        "last-modified-date": _millis(item.created),
+        "last-modified-date": _millis(item.modified or item.created),
         "source": _source(_as_read(item.source, persona, user_obo_clients)),
         "put-code": item.put_code,
         "path": f"/{persona.orcid}/qualification/{item.put_code}",
@@ -124,9 +124,21 @@ def _value(value) -> dict | None:
     return None if value is None else {"value": value}
 
 
-def _millis(day: dt.date) -> dict:
-    """ORCID's JSON timestamps: epoch milliseconds (here, midnight UTC of ``day``)."""
-    return {"value": calendar.timegm(day.timetuple()) * 1000}
+def _millis(moment: dt.date | dt.datetime) -> dict:
+    """ORCID's JSON timestamps: epoch milliseconds (a fixture's day: its midnight UTC)."""
+    return {"value": _epoch_ms(moment)}
+
+
+def _epoch_ms(moment: dt.date | dt.datetime) -> int:
+    millis = calendar.timegm(moment.timetuple()) * 1000
+    if isinstance(moment, dt.datetime):
+        millis += moment.microsecond // 1000
+    return millis
+
+
+def _latest(items: list[Qualification]) -> dict:
+    """The latest change among ``items`` (Api3_0LastModifiedDatesHelper)."""
+    return {"value": max(_epoch_ms(i.modified or i.created) for i in items)}
 
 
 def _fuzzy_date(date: PartialDate | None) -> dict | None:

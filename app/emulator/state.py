@@ -9,6 +9,7 @@ from flask import current_app
 from app.emulator.faults import Faults
 from app.emulator.id_tokens import IdTokens
 from app.emulator.personas import Fixtures
+from app.emulator.store import RecordStore
 from app.emulator.tokens import TokenStore
 
 EXTENSION = "orcid_emulator"
@@ -16,12 +17,14 @@ EXTENSION = "orcid_emulator"
 
 @dataclass(frozen=True, slots=True)
 class Emulator:
-    """What the emulator serves, what it has issued, its signing key and its fault knobs."""
+    """What the emulator serves, what it has issued, its signing key, its fault knobs, and
+    the records' qualifications as clients have changed them."""
 
     fixtures: Fixtures
     tokens: TokenStore
     faults: Faults
     id_tokens: IdTokens
+    records: RecordStore
 
 
 def emulator() -> Emulator:

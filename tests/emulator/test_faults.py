@@ -87,6 +87,9 @@ class TestCounters:
             "jwks": 0,
             "userinfo": 0,
             "revoke": 0,
+            "qualification_create": 0,
+            "qualification_update": 0,
+            "qualification_delete": 0,
         }
 
     def test_reset_zeroes_the_counters(self, client, read):
