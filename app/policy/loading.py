@@ -21,8 +21,12 @@ from app.policy.model import (
     CLIENT_ID,
     LEGACY_CLIENT_ID,
     NAME,
+    SELF_ISSUED,
+    AcceptTerms,
     Dataset,
     ExternalIdRule,
+    IssueOrganization,
+    IssueRule,
     OrganizationRule,
     Policy,
     Problem,
@@ -356,8 +360,31 @@ QUALIFICATION_KEYS = (
     "max_age_days",
     "end_date",
     "description",
+    "issue",
 )
+ISSUE_KEYS = (
+    "title",
+    "organization",
+    "url",
+    "external_id",
+    "valid_for_days",
+    "accept_terms",
+    "steward",
+)
+ISSUE_ORGANIZATION_KEYS = ("name", "city", "country", "ror")
+# What an external ID template may hold besides text: the researcher's iD.
+TEMPLATE_PLACEHOLDER = re2.compile(r"\{orcid\}")
+COUNTRY_CODE = re2.compile(r"^[A-Z]{2}$")
 DATASET_KEYS = ("title", "paths", "require", "cache_ttl", "description")
+
+
+class _Issued:
+    """The title and URL an ``issue:`` section writes, for the rule's own matchers."""
+
+    __slots__ = ("title", "url")
+
+    def __init__(self, title: str | None, url: str | None):
+        self.title, self.url = title, url
 
 
 class _Checker:
@@ -593,7 +620,25 @@ class _Checker:
         sources = self.string_list(doc, path, entry, "sources")
         for index, source in sources.items():
             self.references.append((doc, (*path, "sources", index), "source", source))
-        self.qualifications[name] = QualificationRule(
+        end_date = self.choice(doc, path, entry, "end_date", END_DATE_MEANINGS)
+        issue = None
+        if entry.get("issue") is not None:
+            issue = self.issue(doc, (*path, "issue"), entry["issue"], title)
+            if SELF_ISSUED not in sources.values():
+                self.problem(
+                    doc,
+                    (*path, "sources"),
+                    f"lists no {SELF_ISSUED}, but the rule has issue: what this service "
+                    "writes to a record would not count; add self-issued",
+                )
+            if end_date == "completion":
+                self.problem(
+                    doc,
+                    (*path, "end_date"),
+                    "is completion, but an issued item's end date is when it expires "
+                    "(valid_for_days): use the default, expiry",
+                )
+        rule = QualificationRule(
             key=name,
             sources=tuple(sources.values()),
             title=title,
@@ -603,9 +648,174 @@ class _Checker:
             external_id=external_id,
             url_prefix=url_prefix,
             max_age_days=self.positive_int(doc, path, entry, "max_age_days", MAX_AGE_DAYS),
-            end_date=self.choice(doc, path, entry, "end_date", END_DATE_MEANINGS),
+            end_date=end_date,
             description=self.string(doc, path, entry, "description"),
+            issue=issue,
         )
+        if issue is not None:
+            self.check_issued_item_matches(doc, path, rule)
+        self.qualifications[name] = rule
+
+    def issue(self, doc, path, raw, rule_title: str | None) -> IssueRule | None:
+        """The ``issue:`` section: what this service writes, and how it is earned."""
+        if not isinstance(raw, dict):
+            self.problem(doc, path, f"must be a mapping with {', '.join(ISSUE_KEYS)}")
+            return None
+        self.unknown_keys(doc, path, raw, ISSUE_KEYS)
+        complete = True
+        title = self.string(doc, path, raw, "title") or rule_title
+        if title is None:
+            self.problem(doc, (*path, "title"), "is required: the title to write (role-title)")
+            complete = False
+        organization = self.issue_organization(doc, (*path, "organization"), raw)
+        url = self.string(doc, path, raw, "url")
+        if url is not None and _url_parts(url) is None:
+            self.problem(doc, (*path, "url"), "must be an https:// or http:// URL with a host")
+        ext_type = ext_value = None
+        raw_ext = raw.get("external_id")
+        ext_path = (*path, "external_id")
+        if raw_ext is None:
+            self.problem(
+                doc,
+                ext_path,
+                "is required: an ID such as {type: other-id, value: 'sail-dua-{orcid}'} "
+                "makes a second write of the same item ORCID's 'already added'",
+            )
+        elif not isinstance(raw_ext, dict):
+            self.problem(doc, ext_path, "must be a mapping with type and value")
+        else:
+            self.unknown_keys(doc, ext_path, raw_ext, ("type", "value"))
+            ext_type = self.string(doc, ext_path, raw_ext, "type", required=True)
+            ext_value = self.string(doc, ext_path, raw_ext, "value", required=True)
+            if ext_value is not None and (
+                "{" in (rest := TEMPLATE_PLACEHOLDER.sub("", ext_value)) or "}" in rest
+            ):
+                self.problem(
+                    doc,
+                    (*ext_path, "value"),
+                    f"{ext_value!r}: the only placeholder is {{orcid}} (the researcher's iD)",
+                )
+                ext_value = None
+        valid_for_days = self.positive_int(doc, path, raw, "valid_for_days", MAX_AGE_DAYS)
+        if raw.get("valid_for_days") is None:
+            self.problem(
+                doc, (*path, "valid_for_days"), "is required: how many days the item is valid"
+            )
+        accept_terms = self.accept_terms(doc, (*path, "accept_terms"), raw.get("accept_terms"))
+        steward = raw.get("steward")
+        if steward is not None and not isinstance(steward, bool):
+            self.problem(doc, (*path, "steward"), "must be true (a steward grants it)")
+            steward = None
+        given = [k for k in ("accept_terms", "steward") if raw.get(k) not in (None, False)]
+        if len(given) != 1:
+            self.problem(
+                doc,
+                path,
+                "needs exactly one of accept_terms: {url: ..., version: ...} (the researcher "
+                "accepts terms on our page) or steward: true (a steward grants it)"
+                + (", not both" if len(given) > 1 else ""),
+            )
+            complete = False
+        elif given == ["accept_terms"] and accept_terms is None:
+            complete = False
+        if not complete or None in (organization, ext_type, ext_value, valid_for_days):
+            return None
+        return IssueRule(
+            title=title,
+            organization=organization,
+            external_id_type=ext_type,
+            external_id_template=ext_value,
+            valid_for_days=valid_for_days,
+            url=url,
+            accept_terms=accept_terms,
+            steward=steward is True,
+        )
+
+    def issue_organization(self, doc, path, issue) -> IssueOrganization | None:
+        raw = issue.get("organization")
+        if raw is None:
+            self.problem(doc, path, "is required: name, city, country and ror")
+            return None
+        if not isinstance(raw, dict):
+            self.problem(doc, path, "must be a mapping with name, city, country and ror")
+            return None
+        self.unknown_keys(doc, path, raw, ISSUE_ORGANIZATION_KEYS)
+        name = self.string(doc, path, raw, "name", required=True)
+        city = self.string(doc, path, raw, "city", required=True)
+        country = self.string(doc, path, raw, "country", required=True)
+        if country is not None and not COUNTRY_CODE.match(country):
+            self.problem(
+                doc,
+                (*path, "country"),
+                f"{country!r} is not an ISO 3166-1 alpha-2 code (two capital letters, such as GB)",
+            )
+            country = None
+        raw_ror = self.string(doc, path, raw, "ror", required=True)
+        ror = normalize_org_id("ROR", raw_ror) if raw_ror is not None else None
+        if raw_ror is not None and ror is None:
+            self.problem(
+                doc,
+                (*path, "ror"),
+                f"{raw_ror!r} is not a ROR ID (https://ror.org/ and 9 characters)",
+            )
+        if None in (name, city, country, ror):
+            return None
+        return IssueOrganization(name=name, city=city, country=country, ror=ror)
+
+    def accept_terms(self, doc, path, raw) -> AcceptTerms | None:
+        if raw is None:
+            return None
+        if not isinstance(raw, dict):
+            self.problem(doc, path, "must be a mapping with url and version")
+            return None
+        self.unknown_keys(doc, path, raw, ("url", "version"))
+        url = self.string(doc, path, raw, "url", required=True)
+        if url is not None and _url_parts(url) is None:
+            self.problem(doc, (*path, "url"), "must be an https:// or http:// URL with a host")
+            url = None
+        version = raw.get("version")
+        if isinstance(version, (int, float)) and not isinstance(version, bool):
+            self.problem(doc, (*path, "version"), f"must be text: quote it, version: '{version}'")
+            version = None
+        else:
+            version = self.string(doc, path, raw, "version", required=True)
+        if url is None or version is None:
+            return None
+        return AcceptTerms(url=url, version=version)
+
+    def check_issued_item_matches(self, doc, path, rule: QualificationRule) -> None:
+        """What ``issue:`` writes must meet the rule's own keys, or it would not count."""
+        issue = rule.issue
+        ror_url = f"https://ror.org/{issue.organization.ror}"
+        if rule.has_title_rule and not rule.matches_title(_Issued(issue.title, None)):
+            self.problem(
+                doc,
+                (*path, "issue", "title"),
+                f"{issue.title!r} does not match the rule's title, so it would not count",
+            )
+        if rule.organization is not None and not rule.organization.matches("ROR", ror_url):
+            self.problem(
+                doc,
+                (*path, "issue", "organization", "ror"),
+                f"{ror_url} is not the rule's organization ({rule.organization})",
+            )
+        wanted = rule.external_id
+        if wanted is not None and not (
+            wanted.relationship == "self"
+            and wanted.type.casefold() == issue.external_id_type.casefold()
+            and wanted.value == issue.external_id_template
+        ):
+            self.problem(
+                doc,
+                (*path, "issue", "external_id"),
+                "differs from the rule's external_id, so the item written would not count",
+            )
+        if rule.url_prefix is not None and not rule.matches_url(_Issued(None, issue.url)):
+            self.problem(
+                doc,
+                (*path, "issue", "url"),
+                f"is not under the rule's url_prefix {rule.url_prefix}",
+            )
 
     def organization(self, doc, path, raw) -> OrganizationRule | None:
         """A ROR ID (full URL or bare), or ``{source: GRID, id: ...}`` for any source."""

@@ -6,6 +6,7 @@ Pure: the rules judge parsed qualifications and request paths; loading from YAML
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
@@ -76,6 +77,46 @@ class OrganizationRule:
 
 
 @dataclass(frozen=True, slots=True)
+class IssueOrganization:
+    """The organisation this service writes as a qualification's provider."""
+
+    name: str
+    city: str
+    country: str  # ISO 3166-1 alpha-2
+    ror: str  # the bare ROR ID, normalised
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptTerms:
+    """Terms the researcher accepts on our page to earn the qualification."""
+
+    url: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class IssueRule:
+    """How this service writes a qualification to a researcher's ORCID record.
+
+    ``external_id`` is written with relationship ``self`` and ``{orcid}`` replaced by the
+    researcher's iD, so writing twice is ORCID's 409/9021, not a second item. Exactly one
+    of ``accept_terms`` and ``steward`` says how it is earned.
+    """
+
+    title: str
+    organization: IssueOrganization
+    external_id_type: str
+    external_id_template: str
+    valid_for_days: int
+    url: str | None = None
+    accept_terms: AcceptTerms | None = None
+    steward: bool = False
+
+    def external_id_value(self, orcid: str) -> str:
+        return self.external_id_template.replace("{orcid}", orcid)
+
+
+@dataclass(frozen=True, slots=True)
 class QualificationRule:
     key: str
     sources: tuple[str, ...]
@@ -92,6 +133,8 @@ class QualificationRule:
     # What an item's end date means: "expiry" (valid until then; none: no expiry) or
     # "completion" (the training ended then; none, or still ahead: in progress).
     end_date: str = "expiry"
+    # How this service writes it to a record (``issue:``); None: it never does.
+    issue: IssueRule | None = None
 
     @property
     def label(self) -> str:
@@ -235,6 +278,55 @@ class Policy:
                 if _path_has_prefix(normalized, prefix) and len(prefix) > best_len:
                     best, best_len = dataset, len(prefix)
         return best
+
+
+def issue_body(rule: QualificationRule, orcid: str, today: dt.date) -> dict:
+    """The ORCID v3.0 JSON body that writes ``rule``'s qualification to ``orcid``'s record.
+
+    The shape of ORCID's write sample (orcid-model ``write_samples/qualification-3.0.json``):
+    valid from ``today`` through ``today + valid_for_days``, the organisation with its ROR
+    ID as disambiguated organisation, and one external ID with relationship ``self``.
+    ORCID sets the source and the visibility itself, so the body names neither.
+
+    :raises ValueError: for a rule without ``issue``.
+    """
+    issue = rule.issue
+    if issue is None:
+        raise ValueError(f"qualification {rule.key!r} has no issue section")
+    org = issue.organization
+    body = {
+        "role-title": issue.title,
+        "start-date": _fuzzy_date(today),
+        "end-date": _fuzzy_date(today + dt.timedelta(days=issue.valid_for_days)),
+        "organization": {
+            "name": org.name,
+            "address": {"city": org.city, "country": org.country},
+            "disambiguated-organization": {
+                "disambiguated-organization-identifier": f"https://ror.org/{org.ror}",
+                "disambiguation-source": "ROR",
+            },
+        },
+    }
+    if issue.url is not None:
+        body["url"] = {"value": issue.url}
+    body["external-ids"] = {
+        "external-id": [
+            {
+                "external-id-type": issue.external_id_type,
+                "external-id-value": issue.external_id_value(orcid),
+                "external-id-relationship": "self",
+            }
+        ]
+    }
+    return body
+
+
+def _fuzzy_date(day: dt.date) -> dict:
+    return {
+        "year": {"value": f"{day.year:04d}"},
+        "month": {"value": f"{day.month:02d}"},
+        "day": {"value": f"{day.day:02d}"},
+    }
 
 
 def _url_parts(url: str) -> tuple[str, str, str] | None:

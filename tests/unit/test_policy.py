@@ -369,7 +369,7 @@ class TestAuthoringHelp:
         assert [str(p) for p in raised.value.problems] == [
             f"{path}:3: qualifications.srt.titel: unknown key: did you mean 'title'? (allowed "
             "here: title, title_pattern, organization, external_id, url_prefix, sources, "
-            "max_age_days, end_date, description)",
+            "max_age_days, end_date, description, issue)",
             f"{path}:3: qualifications.srt: needs at least one of title, title_pattern, "
             "external_id",
             f"{path}:3: qualifications.srt.sources[0]: unknown source 'self_asserted': did you "
