@@ -800,10 +800,19 @@ class _Checker:
                 f"{ror_url} is not the rule's organization ({rule.organization})",
             )
         wanted = rule.external_id
-        if wanted is not None and not (
+        if wanted is not None and "{orcid}" in wanted.value:
+            # Only issue: fills in the iD; the rule's own external_id is matched as written.
+            self.problem(
+                doc,
+                (*path, "external_id", "value"),
+                "is matched exactly as written: {orcid} is a placeholder only under issue:, "
+                "so no item would match; leave external_id out and let the title identify it",
+            )
+        elif wanted is not None and not (
             wanted.relationship == "self"
             and wanted.type.casefold() == issue.external_id_type.casefold()
             and wanted.value == issue.external_id_template
+            and "{orcid}" not in issue.external_id_template
         ):
             self.problem(
                 doc,

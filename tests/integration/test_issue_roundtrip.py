@@ -26,7 +26,6 @@ version: 1
 qualifications:
   sail-dua:
     title: Accepted the SAIL data access agreement
-    external_id: {type: other-id, value: "sail-dua-{orcid}"}
     sources: [self-issued]
     issue:
       organization: {name: SAIL Databank, city: Swansea, country: GB, ror: 053fq8t95}

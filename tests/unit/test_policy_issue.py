@@ -219,6 +219,18 @@ class TestIssueSection:
             "external_id, so the item written would not count",
         ]
 
+    def test_a_placeholder_in_the_rules_own_external_id_is_a_problem(self, tmp_path):
+        text = issue_section().replace(
+            "    sources: [self-issued]\n",
+            "    sources: [self-issued]\n"
+            '    external_id: {type: other-id, value: "sail-dua-{orcid}"}\n',
+        )
+        assert problems(tmp_path, text) == [
+            "6: qualifications.sail-dua.external_id.value: is matched exactly as written: "
+            "{orcid} is a placeholder only under issue:, so no item would match; leave "
+            "external_id out and let the title identify it"
+        ]
+
     def test_an_issued_title_the_rule_would_not_match_is_a_problem(self, tmp_path):
         text = issue_section(title="Something else")
         assert problems(tmp_path, text) == [
