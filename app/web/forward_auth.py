@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -68,35 +69,46 @@ class Memo:
 
     ``put`` is told what the key and value cost (``size_of`` estimates it); an entry
     bigger than the whole bound is not remembered.
+
+    NOTE: a gthread worker's threads share it, and an OrderedDict's lookup-then-move or
+    the byte count's read-then-write would race; one uncontended lock costs well under a
+    microsecond per call.
     """
 
     def __init__(self, max_bytes: int = MEMO_BYTES):
         self.max_bytes = max_bytes
         self.bytes = 0
         self._entries: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, key):
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        self._entries.move_to_end(key)
-        return entry[0]
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
 
     def put(self, key, value, size: int):
-        self.pop(key)
         size += ENTRY_OVERHEAD
-        if size > self.max_bytes:
-            return
-        self._entries[key] = (value, size)
-        self.bytes += size
-        while self.bytes > self.max_bytes:
-            _, (_, dropped) = self._entries.popitem(last=False)
-            self.bytes -= dropped
+        with self._lock:
+            self._pop(key)
+            if size > self.max_bytes:
+                return
+            self._entries[key] = (value, size)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self.bytes -= dropped
 
     def pop(self, key):
+        with self._lock:
+            return self._pop(key)
+
+    def _pop(self, key):
         entry = self._entries.pop(key, None)
         if entry is None:
             return None
@@ -104,8 +116,9 @@ class Memo:
         return entry[0]
 
     def clear(self):
-        self._entries.clear()
-        self.bytes = 0
+        with self._lock:
+            self._entries.clear()
+            self.bytes = 0
 
 
 def size_of(*parts) -> int:

@@ -223,3 +223,41 @@ class TestSessionMemory:
         assert first[:2] == ("s1", "0009-0000-0000-0017") and first[2] > time.time()
         assert gate.session(environ) == first
         assert len(gate.sessions) == 1 and gate.sessions.bytes > len(cookie)
+
+
+class TestMemoUnderThreads:
+    def test_four_threads_never_break_the_memo_or_its_byte_count(self):
+        import threading
+
+        from app.web.forward_auth import ENTRY_OVERHEAD, Memo
+
+        memo = Memo(max_bytes=200 * (ENTRY_OVERHEAD + 100))
+        errors = []
+
+        def churn(offset):
+            try:
+                for n in range(20_000):
+                    key = (offset + n) % 500
+                    memo.put(key, n, 100)
+                    memo.get((key + 7) % 500)
+                    if n % 3 == 0:
+                        memo.pop((key + 11) % 500)
+            except Exception as exc:  # a race shows as KeyError or a broken order
+                errors.append(exc)
+
+        import sys
+
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # switch threads often, so a race has its chances
+        try:
+            for _ in range(3):
+                threads = [threading.Thread(target=churn, args=(i * 131,)) for i in range(4)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+        finally:
+            sys.setswitchinterval(interval)
+        assert errors == []
+        assert memo.bytes == len(memo) * (ENTRY_OVERHEAD + 100)
+        assert memo.bytes <= memo.max_bytes
