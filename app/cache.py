@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 
 import redis
@@ -36,6 +38,9 @@ UNAVAILABLE = object()  # "Redis cannot say, but this session was seen there lat
 # Seconds a session confirmed by Redis still counts once Redis stops answering: no more
 # than a remembered /auth answer goes unchecked, so a logout elsewhere is honoured as late.
 SESSION_GRACE = 1.0
+# The single-flight lock is a lease this long, renewed by its holder every third of it:
+# a holder that dies (a killed worker) frees the record for another within a lease.
+LOCK_LEASE = 2.0
 
 
 def decision_key(version: str, orcid: str, dataset: str) -> str:
@@ -252,17 +257,29 @@ class _LocalLock:
 class RedisStore:
     """The shared store: one Redis round trip per lookup, MemoryStore while Redis is down.
 
-    After a failure Redis is left alone for ``retry_after`` seconds (a circuit breaker),
-    so a hung Redis costs one socket timeout now and then, not one per request.
+    After a failure, no request asks Redis again (a circuit breaker): one background
+    thread per process pings it every ``retry_after`` seconds, and the first answer
+    closes the breaker. So a hung Redis costs the requests in flight when it hung one
+    socket timeout each, and nothing after that.
     """
 
-    def __init__(self, client: redis.Redis, warn_interval: float = 30.0, retry_after: float = 2.0):
+    def __init__(
+        self,
+        client: redis.Redis,
+        warn_interval: float = 30.0,
+        retry_after: float = 1.0,
+        fast_client: redis.Redis | None = None,
+    ):
         self.redis = client
+        # /auth's one round trip (``lookup``) waits less for Redis than the rest does.
+        self.fast = fast_client if fast_client is not None else client
         self.fallback = MemoryStore(max_entries=10_000)
         self._warn_interval, self._retry_after = warn_interval, retry_after
         self._last_warning = 0.0
-        self._down_until = 0.0
+        self._down_until = 0.0  # monotonic; infinity while the prober waits for Redis
         self._fallback_used = False
+        self._probe_lock = threading.Lock()  # guards _prober and the breaker's closing
+        self._prober: threading.Thread | None = None
         self._seen: dict[str, float] = {}  # session id -> when Redis last had it
         self._ended: set[str] = set()  # sessions ended here that Redis may still hold
 
@@ -278,7 +295,19 @@ class RedisStore:
             health_check_interval=30,
             decode_responses=True,
         )
-        return cls(client)
+        # NOTE: the hot path retries a closed connection but never a timeout, and waits
+        # 200 ms: a Redis that hangs (SIGSTOP, a stalled disk) holds the checks in flight
+        # that long, once, before the breaker sends everyone to memory (a loopback
+        # round trip takes 0.1 ms; a busy Redis a few).
+        fast = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=0.2,
+            socket_timeout=0.2,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+            health_check_interval=30,
+            decode_responses=True,
+        )
+        return cls(client, fast_client=fast)
 
     def _guarded(self, call, fallback):
         """``call()`` against Redis, or ``fallback()`` while it is down or when it fails."""
@@ -298,11 +327,19 @@ class RedisStore:
 
     def _fault(self, exc: Exception):
         now = time.monotonic()
-        self._down_until = now + self._retry_after
+        self._down_until = math.inf
         self._fallback_used = True
         if now - self._last_warning >= self._warn_interval:
             self._last_warning = now
             logger.warning("Redis unavailable, deciding without the shared cache: %s", exc)
+        with self._probe_lock:
+            # is_alive(): a prober of the master's does not survive the fork into a worker.
+            if self._prober is None or not self._prober.is_alive():
+                # A weak reference: a prober must not keep a store nobody uses alive.
+                self._prober = threading.Thread(
+                    target=_probe, args=(weakref.ref(self),), name="redis-probe", daemon=True
+                )
+                self._prober.start()
 
     # -- sessions: fail closed -----------------------------------------------------------
 
@@ -405,7 +442,7 @@ class RedisStore:
 
     def lookup(self, sid, version, orcid, dataset):
         def call():
-            session, decision = self.redis.mget(
+            session, decision = self.fast.mget(
                 session_key(sid), decision_key(version, orcid, dataset)
             )
             self._saw(sid, session)
@@ -475,26 +512,82 @@ def _nothing():
     return None
 
 
-class _RedisLock:
-    """A lock shared by every worker; while Redis is down, a lock in this process."""
+def _probe(store_ref):
+    """Ping Redis every ``retry_after`` seconds until it answers, then close the breaker."""
+    while True:
+        store = store_ref()
+        if store is None:
+            return
+        pause = store._retry_after
+        del store
+        time.sleep(pause)
+        store = store_ref()
+        if store is None:
+            return
+        with store._probe_lock:
+            if time.monotonic() >= store._down_until:  # closed meanwhile
+                store._prober = None
+                return
+        try:
+            store.fast.ping()
+        except redis.RedisError:
+            del store
+            continue
+        with store._probe_lock:
+            store._down_until = 0.0
+            store._prober = None
+        logger.info("Redis answers again")
+        return
 
-    def __init__(self, store: RedisStore, name: str, timeout: float):
-        self._store, self._timeout = store, timeout
-        self._lock = store.redis.lock(f"{PREFIX}lock:{name}", timeout=timeout, blocking=False)
+
+class _RedisLock:
+    """A lock shared by every worker; while Redis is down, a lock in this process.
+
+    Held in Redis as a lease of ``LOCK_LEASE`` seconds that a thread renews while the
+    holder works, for at most ``timeout`` seconds in all. A holder killed mid-read stops
+    renewing, so the next caller gets the lock within a lease instead of after
+    ``timeout``.
+    """
+
+    def __init__(self, store: RedisStore, name: str, timeout: float, lease: float = LOCK_LEASE):
+        self._store, self._timeout, self._lease = store, timeout, min(lease, timeout)
+        # thread_local=False: the lease thread renews with the holder's token.
+        self._lock = store.redis.lock(
+            f"{PREFIX}lock:{name}", timeout=self._lease, blocking=False, thread_local=False
+        )
         self._local = None
+        self._released = threading.Event()
 
     def acquire(self) -> bool:
         def local():
             self._local = self._store.fallback.lock(self._lock.name, self._timeout)
             return self._local.acquire()
 
-        return self._store._guarded(lambda: bool(self._lock.acquire(token=uuid.uuid4().hex)), local)
+        def shared():
+            if not self._lock.acquire(token=uuid.uuid4().hex):
+                return False
+            threading.Thread(target=self._renew, name="lock-lease", daemon=True).start()
+            return True
+
+        return self._store._guarded(shared, local)
+
+    def _renew(self):
+        """Renew the lease until released, or until ``timeout`` since it was taken."""
+        ends = time.monotonic() + self._timeout
+        while not self._released.wait(self._lease / 3):
+            if time.monotonic() + self._lease / 3 >= ends:
+                return  # the holder overran its budget: let the lease lapse
+            try:
+                self._lock.reacquire()
+            except (redis.RedisError, redis.exceptions.LockError):
+                return  # Redis gone, or the lease lapsed and another took it
 
     def release(self):
+        self._released.set()
         if self._local is not None:
             self._local.release()
             return
         try:
             self._lock.release()
         except (redis.RedisError, redis.exceptions.LockError):
-            pass  # expired or Redis gone: the lock times out by itself
+            pass  # expired or Redis gone: the lease lapses by itself

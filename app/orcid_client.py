@@ -47,6 +47,8 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 MAX_ITEMS = 50  # item reads per decision: a real record has a handful of candidates
 MAX_BODY_BYTES = 5 * 1024 * 1024  # a record's qualifications are a few kB; this is no record
 CHUNK_BYTES = 64 * 1024
+# The longest Retry-After we keep ORCID unasked for; a longer one is taken as this.
+MAX_QUIET = 600.0
 # What goes wrong on the wire: requests' errors while sending, urllib3's while reading a body.
 TRANSPORT_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError)
 
@@ -97,6 +99,9 @@ class OrcidClient:
         self._token_lock = threading.Lock()  # guards _app_token and _token_fetch
         self._app_token: tuple[str, float] | None = None
         self._token_fetch: Future | None = None  # the one fetch in flight, shared by callers
+        # NOTE: per process. ORCID asked us (by Retry-After) not to call before this
+        # monotonic time; asking sooner would be refused too, and would prolong it.
+        self._quiet_until = 0.0
 
     @staticmethod
     def _new_session(pool_size: int) -> requests.Session:
@@ -229,7 +234,7 @@ class OrcidClient:
         endpoint = metrics.orcid_endpoint(path)
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or time.monotonic() < self._quiet_until:
                 raise OrcidUnavailable()
             timeout = (min(self.connect_timeout, remaining), min(self.read_timeout, remaining))
             started = time.monotonic()
@@ -260,6 +265,12 @@ class OrcidClient:
                 delay = _retry_after(response)
                 if delay is None:
                     delay = self._backoff(attempt)
+                elif time.monotonic() + delay >= deadline:
+                    # Past this read's budget: every read in this process refuses
+                    # without asking until then.
+                    self._quiet_until = max(
+                        self._quiet_until, time.monotonic() + min(delay, MAX_QUIET)
+                    )
             attempt += 1
             if attempt > self.max_retries or time.monotonic() + delay >= deadline:
                 raise OrcidUnavailable() from failure

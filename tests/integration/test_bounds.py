@@ -4,14 +4,23 @@ Behaviour only: what a stopped, hung or emptied Redis, a killed lock holder or a
 ORCID may and may not change in the answers. How fast they come is bench/faults.py's.
 """
 
+import os
 import re
+import signal
+import threading
 import time
+from pathlib import Path
 
 import pytest
+import redis
 import requests
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from app.cache import RedisStore
-from tests.integration.conftest import sign_in
+from app.errors import OrcidUnavailable
+from app.orcid_client import OrcidClient
+from tests.integration.conftest import sign_in, wait_until
 
 QUALIFIED = "qualified"
 FILE = {"X-Original-URI": "/datasets/sail-cohort/data.csv"}
@@ -89,3 +98,114 @@ class TestSessionsWhileRedisIsDown:
         assert store.get_decision("v", "o", "d") is None  # Redis never had it
         redis_server.stop()
         assert store.get_decision("v", "o", "d") is None
+
+
+class RecordingConnection(redis.Connection):
+    """redis-py's connection, noting which thread sends each command."""
+
+    senders: set[str] = set()
+
+    def send_command(self, *args, **kwargs):
+        RecordingConnection.senders.add(threading.current_thread().name)
+        return super().send_command(*args, **kwargs)
+
+
+class TestRedisHang:
+    def test_while_redis_hangs_only_the_prober_asks_it_and_checks_answer(
+        self, redis_server, redis_url
+    ):
+        pool = redis.ConnectionPool(
+            host="127.0.0.1",
+            port=redis_server.port,
+            connection_class=RecordingConnection,
+            socket_timeout=0.2,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
+        )
+        store = RedisStore(redis.Redis(connection_pool=pool), retry_after=0.2)
+        record = '{"orcid": "0000-0002-1825-0097"}'
+        store.put_session("s1", record, 60)
+        store.put_decision("v", "0000-0002-1825-0097", "d", "allow", 60)
+        answers, failures = [], []
+
+        def request():
+            try:
+                for _ in range(60):
+                    answers.append(store.lookup("s1", "v", "0000-0002-1825-0097", "d"))
+                    time.sleep(0.02)
+            except Exception as exc:  # any exception is a failure of the test
+                failures.append(exc)
+
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            store.lookup("s1", "v", "0000-0002-1825-0097", "d")  # meets the hang
+            RecordingConnection.senders.clear()
+            threads = [threading.Thread(target=request, name=f"request-{n}") for n in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=30)
+            assert not failures and len(answers) == 8 * 60  # every check answered
+            assert RecordingConnection.senders == {"redis-probe"}  # one thread asked Redis
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        # Redis answers again: the prober closes the breaker, and Redis has the session.
+        wait_until(
+            lambda: store.lookup("s1", "v", "0000-0002-1825-0097", "d") == (record, "allow"),
+            timeout=10,
+            what="the breaker closing",
+        )
+
+
+def worker_pids(master: int) -> list[int]:
+    """The gunicorn workers: the master's children."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master:
+            children.append(int(stat.parent.name))
+    return children
+
+
+class TestSingleFlightLease:
+    def test_a_worker_killed_holding_the_lock_does_not_keep_others_out(
+        self, gatekeeper, redis_server, orcid
+    ):
+        browser, _ = sign_in(gatekeeper.url, QUALIFIED)
+        cookies = dict(browser.cookies)
+        orcid.faults(latency_ms=6000, endpoints=["qualifications"])
+        holder = threading.Thread(target=lambda: _ignore_errors(fresh_auth, gatekeeper, cookies))
+        holder.start()
+        wait_until(lambda: any(redis_server.client.scan_iter("gk:lock:*")), what="the lock taken")
+        for pid in worker_pids(gatekeeper.process.pid):
+            os.kill(pid, signal.SIGKILL)  # the holder dies mid-read, lock held
+        holder.join(timeout=20)
+        orcid.faults()  # ORCID answers promptly again
+        wait_until(lambda: len(worker_pids(gatekeeper.process.pid)) == 2, what="new workers")
+        wait_until(lambda: requests.get(f"{gatekeeper.url}/healthz", timeout=1).ok)
+        # The next check takes the lapsed lease over and reads ORCID itself, rather than
+        # waiting out the dead holder's budget and refusing.
+        assert fresh_auth(gatekeeper, cookies) == [200]
+
+
+def _ignore_errors(call, *args):
+    try:
+        call(*args)
+    except requests.RequestException:
+        pass  # its worker was killed under it
+
+
+class TestRetryAfter:
+    def test_a_retry_after_past_the_budget_keeps_orcid_unasked(self, orcid):
+        orcid.faults(status=429, retry_after=60, endpoints=["qualifications"])
+        client = OrcidClient(f"{orcid.url}/v3.0", base_url=orcid.url, total_timeout=2)
+        try:
+            for _ in range(3):
+                with pytest.raises(OrcidUnavailable):
+                    client.read_qualifications("0009-0000-0000-0017")
+        finally:
+            client.close()
+        assert orcid.requests()["qualifications"] == 1  # asked once, then left alone
