@@ -495,7 +495,8 @@ def _valid_until(results, allowed, dataset, now) -> dt.datetime | None:
                 # Only waiting stands between this item and counting: judge again then.
                 reasons = {f.reason for f in verdict.failures}
                 waiting = reasons and reasons <= {"not_yet_valid", "not_completed"}
-                if waiting and verdict.valid_from is not None:
+                # A day still ahead: training with no end date has no day to wait for.
+                if waiting and verdict.valid_from is not None and verdict.valid_from > now.date():
                     ends.append(_end_of(verdict.valid_from - dt.timedelta(days=1)))
     if dataset.cache_ttl is not None:
         ends.append(now + dt.timedelta(seconds=dataset.cache_ttl))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,17 @@ REPO = Path(__file__).parents[2]
 def installed(tmp_path_factory):
     """The project built as a wheel and installed on its own, away from the source tree."""
     tmp = tmp_path_factory.mktemp("wheel")
+    # Built from a copy: setuptools writes build/ and *.egg-info beside the sources, and
+    # the checkout is someone's work tree (make test leaves it clean).
+    source = tmp / "source"
+    shutil.copytree(
+        REPO,
+        source,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "node_modules", "build", "*.egg-info", "__pycache__", ".*_cache"
+        ),
+    )
     subprocess.run(
         [
             sys.executable,
@@ -26,7 +38,7 @@ def installed(tmp_path_factory):
             "-q",
             "-w",
             str(tmp / "dist"),
-            str(REPO),
+            str(source),
         ],
         check=True,
         cwd=tmp,

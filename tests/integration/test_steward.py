@@ -85,7 +85,9 @@ class TestStewardConsole:
             time.sleep(0.05)
         asked, answer = answers[-1]
         assert answer == 403, answers
-        assert asked < 1.2, answers
+        # The staleness promise (a remembered answer is re-checked once it is a second
+        # old), as the proxy sees it; a second of slack for a loaded machine.
+        assert asked < 2.0, answers
         assert orcid.requests()["qualifications"] > reads
         # Both workers now hold the refusal: no worker still remembers the grant.
         assert [auth(researcher, gatekeeper) for _ in range(6)] == [403] * 6

@@ -471,6 +471,14 @@ class TestCompletionDates:
         decision = judge(policy, "d", [srt(start="2026-09-01", end="2026-12-15")])
         assert decision.valid_until == dt.datetime(2026, 12, 16, tzinfo=dt.UTC)
 
+    def test_training_in_progress_with_no_end_date_is_not_judged_again_in_the_past(
+        self, write_policy
+    ):
+        policy = load_policy(write_policy(self.POLICY))
+        decision = judge(policy, "d", [srt(start="2025-01-01")])
+        assert not decision.allowed
+        assert decision.valid_until is None  # cached as long as any refusal
+
     def test_an_allow_lasts_until_the_age_limit_from_completion(self, write_policy):
         policy = load_policy(write_policy(self.POLICY))
         decision = judge(policy, "d", [srt(start="2026-09-01", end="2026-11-24")])
