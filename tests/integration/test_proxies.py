@@ -181,6 +181,52 @@ def test_the_gatekeeper_pages_are_reachable_through_the_proxy(walk):
     assert walk.files.seen == []
 
 
+# Routes only the gatekeeper's operators reach, never through the public proxy.
+INTERNAL = {"/auth", "/auth/<path:original>", "/metrics", "/readyz"}
+SAMPLE = {"name": "sail-cohort", "filename": "style.css"}
+
+
+def page_routes():
+    """Every route of the app (method, path), from its own URL map: a new page that the
+    proxy configs forget fails the test below."""
+    from app import create_app
+    from app.saved_record import SavedRecord
+    from app.settings import Settings
+
+    app = create_app(
+        Settings(
+            secret_key="x" * 32,
+            orcid_client_id="APP-ABCDEFGHIJKLMNOP",
+            orcid_client_secret="s",
+            policy_path="policies/",
+        ),
+        orcid_reader=SavedRecord({"qualifications": {}}),
+    )
+    found = []
+    for rule in app.url_map.iter_rules():
+        if rule.rule in INTERNAL:
+            continue
+        path = rule.rule
+        for name, value in SAMPLE.items():
+            path = re.sub(rf"<(?:\w+:)?{name}>", value, path)
+        assert "<" not in path, f"no sample value for {rule.rule}"
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            found.append((method, path))
+    return found
+
+
+def test_every_page_of_the_app_reaches_the_gatekeeper_through_the_proxy(walk):
+    browser = walk.sign_in(QUALIFIED)
+    routes = page_routes()
+    assert ("GET", "/disconnect") in routes and ("GET", "/steward/") in routes
+    for method, path in routes:
+        response = browser.request(method, walk.url + path, allow_redirects=False, timeout=15)
+        # Only the gatekeeper sets its pages' policy: not the proxy, not the file server.
+        policy = response.headers.get("Content-Security-Policy", "")
+        assert "frame-ancestors 'none'" in policy, (method, path, walk.explain(response))
+    assert walk.files.seen == []
+
+
 def test_only_the_gatekeeper_pages_are_routed_to_it(walk):
     # The check is the proxy's to make, not a browser's; nor is anything else public.
     browser = walk.sign_in(QUALIFIED)
