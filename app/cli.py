@@ -368,6 +368,34 @@ def decisions_revoke(orcid):
     click.echo(f"revoked {count} cached decision{'s' if count != 1 else ''} for {orcid}")
 
 
+@main.group()
+def sessions():
+    """Researchers' sign-in sessions (need REDIS_URL)."""
+
+
+@sessions.command("revoke")
+@click.option("--orcid", "orcid", required=True, help="The researcher's ORCID iD.")
+def sessions_revoke(orcid):
+    """End every session of a researcher, in every worker within a second.
+
+    Each browser they signed in with gets 401 from /auth and must sign in again. Their
+    ORCID tokens are not revoked at ORCID (the researcher's Disconnect does that).
+    """
+    settings = _settings()
+    try:
+        orcid = parse_orcid_id(orcid)
+    except InvalidOrcidId as exc:
+        raise Misuse(exc.message) from None
+    if not settings.redis_url:
+        raise Misuse("REDIS_URL is not set: sessions live inside the service's own process")
+    from app.cache import RedisStore
+
+    ended = RedisStore.from_url(settings.redis_url).take_sessions_of(orcid)
+    if ended is None:
+        raise click.ClickException("Redis did not answer: no session was ended")
+    click.echo(f"ended {len(ended)} session{'s' if len(ended) != 1 else ''} of {orcid}")
+
+
 # --- the decision log, and what a policy change would do ------------------------------
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -486,6 +486,42 @@ def logout():
     )
 
 
+@bp.post("/logout/everywhere")
+def logout_everywhere():
+    """End every session of the signed-in researcher, on every browser and worker.
+
+    The researcher's index of sessions (``gk:si:``) names them all; each worker checks
+    a remembered answer against Redis once it is a second old, so within a second no
+    cookie of theirs counts anywhere. Their ORCID token stays (Disconnect revokes it).
+    """
+    if not csrf_ok():
+        return _form_expired("That sign-out form had expired.", "Sign out", "login.logout_page")
+    who = current_researcher()
+    if who is None:
+        session.clear()
+        return redirect(url_for("pages.index"))
+    store = _gatekeeper().store
+    ended = store.take_sessions_of(who.orcid)
+    if ended is None or not store.delete_session(who.sid):
+        return render_template(
+            "message.html",
+            title="Could not sign you out",
+            message="We could not end your sessions just now. Please try again in a minute.",
+            action=("Sign out", url_for("login.logout_page")),
+        ), 503
+    logger.info(
+        "signed out everywhere",
+        extra={"event": "sign_out_everywhere", "orcid": who.orcid, "sessions": len(ended)},
+    )
+    session.clear()
+    return render_template(
+        "message.html",
+        title="Signed out everywhere",
+        message="Every browser you signed in with is signed out of the gatekeeper.",
+        action=("Home", url_for("pages.index")),
+    )
+
+
 def _form_expired(message: str, label: str, endpoint: str):
     return render_template(
         "message.html",

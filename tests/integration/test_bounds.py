@@ -209,3 +209,56 @@ class TestRetryAfter:
         finally:
             client.close()
         assert orcid.requests()["qualifications"] == 1  # asked once, then left alone
+
+
+class TestSignOutEverywhere:
+    def test_sign_out_everywhere_ends_every_browsers_session_on_every_worker(self, gatekeeper):
+        laptop, _ = sign_in(gatekeeper.url, QUALIFIED)
+        phone, _ = sign_in(gatekeeper.url, QUALIFIED)
+        cookies = [dict(laptop.cookies), dict(phone.cookies)]
+        for each in cookies:
+            assert fresh_auth(gatekeeper, each, 10) == [200] * 10
+        page = laptop.get(f"{gatekeeper.url}/", timeout=5).text
+        assert "Sign out everywhere" in page
+        token = re.search(r'name="csrf" value="([^"]+)"', page)[1]
+        url = f"{gatekeeper.url}/logout/everywhere"
+        assert laptop.post(url, data={"csrf": "wrong"}, timeout=5).status_code == 400
+        assert fresh_auth(gatekeeper, cookies[1], 2) == [200] * 2  # a forged form ends none
+        response = laptop.post(url, data={"csrf": token}, timeout=15)
+        assert response.status_code == 200 and "Signed out everywhere" in response.text
+        time.sleep(1.1)
+        for each in cookies:
+            assert fresh_auth(gatekeeper, each, 10) == [401] * 10
+
+    def test_a_steward_ends_a_researchers_sessions_from_the_command_line(
+        self, gatekeeper, redis_url
+    ):
+        from click.testing import CliRunner
+
+        from app.cli import main
+
+        browser, _ = sign_in(gatekeeper.url, QUALIFIED)
+        cookies = dict(browser.cookies)
+        assert fresh_auth(gatekeeper, cookies, 10) == [200] * 10
+        orcid = requests.get(
+            f"{gatekeeper.url}/auth?dataset=sail-cohort", cookies=cookies, timeout=15
+        ).headers["X-Orcid-Id"]
+        result = CliRunner().invoke(
+            main,
+            ["sessions", "revoke", "--orcid", f"https://orcid.org/{orcid}"],
+            env={"REDIS_URL": redis_url},
+        )
+        assert result.exit_code == 0, result.output
+        assert result.output == f"ended 1 session of {orcid}\n"
+        time.sleep(1.1)
+        assert fresh_auth(gatekeeper, cookies, 10) == [401] * 10
+
+    def test_sessions_revoke_without_redis_is_a_usage_error(self):
+        from click.testing import CliRunner
+
+        from app.cli import main
+
+        result = CliRunner().invoke(
+            main, ["sessions", "revoke", "--orcid", "0000-0002-1825-0097"], env={"REDIS_URL": ""}
+        )
+        assert result.exit_code == 2 and "REDIS_URL" in result.stderr
