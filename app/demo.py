@@ -10,6 +10,7 @@ import mimetypes
 import secrets
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 from markupsafe import escape
 from werkzeug.security import safe_join
@@ -47,7 +48,7 @@ class DemoFiles:
         check = dict(environ, PATH_INFO="/auth", QUERY_STRING="", HTTP_X_ORIGINAL_URI=path)
         status, headers = self.forward_auth.answer(check, "/auth")
         if status.startswith("401"):
-            response = redirect(f"/login?next={path}")
+            response = redirect("/login?next=" + quote(path, safe="/"))
         elif not status.startswith("200"):
             response = Response(
                 f"<!doctype html><title>No access</title><h1>No access to "
@@ -63,7 +64,8 @@ class DemoFiles:
         return response(environ, start_response)
 
     def serve(self, dataset, path, identity_headers) -> Response:
-        prefix = next(p for p in dataset.paths if path.startswith(p))
+        # The longest, as dataset_for_path chose the dataset by it.
+        prefix = max((p for p in dataset.paths if path.startswith(p)), key=len)
         folder = DATASETS / dataset.key
         target = safe_join(str(folder), path[len(prefix) :]) if path != prefix else str(folder)
         if target is None or not Path(target).exists():

@@ -20,6 +20,13 @@ from app.web.login import csrf_ok, current_researcher
 bp = Blueprint("pages", __name__)
 
 
+@bp.before_app_request
+def _current_policy():
+    # Pages judge with the policy in force, as /auth does: a worker that serves only
+    # pages must see an edit within a second too (the look is rate-limited and cheap).
+    _gatekeeper().policy_file.refresh()
+
+
 def _gatekeeper():
     return current_app.extensions["gatekeeper"]
 

@@ -1,6 +1,6 @@
 """The decision log line: its outcome and the reasons that decided, nothing else."""
 
-from app.access import decision_outcome, deciding_reasons
+from app.access import deciding_reasons, decision_outcome
 from app.decision import decide, refuse_unreadable
 from app.errors import OrcidUnavailable
 from app.qualifications import read_item

@@ -351,3 +351,14 @@ def test_the_icon_is_a_green_circle_with_id():
     svg = (STATIC / "orcid-id.svg").read_text()
     assert '<circle cx="16" cy="16" r="16" fill="#A6CE39"/>' in svg
     assert UKDS  # the test policy's trusted source is the one the pages name
+
+
+def test_pages_see_a_policy_edit_as_auth_does(make_app):
+    app = make_app()
+    policy_file = app.extensions["gatekeeper"].policy_file
+    policy_file.check_interval = 0  # look at the files on every request
+    policy_file.path.write_text(POLICY.replace("SAIL cohort extract", "SAIL cohort, renamed"))
+    client = app.test_client()
+    client.get("/")  # notices the edit and starts the reload, off the request path
+    policy_file.wait(timeout=10)
+    assert "SAIL cohort, renamed" in client.get("/").get_data(as_text=True)
