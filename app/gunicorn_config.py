@@ -7,6 +7,7 @@ The packaged configuration, so that a pip install runs as a checkout does:
 """
 
 import os
+import shutil
 import sys
 import tempfile
 
@@ -128,8 +129,23 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 # Each worker writes its metrics here and /metrics adds them up; it must be set before
 # any worker imports prometheus_client. A fresh directory per start: no stale samples.
+_own_metrics_dir = None
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gatekeeper-metrics-")
+    _own_metrics_dir = tempfile.mkdtemp(prefix="gatekeeper-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
+
+
+def on_exit(server):
+    """The metrics directory we made for this run goes with it."""
+    if _own_metrics_dir:
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)
+
+
+def post_worker_init(worker):
+    """Cold decisions take at most all threads but one, so cached checks never queue."""
+    forward_auth = getattr(worker.wsgi, "wsgi_app", None)
+    if worker.cfg.threads > 1 and hasattr(forward_auth, "set_cold_slots"):
+        forward_auth.set_cold_slots(worker.cfg.threads - 1)
 
 
 def child_exit(server, worker):

@@ -330,3 +330,12 @@ class TestStartUp:
         ours = [line for line in result.stderr.splitlines() if line.startswith("orcid-gatekeeper:")]
         assert len(ours) == 1 and variable in ours[0]
         assert "Traceback" not in result.stderr
+
+
+def test_gunicorn_removes_the_metrics_directory_it_made(start_gatekeeper, tmp_path):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    gatekeeper = start_gatekeeper(TMPDIR=str(scratch), workers=1)
+    assert [p.name.startswith("gatekeeper-metrics-") for p in scratch.iterdir()] == [True]
+    gatekeeper.stop()
+    assert list(scratch.iterdir()) == []
