@@ -54,6 +54,10 @@ LATENCY = metrics.AUTH_LATENCY
 OK, FORBIDDEN = "200 OK", "403 Forbidden"
 
 RECHECK_AFTER = 1.0  # seconds a remembered answer may go unchecked against the store
+# Seconds a cold check may wait for one of the worker's cold slots. A check starts
+# within this of being picked up and then reads ORCID for at most ORCID_TIMEOUT, so it
+# answers within ORCID_TIMEOUT + 1 s with half a second for gunicorn's queue.
+ADMISSION_WAIT = 0.5
 # Bytes each of a worker's two memories may hold: about 10,000 signed-in cookies (775
 # bytes each), or 12,000 (researcher, dataset) answers. Past that, the least recently
 # used go first, and cost one signature check or one store round trip when they return.
@@ -145,6 +149,16 @@ class ForwardAuth:
         self.sessions = Memo()  # verified cookie -> (sid, iD, expiry)
         # (version, sid, iD, dataset) -> (allowed, cached until (Unix), last checked (monotonic))
         self.answers = Memo()
+        # Cold decisions this worker works on at once (set_cold_slots: its threads less
+        # one), so that a thread is always free for the cheap answers behind them.
+        self.cold_slots: threading.BoundedSemaphore | None = None
+        self._in_flight: dict[tuple[str, str], threading.Event] = {}  # cold, in this worker
+        self._in_flight_lock = threading.Lock()
+        self._last_overload_warning = 0.0
+
+    def set_cold_slots(self, slots: int):
+        """Bound the cold decisions in progress at once in this worker (gunicorn sets it)."""
+        self.cold_slots = threading.BoundedSemaphore(max(1, slots))
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -249,11 +263,58 @@ class ForwardAuth:
             HIT_STORE.inc()
         else:
             MISS.inc()
-            decision = self.checker.check(orcid, dataset, token=session_token(stored_session))
+            decision = self.decide(orcid, dataset, session_token(stored_session))
+            if decision is None:
+                # Refused for want of a slot: remembered here only, and only until the
+                # next recheck, so that a burst costs no queue and soon tries again.
+                answer = (False, time.time() + RECHECK_AFTER, time.monotonic())
+                self.answers.put(key, answer, size_of(key, answer))
+                return False
         until = self.checker.cache_until(decision).timestamp()
         answer = (decision.allowed, until, time.monotonic())
         self.answers.put(key, answer, size_of(key, answer))
         return decision.allowed
+
+    def decide(self, orcid, dataset, token):
+        """A cold decision, or None when none can start in time (fail closed).
+
+        NOTE: gthread workers accept every connection and queue what their threads
+        cannot take, so a burst of cold decisions, each up to ORCID_TIMEOUT, would queue
+        every check behind it past the proxy's patience. A check that gets no slot
+        within ADMISSION_WAIT is refused instead, unless the decision has appeared
+        meanwhile (another's read of the same record).
+        """
+        slots = self.cold_slots
+        if slots is None:
+            return self.checker.check(orcid, dataset, token=token)
+        with self._in_flight_lock:
+            running = self._in_flight.get((orcid, dataset))
+            if running is None:
+                mine = self._in_flight[(orcid, dataset)] = threading.Event()
+        if running is not None:
+            # The same record is being read here already: its answer costs no slot.
+            running.wait(self.checker.wait_timeout)
+            return self.checker.cached(orcid, dataset)
+        try:
+            return self._decide_in_a_slot(slots, orcid, dataset, token)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight.pop((orcid, dataset), None)
+            mine.set()
+
+    def _decide_in_a_slot(self, slots, orcid, dataset, token):
+        if not slots.acquire(timeout=ADMISSION_WAIT):
+            decision = self.checker.cached(orcid, dataset)
+            if decision is None:
+                now = time.monotonic()
+                if now - self._last_overload_warning >= 30:
+                    self._last_overload_warning = now
+                    logger.warning("refused cold checks: every cold slot is busy")
+            return decision
+        try:
+            return self.checker.check(orcid, dataset, token=token)
+        finally:
+            slots.release()
 
     def session(self, environ) -> tuple[str, str, float] | None:
         """(sid, ORCID iD, expiry) from the signed session cookie, verified once per worker.

@@ -262,3 +262,35 @@ class TestSignOutEverywhere:
             main, ["sessions", "revoke", "--orcid", "0000-0002-1825-0097"], env={"REDIS_URL": ""}
         )
         assert result.exit_code == 2 and "REDIS_URL" in result.stderr
+
+
+class TestColdBurst:
+    PERSONAS = ["qualified", "self-asserted", "expired", "not-yet-valid", "self-issued", "empty"]
+
+    def test_a_burst_of_cold_checks_beyond_the_slots_is_refused_not_queued(
+        self, start_gatekeeper, redis_url, orcid
+    ):
+        import concurrent.futures
+
+        gatekeeper = start_gatekeeper(redis_url=redis_url, workers=2, GUNICORN_THREADS="4")
+        jars = [dict(sign_in(gatekeeper.url, persona)[0].cookies) for persona in self.PERSONAS]
+        orcid.reset()
+        orcid.faults(latency_ms=3000, endpoints=["qualifications"])
+        checks = [(jar, name) for jar in jars for name in ("sail-cohort", "survey-microdata")]
+
+        def check(pair):
+            jar, name = pair
+            return requests.get(
+                f"{gatekeeper.url}/auth?dataset={name}",
+                cookies=jar,
+                headers={"Connection": "close"},
+                timeout=30,
+            ).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(len(checks)) as pool:
+            statuses = list(pool.map(check, checks))
+        assert set(statuses) <= {200, 403}  # answered, none failed
+        # Two workers with three cold slots each: the other checks were refused at once
+        # instead of each waiting its turn for a three-second read.
+        assert orcid.requests()["qualifications"] <= 6 < len(checks)
+        assert statuses.count(403) >= len(checks) - 6
