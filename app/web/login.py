@@ -218,6 +218,17 @@ def _researcher_from_session() -> Researcher | None:
     return Researcher(orcid, data.get("name"), sid, session_token(stored), amr)
 
 
+def _sign_out_here() -> None:
+    """Forget the session in this browser and for the rest of this request.
+
+    NOTE: the page that follows renders the layout, which asks who is signed in: the
+    researcher this request started with must not be shown (nor a fresh CSRF token put
+    in the cookie the browser is told to drop).
+    """
+    session.clear()
+    g.researcher = None
+
+
 def csrf_token() -> str:
     token = session.get("csrf")
     if not token:
@@ -477,7 +488,7 @@ def logout():
         logger.info(
             "signed out", extra={"event": "sign_out", "orcid": str(researcher.get("orcid"))[:40]}
         )
-    session.clear()
+    _sign_out_here()
     return render_template(
         "message.html",
         title="Signed out",
@@ -513,7 +524,7 @@ def logout_everywhere():
         "signed out everywhere",
         extra={"event": "sign_out_everywhere", "orcid": who.orcid, "sessions": len(ended)},
     )
-    session.clear()
+    _sign_out_here()
     return render_template(
         "message.html",
         title="Signed out everywhere",
@@ -571,7 +582,7 @@ def disconnect():
     tokens = list(dict.fromkeys(filter(None, [who.token, *map(session_token, records)])))
     decisions_gone = gk.store.forget_decisions(who.orcid)
     revoked = revoke_at_orcid(tokens)
-    session.clear()
+    _sign_out_here()
     logger.info(
         "disconnected",
         extra={

@@ -362,3 +362,15 @@ def test_pages_see_a_policy_edit_as_auth_does(make_app):
     client.get("/")  # notices the edit and starts the reload, off the request path
     policy_file.wait(timeout=10)
     assert "SAIL cohort, renamed" in client.get("/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("path", ["/logout", "/logout/everywhere", "/disconnect"])
+def test_the_page_after_signing_out_no_longer_shows_the_researcher(make_app, path):
+    client = signed_in(make_app())
+    response = client.post(path, data={"csrf": "csrf-token-for-tests"})
+    assert response.status_code in (200, 302), response.status_code
+    if response.status_code == 200:
+        body = response.get_data(as_text=True)
+        assert "Signed in as" not in body and RESEARCHER not in body
+    with client.session_transaction() as session:
+        assert "researcher" not in session and "csrf" not in session
