@@ -275,7 +275,7 @@ class TestColdBurst:
         gatekeeper = start_gatekeeper(redis_url=redis_url, workers=2, GUNICORN_THREADS="4")
         jars = [dict(sign_in(gatekeeper.url, persona)[0].cookies) for persona in self.PERSONAS]
         orcid.reset()
-        orcid.faults(latency_ms=3000, endpoints=["qualifications"])
+        orcid.faults(latency_ms=5000, endpoints=["qualifications"])
         checks = [(jar, name) for jar in jars for name in ("sail-cohort", "survey-microdata")]
 
         def check(pair):
@@ -291,6 +291,6 @@ class TestColdBurst:
             statuses = list(pool.map(check, checks))
         assert set(statuses) <= {200, 403}  # answered, none failed
         # Two workers with three cold slots each: the other checks were refused at once
-        # instead of each waiting its turn for a three-second read.
+        # instead of each waiting its turn for a five-second read.
         assert orcid.requests()["qualifications"] <= 6 < len(checks)
         assert statuses.count(403) >= len(checks) - 6
