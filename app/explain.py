@@ -129,6 +129,50 @@ class ReadErrorAdvice:
     headline: str | None = None  # instead of the error's message, on pages
 
 
+# Advice for each reason a record can be unreadable; a merged record is read_error_advice's.
+_READ_ERROR_ADVICE = {
+    "record_locked": ReadErrorAdvice(
+        "contact ORCID support, who can tell you why your record is locked and how to "
+        "unlock it; then check again.",
+        orcid_support=True,
+    ),
+    "record_deactivated": ReadErrorAdvice(
+        "contact ORCID support to reactivate your ORCID record; then check again.",
+        orcid_support=True,
+    ),
+    "record_unclaimed": ReadErrorAdvice(
+        "claim your ORCID record from the email ORCID sent when it was created (or "
+        "contact ORCID support if you cannot find it); then check again.",
+        orcid_support=True,
+    ),
+    "record_not_found": ReadErrorAdvice(
+        "sign out and sign in with the ORCID iD you use; if this is it, contact ORCID support.",
+        orcid_support=True,
+    ),
+    "token_invalid": ReadErrorAdvice(
+        "sign in with ORCID again and choose Authorize, so that we may read your record.",
+        sign_in_again=True,
+    ),
+    "orcid_unavailable": ReadErrorAdvice("wait a few minutes, then check again."),
+    "access_forbidden": ReadErrorAdvice(
+        "we could not read part of your ORCID record, so nothing in it can count here. "
+        "Contact the data steward, who can look into it with you.",
+        steward=True,
+    ),
+    "too_many_candidates": ReadErrorAdvice(
+        "remove the duplicate entries from your ORCID record, then check again; or "
+        "contact the data steward.",
+        steward=True,
+    ),
+}
+_OTHER_READ_ERROR = ReadErrorAdvice(
+    "check again in a few minutes. If it keeps happening, contact ORCID support and "
+    "tell the data steward.",
+    orcid_support=True,
+    steward=True,
+)
+
+
 def read_error_advice(
     error: ReadError, orcid_base_url: str = "https://orcid.org"
 ) -> ReadErrorAdvice:
@@ -137,8 +181,7 @@ def read_error_advice(
     Never asks them to change their ORCID visibility settings: ORCID's integration
     requirements forbid it. What we could not read, we say so, and name the steward.
     """
-    reason = error.reason
-    if reason == "record_deprecated":
+    if error.reason == "record_deprecated":
         found = _ORCID_ID.findall(error.message)
         primary = found[-1] if found else None
         who = f"{orcid_base_url.rstrip('/')}/{primary}" if primary else "your primary ORCID iD"
@@ -149,53 +192,7 @@ def read_error_advice(
             # The error's message names the bare iD; pages show it as ORCID asks, below.
             headline="This ORCID record has been merged into another one.",
         )
-    if reason == "record_locked":
-        return ReadErrorAdvice(
-            "contact ORCID support, who can tell you why your record is locked and how to "
-            "unlock it; then check again.",
-            orcid_support=True,
-        )
-    if reason == "record_deactivated":
-        return ReadErrorAdvice(
-            "contact ORCID support to reactivate your ORCID record; then check again.",
-            orcid_support=True,
-        )
-    if reason == "record_unclaimed":
-        return ReadErrorAdvice(
-            "claim your ORCID record from the email ORCID sent when it was created (or "
-            "contact ORCID support if you cannot find it); then check again.",
-            orcid_support=True,
-        )
-    if reason == "record_not_found":
-        return ReadErrorAdvice(
-            "sign out and sign in with the ORCID iD you use; if this is it, contact ORCID support.",
-            orcid_support=True,
-        )
-    if reason == "token_invalid":
-        return ReadErrorAdvice(
-            "sign in with ORCID again and choose Authorize, so that we may read your record.",
-            sign_in_again=True,
-        )
-    if reason == "orcid_unavailable":
-        return ReadErrorAdvice("wait a few minutes, then check again.")
-    if reason == "access_forbidden":
-        return ReadErrorAdvice(
-            "we could not read part of your ORCID record, so nothing in it can count here. "
-            "Contact the data steward, who can look into it with you.",
-            steward=True,
-        )
-    if reason == "too_many_candidates":
-        return ReadErrorAdvice(
-            "remove the duplicate entries from your ORCID record, then check again; or "
-            "contact the data steward.",
-            steward=True,
-        )
-    return ReadErrorAdvice(
-        "check again in a few minutes. If it keeps happening, contact ORCID support and "
-        "tell the data steward.",
-        orcid_support=True,
-        steward=True,
-    )
+    return _READ_ERROR_ADVICE.get(error.reason, _OTHER_READ_ERROR)
 
 
 def next_step(policy: Policy, result: RequirementResult, audience: str = "researcher") -> str:
