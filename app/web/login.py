@@ -370,16 +370,21 @@ def _same_orcid(subject, orcid: str) -> bool:
         return False
 
 
+def _message_page(title: str, message: str, action: tuple[str, str], status: int = 200):
+    """A page with a title, a sentence and one way on (``action``: label and URL)."""
+    return render_template("message.html", title=title, message=message, action=action), status
+
+
 def _sign_in_failed(
     reason: str, status: int, title: str = "Sign-in did not complete", restart: bool = True
 ):
     """A page that says why sign-in stopped, with a way to start again; no session."""
-    return render_template(
-        "message.html",
-        title=title,
-        message=f"{reason} Please start again." if restart else reason,
-        action=("Sign in with ORCID", sign_in_url()),
-    ), status
+    return _message_page(
+        title,
+        f"{reason} Please start again." if restart else reason,
+        ("Sign in with ORCID", sign_in_url()),
+        status,
+    )
 
 
 def _id_token_claims(settings) -> dict:
@@ -479,21 +484,18 @@ def logout():
         if not _gatekeeper().store.delete_session(researcher["sid"]):
             # Keep the cookie, so the researcher can try again: saying "signed out" while
             # the session lives on server-side would be a lie.
-            return render_template(
-                "message.html",
-                title="Could not sign you out",
-                message="We could not end your session just now. Please try again in a minute.",
-                action=("Sign out", url_for("login.logout_page")),
-            ), 503
+            return _message_page(
+                "Could not sign you out",
+                "We could not end your session just now. Please try again in a minute.",
+                ("Sign out", url_for("login.logout_page")),
+                503,
+            )
         logger.info(
             "signed out", extra={"event": "sign_out", "orcid": str(researcher.get("orcid"))[:40]}
         )
     _sign_out_here()
-    return render_template(
-        "message.html",
-        title="Signed out",
-        message="You are signed out of the gatekeeper.",
-        action=("Home", url_for("pages.index")),
+    return _message_page(
+        "Signed out", "You are signed out of the gatekeeper.", ("Home", url_for("pages.index"))
     )
 
 
@@ -514,32 +516,26 @@ def logout_everywhere():
     store = _gatekeeper().store
     ended = store.take_sessions_of(who.orcid)
     if ended is None or not store.delete_session(who.sid):
-        return render_template(
-            "message.html",
-            title="Could not sign you out",
-            message="We could not end your sessions just now. Please try again in a minute.",
-            action=("Sign out", url_for("login.logout_page")),
-        ), 503
+        return _message_page(
+            "Could not sign you out",
+            "We could not end your sessions just now. Please try again in a minute.",
+            ("Sign out", url_for("login.logout_page")),
+            503,
+        )
     logger.info(
         "signed out everywhere",
         extra={"event": "sign_out_everywhere", "orcid": who.orcid, "sessions": len(ended)},
     )
     _sign_out_here()
-    return render_template(
-        "message.html",
-        title="Signed out everywhere",
-        message="Every browser you signed in with is signed out of the gatekeeper.",
-        action=("Home", url_for("pages.index")),
+    return _message_page(
+        "Signed out everywhere",
+        "Every browser you signed in with is signed out of the gatekeeper.",
+        ("Home", url_for("pages.index")),
     )
 
 
 def _form_expired(message: str, label: str, endpoint: str):
-    return render_template(
-        "message.html",
-        title="Please try again",
-        message=message,
-        action=(label, url_for(endpoint)),
-    ), 400
+    return _message_page("Please try again", message, (label, url_for(endpoint)), 400)
 
 
 @bp.get("/disconnect")
@@ -563,22 +559,22 @@ def disconnect():
         )
     who = current_researcher()
     if who is None:
-        return render_template(
-            "message.html",
-            title="Please sign in first",
-            message="Sign in with ORCID to disconnect it: we need to know whose data to delete.",
-            action=("Sign in with ORCID", url_for(".login", next=url_for(".disconnect_page"))),
-        ), 401
+        return _message_page(
+            "Please sign in first",
+            "Sign in with ORCID to disconnect it: we need to know whose data to delete.",
+            ("Sign in with ORCID", url_for(".login", next=url_for(".disconnect_page"))),
+            401,
+        )
     gk = _gatekeeper()
     records = gk.store.take_sessions_of(who.orcid)
     if records is None or not gk.store.delete_session(who.sid):
         # Keep the cookie, so the researcher can try again; nothing is revoked yet.
-        return render_template(
-            "message.html",
-            title="Could not disconnect",
-            message="We could not delete your data just now. Please try again in a minute.",
-            action=("Disconnect", url_for(".disconnect_page")),
-        ), 503
+        return _message_page(
+            "Could not disconnect",
+            "We could not delete your data just now. Please try again in a minute.",
+            ("Disconnect", url_for(".disconnect_page")),
+            503,
+        )
     tokens = list(dict.fromkeys(filter(None, [who.token, *map(session_token, records)])))
     decisions_gone = gk.store.forget_decisions(who.orcid)
     revoked = revoke_at_orcid(tokens)
@@ -610,12 +606,11 @@ def disconnect():
             " ORCID did not confirm that our access to your record is revoked: you can "
             "remove this service from the trusted parties in your ORCID account."
         )
-    return render_template(
-        "message.html",
-        title="Disconnected" if revoked else "Disconnected here; not confirmed at ORCID",
-        message=message,
-        action=("Home", url_for("pages.index")),
-    ), 200
+    return _message_page(
+        "Disconnected" if revoked else "Disconnected here; not confirmed at ORCID",
+        message,
+        ("Home", url_for("pages.index")),
+    )
 
 
 def revoke_at_orcid(tokens: list[str]) -> bool:
