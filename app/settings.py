@@ -81,6 +81,10 @@ class Settings:
     logo_path: str | None = field(default=None, metadata={"env": "LOGO_PATH"})
     # Who may open the steward console (/steward/): comma-separated ORCID iDs.
     steward_orcids: tuple = field(default=(), metadata={"env": "STEWARD_ORCIDS"})
+    # Encrypts the ORCID tokens that may write to researchers' records (issuing): Fernet
+    # keys, comma-separated, newest first; older ones still decrypt (key rotation). None:
+    # this service never keeps such a token, so it cannot issue qualifications.
+    write_token_key: str | None = field(default=None, metadata={"env": "WRITE_TOKEN_KEY"})
 
     @classmethod
     def from_env(cls, environ=None) -> Settings:
@@ -147,6 +151,12 @@ class Settings:
         ):
             if value <= 0:
                 found.append(f"{name}: must be greater than 0")
+        if self.write_token_key is not None and not self.write_token_keys:
+            found.append(
+                "WRITE_TOKEN_KEY: each comma-separated key must be a Fernet key (32 bytes, "
+                "URL-safe base64: python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())')"
+            )
         return found
 
     def service_problems(self) -> list[str]:
@@ -230,6 +240,19 @@ class Settings:
         ):
             return contact
         return None
+
+    @property
+    def write_token_keys(self) -> tuple[str, ...]:
+        """WRITE_TOKEN_KEY's keys, newest first; empty when unset or when one is malformed."""
+        from cryptography.fernet import Fernet
+
+        keys = tuple(k.strip() for k in (self.write_token_key or "").split(",") if k.strip())
+        try:
+            for key in keys:
+                Fernet(key)
+        except ValueError:
+            return ()
+        return keys
 
     @property
     def stewards(self) -> frozenset[str]:
