@@ -200,6 +200,65 @@ class LogEntry:
         return found
 
 
+WRITE_KINDS = ("issued", "renewed", "withdrawn")
+
+
+@dataclass(frozen=True, slots=True)
+class WriteEntry:
+    """One write this service made to a researcher's ORCID record (issuing), logged beside
+    the decisions it changes: who, which qualification, what happened, and on whose word."""
+
+    kind: str  # one of WRITE_KINDS
+    orcid: str
+    qualification: str  # the policy's key for it
+    put_code: int | None
+    by: str  # "researcher" (accepted terms on our page) or "steward <iD or name>"
+    at: dt.datetime
+    visibility: str | None = None  # as ORCID gave it
+    valid_until: dt.date | None = None  # the end date written
+    terms_version: str | None = None
+    instance: str = field(default_factory=_instance)
+    entry_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str | None = None  # the stream ID, once logged
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "orcid": self.orcid,
+            "qualification": self.qualification,
+            "put_code": self.put_code,
+            "by": self.by,
+            "at": self.at.isoformat(),
+            "visibility": self.visibility,
+            "valid_until": _iso(self.valid_until),
+            "terms_version": self.terms_version,
+            "instance": self.instance,
+            "entry_id": self.entry_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, id: str | None = None) -> WriteEntry:
+        """:raises ValueError: (or KeyError, TypeError) for data no ``to_dict`` wrote."""
+        until = data.get("valid_until")
+        return cls(
+            kind=data["kind"],
+            orcid=data["orcid"],
+            qualification=data["qualification"],
+            put_code=data.get("put_code"),
+            by=data["by"],
+            at=dt.datetime.fromisoformat(data["at"]),
+            visibility=data.get("visibility"),
+            valid_until=dt.date.fromisoformat(until) if until else None,
+            terms_version=data.get("terms_version"),
+            instance=data.get("instance") or "",
+            entry_id=data["entry_id"],
+            id=id,
+        )
+
+    def summary(self) -> dict:
+        return {**self.to_dict(), "id": self.id}
+
+
 def _iso(value) -> str | None:
     return None if value is None else value.isoformat()
 
@@ -219,6 +278,15 @@ def _fields(entry: LogEntry) -> dict:
         "dataset": entry.dataset,
         "outcome": entry.outcome,
         # ASCII: a string Python holds but UTF-8 cannot encode never fails an append.
+        "entry": json.dumps(entry.to_dict(), separators=(",", ":")),
+    }
+
+
+def _write_fields(entry: WriteEntry) -> dict:
+    # "write" marks it, so a reader of decisions passes over it without parsing.
+    return {
+        "write": entry.kind,
+        "orcid": entry.orcid,
         "entry": json.dumps(entry.to_dict(), separators=(",", ":")),
     }
 
@@ -282,7 +350,24 @@ class _Reading:
         """
         return latest_of(self._scan(since, None, orcid, dataset, None), readable)
 
+    def writes(
+        self, *, orcid: str | None = None, since: dt.datetime | None = None, limit: int = 1000
+    ) -> list[WriteEntry]:
+        """Logged writes to ORCID records (issued, renewed, withdrawn), newest first.
+
+        :raises DecisionLogUnavailable: when Redis cannot answer.
+        """
+        result = []
+        for entry in self._scan_writes(since, orcid):
+            result.append(entry)
+            if len(result) >= limit:
+                break
+        return result
+
     def _scan(self, since, until, orcid, dataset, outcome) -> Iterator[LogEntry]:
+        raise NotImplementedError
+
+    def _scan_writes(self, since, orcid) -> Iterator[WriteEntry]:
         raise NotImplementedError
 
 
@@ -301,13 +386,34 @@ class MemoryDecisionLog(_Reading):
         self._retention = retention_days * 86400.0
         self._clock = clock
         self._last = (0, 0)
+        self._writes: deque[WriteEntry] = deque(maxlen=max_entries)
+
+    def _next_id(self) -> str:
+        now = int(self._clock() * 1000)
+        ms, seq = self._last
+        self._last = (ms, seq + 1) if now <= ms else (now, 0)
+        return f"{self._last[0]}-{self._last[1]}"
+
+    def append_write(self, entry: WriteEntry) -> bool:
+        with self._guard:
+            self._writes.append(replace(entry, id=self._next_id()))
+        return True
+
+    def _scan_writes(self, since, orcid) -> Iterator[WriteEntry]:
+        low = _millis(since) if since is not None else 0
+        cutoff = int(self._clock() * 1000) - int(self._retention * 1000)
+        with self._guard:
+            snapshot = list(self._writes)
+        for entry in reversed(snapshot):
+            if _id_millis(entry.id) < max(low, cutoff):
+                break
+            if orcid is None or entry.orcid == orcid:
+                yield entry
 
     def append(self, entry: LogEntry) -> bool:
         with self._guard:
             now = int(self._clock() * 1000)
-            ms, seq = self._last
-            self._last = (ms, seq + 1) if now <= ms else (now, 0)
-            stream_id = f"{self._last[0]}-{self._last[1]}"
+            stream_id = self._next_id()
             cutoff = now - int(self._retention * 1000)
             while self._entries and _id_millis(self._entries[0][0]) < cutoff:
                 self._entries.popleft()
@@ -373,6 +479,14 @@ class RedisDecisionLog(_Reading):
 
     def append(self, entry: LogEntry) -> bool:
         """Add one entry and trim those past the retention; False when Redis did not take it."""
+        return self._add(_fields(entry))
+
+    def append_write(self, entry: WriteEntry) -> bool:
+        """Log one write to a record; False when Redis did not take it (the caller says so:
+        a write is rarer than a decision, and its trace matters more)."""
+        return self._add(_write_fields(entry))
+
+    def _add(self, fields: dict) -> bool:
         if time.monotonic() < self._down_until:
             self._dropped(None)
             return False
@@ -380,7 +494,7 @@ class RedisDecisionLog(_Reading):
         try:
             # Exact MINID: each append removes the few entries that aged out since the
             # last one, so the stream never holds more than the retention.
-            self.redis.xadd(self.key, _fields(entry), minid=max(cutoff, 0), approximate=False)
+            self.redis.xadd(self.key, fields, minid=max(cutoff, 0), approximate=False)
         except redis.RedisError as exc:
             self._down_until = time.monotonic() + self._retry_after
             self._dropped(exc)
@@ -415,7 +529,7 @@ class RedisDecisionLog(_Reading):
                     f"The decision log could not be read: Redis did not answer ({exc})."
                 ) from exc
             for stream_id, fields in page:
-                if not _matches(fields, orcid, dataset, outcome):
+                if "write" in fields or not _matches(fields, orcid, dataset, outcome):
                     continue
                 try:
                     entry = LogEntry.from_dict(json.loads(fields["entry"]), id=stream_id)
@@ -429,6 +543,28 @@ class RedisDecisionLog(_Reading):
             if len(page) < PAGE:
                 return
             high = "(" + page[-1][0]  # exclusive: continue below the last one read
+
+    def _scan_writes(self, since, orcid) -> Iterator[WriteEntry]:
+        # Writes are few beside decisions: read the stream's pages, keep the writes.
+        low = str(_millis(since)) if since is not None else "-"
+        high = "+"
+        while True:
+            try:
+                page = self.redis.xrevrange(self.key, max=high, min=low, count=PAGE)
+            except redis.RedisError as exc:
+                raise DecisionLogUnavailable(
+                    f"The decision log could not be read: Redis did not answer ({exc})."
+                ) from exc
+            for stream_id, fields in page:
+                if "write" not in fields or (orcid is not None and fields.get("orcid") != orcid):
+                    continue
+                try:
+                    yield WriteEntry.from_dict(json.loads(fields["entry"]), id=stream_id)
+                except (ValueError, KeyError, TypeError):
+                    logger.warning("skipped an unreadable write log entry %s", stream_id)
+            if len(page) < PAGE:
+                return
+            high = "(" + page[-1][0]
 
 
 def decision_log_for(store, retention_days: int = DEFAULT_RETENTION_DAYS):
