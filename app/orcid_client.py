@@ -18,8 +18,10 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import requests
 import urllib3
@@ -51,6 +53,25 @@ CHUNK_BYTES = 64 * 1024
 MAX_QUIET = 600.0
 # What goes wrong on the wire: requests' errors while sending, urllib3's while reading a body.
 TRANSPORT_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError)
+# A deadline the caller sets for the reads it starts, sooner than total_timeout when its
+# request has waited already (forward_auth: the check's answer-by time). A context
+# variable, because AccessChecker sits between the two and need not know of it.
+_caller_deadline: ContextVar[float | None] = ContextVar("orcid_caller_deadline", default=None)
+
+
+@contextmanager
+def reads_ending_by(deadline: float) -> Iterator[None]:
+    """Reads started inside end by ``deadline`` (monotonic), as well as within their budget."""
+    token = _caller_deadline.set(deadline)
+    try:
+        yield
+    finally:
+        _caller_deadline.reset(token)
+
+
+def caller_deadline() -> float | None:
+    """The deadline of the enclosing ``reads_ending_by``, if any."""
+    return _caller_deadline.get()
 
 
 class OrcidClient:
@@ -141,7 +162,8 @@ class OrcidClient:
 
         An item that disappears between the two reads (404) is skipped. An item ORCID
         sends in a shape we cannot read comes back as an ``UnreadableItem``. The whole read,
-        the ``/read-public`` token included, ends within ``total_timeout`` seconds.
+        the ``/read-public`` token included, ends within ``total_timeout`` seconds (and by
+        the deadline of an enclosing ``reads_ending_by``).
 
         :raises InvalidOrcidId: before any network call, for a malformed iD.
         :raises OrcidUnavailable: when ORCID fails, or does not answer within the deadline.
@@ -150,6 +172,8 @@ class OrcidClient:
         """
         orcid = parse_orcid_id(orcid)
         deadline = time.monotonic() + self.total_timeout
+        if (sooner := caller_deadline()) is not None:
+            deadline = min(deadline, sooner)
         bearer = token or self._client_token(deadline)
         try:
             return self._read(orcid, wanted, bearer, deadline)

@@ -24,6 +24,8 @@ so forged or garbage cookies cost a signature check each and no memory.
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 import sys
 import threading
 import time
@@ -37,8 +39,10 @@ from werkzeug.http import parse_accept_header, parse_cookie
 
 from app import metrics
 from app.access import decision_from_json
+from app.admission import Budget, arrival
 from app.cache import session_belongs_to, session_token
 from app.errors import InvalidOrcidId
+from app.orcid_client import reads_ending_by
 from app.orcid_id import parse_orcid_id
 from app.web.security import security_headers
 
@@ -54,10 +58,14 @@ LATENCY = metrics.AUTH_LATENCY
 OK, FORBIDDEN = "200 OK", "403 Forbidden"
 
 RECHECK_AFTER = 1.0  # seconds a remembered answer may go unchecked against the store
-# Seconds a cold check may wait for one of the worker's cold slots. A check starts
-# within this of being picked up and then reads ORCID for at most ORCID_TIMEOUT, so it
-# answers within ORCID_TIMEOUT + 1 s with half a second for gunicorn's queue.
+# Seconds at most a cold check waits for one of the worker's cold slots, and never past
+# its budget's last start (app/admission.py): the thread it holds meanwhile is the one
+# left for cached answers.
 ADMISSION_WAIT = 0.5
+# Linux's struct tcp_info (linux/tcp.h): tcpi_last_data_recv, the milliseconds since data
+# last arrived on the connection, is the u32 after 8 one-byte fields and 11 u32s.
+TCP_INFO = getattr(socket, "TCP_INFO", None)
+TCP_INFO_BYTES, LAST_DATA_RECV = 104, 52
 # Bytes each of a worker's two memories may hold: about 10,000 signed-in cookies (775
 # bytes each), or 12,000 (researcher, dataset) answers. Past that, the least recently
 # used go first, and cost one signature check or one store round trip when they return.
@@ -164,9 +172,9 @@ class ForwardAuth:
         path = environ.get("PATH_INFO", "")
         if path != "/auth" and not path.startswith("/auth/"):
             return self.wsgi_app(environ, start_response)
-        started = time.perf_counter()
+        started = time.monotonic()
         try:
-            status, headers = self.answer(environ, path)
+            status, headers = self.answer(environ, path, started)
         except Exception:  # fail closed, and say so in the log, never to the proxy
             logger.exception("auth check failed")
             ERROR.inc()
@@ -186,15 +194,19 @@ class ForwardAuth:
             headers.append(("Content-Length", str(len(body))))
         headers.append(("Cache-Control", "no-store"))
         start_response(status, headers)
-        LATENCY.observe(time.perf_counter() - started)
+        LATENCY.observe(time.monotonic() - started)
         return [body]
 
-    def answer(self, environ, path) -> tuple[str, list]:
-        """The check's status and headers (``gatekeeper demo`` calls it for its own files)."""
+    def answer(self, environ, path, started: float | None = None) -> tuple[str, list]:
+        """The check's status and headers (``gatekeeper demo`` calls it for its own files).
+
+        ``started`` is when the WSGI call began (monotonic): the latest the request can
+        have arrived, for a cold decision's budget.
+        """
         if self.policy_file.refresh():
             self.answers.clear()
         policy = self.checker.policy
-        request = ProxyRequest(environ, path)
+        request = ProxyRequest(environ, path, started)
         dataset = request.dataset(policy)
         session = self.session(environ)
         if session is None:
@@ -213,7 +225,7 @@ class ForwardAuth:
             HIT_MEMORY.inc()
             allowed = remembered[0]
         else:
-            allowed = self.lookup(key, sid, orcid, dataset.key)
+            allowed = self.lookup(key, sid, orcid, dataset.key, request)
             if allowed is None:
                 return self.unauthenticated(request)
         if not allowed:
@@ -252,7 +264,7 @@ class ForwardAuth:
         headers.extend(self.page_headers)
         return body
 
-    def lookup(self, key, sid, orcid, dataset) -> bool | None:
+    def lookup(self, key, sid, orcid, dataset, request) -> bool | None:
         """One store round trip: session and decision; None when signed out."""
         stored_session, raw = self.store.lookup(sid, key[0], orcid, dataset)
         if not session_belongs_to(stored_session, orcid):
@@ -263,10 +275,10 @@ class ForwardAuth:
             HIT_STORE.inc()
         else:
             MISS.inc()
-            decision = self.decide(orcid, dataset, session_token(stored_session))
+            decision = self.decide(orcid, dataset, session_token(stored_session), request)
             if decision is None:
-                # Refused for want of a slot: remembered here only, and only until the
-                # next recheck, so that a burst costs no queue and soon tries again.
+                # Refused for want of time or a slot: remembered here only, and only until
+                # the next recheck, so that a burst costs no queue and soon tries again.
                 answer = (False, time.time() + RECHECK_AFTER, time.monotonic())
                 self.answers.put(key, answer, size_of(key, answer))
                 return False
@@ -275,46 +287,66 @@ class ForwardAuth:
         self.answers.put(key, answer, size_of(key, answer))
         return decision.allowed
 
-    def decide(self, orcid, dataset, token):
-        """A cold decision, or None when none can start in time (fail closed).
+    def decide(self, orcid, dataset, token, request):
+        """A cold decision, or None when none can be answered in time (fail closed).
 
-        NOTE: gthread workers accept every connection and queue what their threads
-        cannot take, so a burst of cold decisions, each up to ORCID_TIMEOUT, would queue
-        every check behind it past the proxy's patience. A check that gets no slot
-        within ADMISSION_WAIT is refused instead, unless the decision has appeared
+        NOTE: gunicorn accepts connections before a thread is free for them (gthread
+        workers queue them in the process, sync workers leave them in the kernel), so a
+        burst of cold decisions, each up to ORCID_TIMEOUT, would queue every check behind
+        it past the proxy's patience. A cold decision starts only while a whole ORCID read
+        still fits in the check's budget, counted from when the request reached this
+        host, and its read ends by that budget; a check that gets no slot within
+        ADMISSION_WAIT is refused too. Each is refused unless the decision has appeared
         meanwhile (another's read of the same record).
         """
+        budget = self.budget(request)
+        if not budget.admits(time.monotonic()):
+            return self._refuse(orcid, dataset, "queued past their budget")
         slots = self.cold_slots
         if slots is None:
-            return self.checker.check(orcid, dataset, token=token)
+            return self._check(orcid, dataset, token, budget)
         with self._in_flight_lock:
             running = self._in_flight.get((orcid, dataset))
             if running is None:
                 mine = self._in_flight[(orcid, dataset)] = threading.Event()
         if running is not None:
             # The same record is being read here already: its answer costs no slot.
-            running.wait(self.checker.wait_timeout)
+            running.wait(budget.left(time.monotonic()))
             return self.checker.cached(orcid, dataset)
         try:
-            return self._decide_in_a_slot(slots, orcid, dataset, token)
+            return self._decide_in_a_slot(slots, orcid, dataset, token, budget)
         finally:
             with self._in_flight_lock:
                 self._in_flight.pop((orcid, dataset), None)
             mine.set()
 
-    def _decide_in_a_slot(self, slots, orcid, dataset, token):
-        if not slots.acquire(timeout=ADMISSION_WAIT):
-            decision = self.checker.cached(orcid, dataset)
-            if decision is None:
-                now = time.monotonic()
-                if now - self._last_overload_warning >= 30:
-                    self._last_overload_warning = now
-                    logger.warning("refused cold checks: every cold slot is busy")
-            return decision
+    def budget(self, request) -> Budget:
+        """The check's budget, from when its request reached this host."""
+        now = time.monotonic()
+        arrived = arrival(request.started, now, queued_for(request.environ))
+        return Budget.from_arrival(arrived, self.settings.orcid_timeout)
+
+    def _decide_in_a_slot(self, slots, orcid, dataset, token, budget):
+        if not slots.acquire(timeout=budget.may_wait(time.monotonic(), ADMISSION_WAIT)):
+            return self._refuse(orcid, dataset, "every cold slot is busy")
         try:
-            return self.checker.check(orcid, dataset, token=token)
+            return self._check(orcid, dataset, token, budget)
         finally:
             slots.release()
+
+    def _check(self, orcid, dataset, token, budget):
+        with reads_ending_by(budget.read_by):
+            return self.checker.check(orcid, dataset, token=token)
+
+    def _refuse(self, orcid, dataset, why: str):
+        """None (refused), unless the decision has been stored meanwhile."""
+        decision = self.checker.cached(orcid, dataset)
+        if decision is None:
+            now = time.monotonic()
+            if now - self._last_overload_warning >= 30:
+                self._last_overload_warning = now
+                logger.warning("refused cold checks: %s", why)
+        return decision
 
     def session(self, environ) -> tuple[str, str, float] | None:
         """(sid, ORCID iD, expiry) from the signed session cookie, verified once per worker.
@@ -358,6 +390,29 @@ class ForwardAuth:
         return "302 Found", [("Location", login)]
 
 
+def queued_for(environ) -> float | None:
+    """Seconds since the request's last byte reached this host, or None if unknown.
+
+    NOTE: gunicorn's clock for a request starts only when a thread takes it, and a
+    request waits before that: in the kernel's accept queue (sync workers) or in the
+    worker's own queue (gthread workers accept greedily). The proxy's clock runs through
+    both. Linux keeps, per TCP connection, when data last came in; nothing else arrives
+    on it while the proxy waits for our answer, so that is when the request arrived.
+    Other sockets (a Unix socket, another OS) say nothing: the budget then counts from
+    the WSGI call.
+    """
+    sock = environ.get("gunicorn.socket")
+    if sock is None or TCP_INFO is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO, TCP_INFO_BYTES)
+    except (OSError, AttributeError, TypeError):
+        return None
+    if len(info) < LAST_DATA_RECV + 4:
+        return None
+    return struct.unpack_from("=I", info, LAST_DATA_RECV)[0] / 1000
+
+
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 # No script and no inline style: the Content-Security-Policy of the Flask pages holds.
@@ -394,8 +449,10 @@ class ProxyRequest:
     fails closed.
     """
 
-    def __init__(self, environ, path):
+    def __init__(self, environ, path, started: float | None = None):
         self.environ = environ
+        # When the WSGI call began (monotonic): the latest the request can have arrived.
+        self.started = time.monotonic() if started is None else started
         self.appended = path.startswith("/auth/")
         self.query = {} if self.appended else parse_qs(environ.get("QUERY_STRING", ""))
 
