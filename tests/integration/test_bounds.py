@@ -1,7 +1,8 @@
 """Bounds that hold for every request, on real servers: redis-server, the emulator, gunicorn.
 
-Behaviour only: what a stopped, hung or emptied Redis, a killed lock holder or a slow
-ORCID may and may not change in the answers. How fast they come is bench/faults.py's.
+Behaviour: what a stopped, hung or emptied Redis, a killed lock holder or a slow ORCID
+may and may not change in the answers. Time is asserted only where it is the promise (a
+cold burst answers within ORCID_TIMEOUT + 1 s); how fast answers come is bench/faults.py's.
 """
 
 import os
@@ -265,37 +266,61 @@ class TestSignOutEverywhere:
 
 
 class TestColdBurst:
-    PERSONAS = ["qualified", "self-asserted", "expired", "not-yet-valid", "self-issued", "empty"]
+    """Every check answers within ORCID_TIMEOUT + 1 s as the client sees it, however many."""
 
-    @pytest.mark.xfail(
-        strict=False,
-        reason="a check gunicorn queued behind the slots' reads is still admitted after "
-        "them (admission does not yet see queue time): issue 12, open",
+    ORCID_TIMEOUT = 2.0
+    # Personas whose records qualify for neither dataset, whatever the policy's sources.
+    NEVER = ["expired", "not-yet-valid", "empty"]
+    OTHERS = ["self-asserted", "self-issued"]
+    DATASETS = ("sail-cohort", "survey-microdata")
+
+    @pytest.mark.parametrize(
+        "latency_ms", [1500, 5000], ids=["orcid-slow-within-budget", "orcid-stalled"]
     )
-    def test_a_burst_of_cold_checks_beyond_the_slots_is_refused_not_queued(
-        self, start_gatekeeper, redis_url, orcid
+    def test_a_burst_of_cold_checks_beyond_the_slots_answers_within_the_budget(
+        self, start_gatekeeper, redis_url, orcid, latency_ms
     ):
         import concurrent.futures
 
-        gatekeeper = start_gatekeeper(redis_url=redis_url, workers=2, GUNICORN_THREADS="4")
-        jars = [dict(sign_in(gatekeeper.url, persona)[0].cookies) for persona in self.PERSONAS]
-        orcid.reset()
-        orcid.faults(latency_ms=5000, endpoints=["qualifications"])
-        checks = [(jar, name) for jar in jars for name in ("sail-cohort", "survey-microdata")]
+        gatekeeper = start_gatekeeper(
+            redis_url=redis_url,
+            workers=2,
+            GUNICORN_THREADS="4",
+            ORCID_TIMEOUT=str(self.ORCID_TIMEOUT),
+        )
+        jars = {
+            persona: dict(sign_in(gatekeeper.url, persona)[0].cookies)
+            for persona in [QUALIFIED, *self.NEVER, *self.OTHERS]
+        }
 
-        def check(pair):
-            jar, name = pair
-            return requests.get(
+        def check(pair) -> tuple[int, float]:
+            persona, name = pair
+            started = time.monotonic()
+            status = requests.get(
                 f"{gatekeeper.url}/auth?dataset={name}",
-                cookies=jar,
+                cookies=jars[persona],
                 headers={"Connection": "close"},
                 timeout=30,
             ).status_code
+            return status, time.monotonic() - started
 
-        with concurrent.futures.ThreadPoolExecutor(len(checks)) as pool:
-            statuses = list(pool.map(check, checks))
-        assert set(statuses) <= {200, 403}  # answered, none failed
-        # Two workers with three cold slots each: the other checks were refused at once
-        # instead of each waiting its turn for a five-second read.
-        assert orcid.requests()["qualifications"] <= 6 < len(checks)
-        assert statuses.count(403) >= len(checks) - 6
+        assert check((QUALIFIED, "sail-cohort"))[0] == 200  # decided, and cached
+        before = orcid.requests()["qualifications"]
+        orcid.faults(latency_ms=latency_ms, endpoints=["qualifications"])
+        cold = [(p, name) for p in [*self.NEVER, *self.OTHERS] for name in self.DATASETS]
+        cold.append((QUALIFIED, "survey-microdata"))
+        warm = [(QUALIFIED, "sail-cohort")] * 6
+        burst = cold * 3 + warm  # 39 checks, 11 cold (researcher, dataset) pairs
+        with concurrent.futures.ThreadPoolExecutor(len(burst)) as pool:
+            answers = list(pool.map(check, burst))
+        slowest = max(seconds for _, seconds in answers)
+        assert slowest <= self.ORCID_TIMEOUT + 1, f"slowest answer {slowest:.2f} s"
+        # Two workers with three cold slots each: the rest were refused, not queued.
+        assert orcid.requests()["qualifications"] - before <= 6 < len(cold)
+        stalled = latency_ms > self.ORCID_TIMEOUT * 1000
+        for (persona, name), (status, _) in zip(burst, answers, strict=True):
+            assert status in (200, 403)
+            if (persona, name) in warm:
+                assert status == 200, "a cached answer is never refused"
+            elif persona in self.NEVER or stalled:
+                assert status == 403, f"a wrong allow: {persona} to {name}"
