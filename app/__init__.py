@@ -24,6 +24,8 @@ class Gatekeeper:
     policy_file: object  # PolicyFile
     store: object  # MemoryStore or RedisStore
     checker: object  # AccessChecker
+    write_tokens: object = None  # WriteTokens: researchers' tokens that may write
+    issuer: object = None  # Issuer: adds and withdraws our qualifications on records
 
 
 def create_app(settings: Settings | None = None, *, orcid_reader=None, store=None):
@@ -38,9 +40,22 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
     from app.access import AccessChecker
     from app.cache import MemoryStore, RedisStore
     from app.decision_log import decision_log_for
+    from app.issuing import Issuer
     from app.orcid_client import OrcidClient
+    from app.orcid_writer import OrcidWriter
     from app.policy import PolicyFile
-    from app.web import access_log, errors, forward_auth, health, login, pages, security, steward
+    from app.web import (
+        access_log,
+        earning,
+        errors,
+        forward_auth,
+        health,
+        login,
+        pages,
+        security,
+        steward,
+    )
+    from app.write_tokens import WriteTokens
 
     settings = settings or Settings.from_env()
     problems = settings.service_problems()
@@ -74,10 +89,12 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
         check_record_status=settings.orcid_check_record_status,
         max_items=settings.orcid_max_items,
     )
+    write_tokens = WriteTokens(store, settings.write_token_keys)
     checker = AccessChecker(
         policy_file,
         reader,
         store,
+        write_tokens=write_tokens,
         own_client_id=settings.orcid_client_id,
         refusal_ttl=settings.refusal_ttl,
         max_ttl=settings.decision_ttl,
@@ -95,12 +112,23 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
         PERMANENT_SESSION_LIFETIME=settings.session_lifetime,
         MAX_CONTENT_LENGTH=64 * 1024,
     )
-    app.extensions["gatekeeper"] = Gatekeeper(settings, policy_file, store, checker)
+    issuer = Issuer(
+        reader=reader,
+        writer=OrcidWriter(settings.orcid_api_url),
+        tokens=write_tokens,
+        client_id=settings.orcid_client_id,
+        decision_log=checker.decision_log,
+        forget_decisions=store.forget_decisions,
+    )
+    app.extensions["gatekeeper"] = Gatekeeper(
+        settings, policy_file, store, checker, write_tokens, issuer
+    )
     login.init_app(app)
     app.register_blueprint(login.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(steward.bp)
+    app.register_blueprint(earning.bp)
     errors.init_app(app)
     security.init_app(app)
     access_log.init_app(app)

@@ -13,6 +13,8 @@ import json
 import logging
 import time
 
+import redis
+
 from app import metrics
 from app.decision import Decision, decide, refuse_unreadable
 from app.decision_log import (
@@ -22,7 +24,7 @@ from app.decision_log import (
     decision_log_for,
     decision_outcome,
 )
-from app.errors import OrcidError, OrcidUnavailable
+from app.errors import OrcidError, OrcidUnavailable, TokenInvalid
 from app.policy import PolicyFile
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ class AccessChecker:
         reader,
         store,
         *,
+        write_tokens=None,  # WriteTokens: a researcher's /read-limited token, if kept
         own_client_id: str | None = None,
         refusal_ttl: float = 60,
         max_ttl: float = 3600,
@@ -49,6 +52,7 @@ class AccessChecker:
         decision_log=None,  # default: the store's (a Redis stream, or this process's)
     ):
         self.policy_file, self.reader, self.store = policy_file, reader, store
+        self.write_tokens = write_tokens
         self.decision_log = decision_log if decision_log is not None else decision_log_for(store)
         self.own_client_id = own_client_id
         self.refusal_ttl, self.max_ttl = refusal_ttl, max_ttl
@@ -129,7 +133,7 @@ class AccessChecker:
             return False
 
         try:
-            items = self.reader.read_qualifications(orcid, wanted, token=token)
+            items = self._read(orcid, wanted, token)
             decision = decide(
                 policy, target, items, orcid=orcid, now=now, own_client_id=self.own_client_id
             )
@@ -142,6 +146,37 @@ class AccessChecker:
             LogEntry(decision, tuple(items), tuple(others.values()), self.own_client_id)
         )
         return decision
+
+    def _read(self, orcid, wanted, session_token):
+        """The record as the researcher's broadest token shows it.
+
+        A researcher who let us add qualifications gave us ``/read-limited`` with it: an
+        item we added counts even when ORCID made it private (only its source and the
+        researcher see those). When ORCID refuses that token, the session's is used.
+        """
+        kept = self._kept_token(orcid)
+        if kept is not None:
+            try:
+                return self.reader.read_qualifications(orcid, wanted, token=kept)
+            except TokenInvalid:
+                logger.info("ORCID refused a kept write token; reading with the session's")
+                self._forget_kept_token(orcid)
+        return self.reader.read_qualifications(orcid, wanted, token=session_token)
+
+    def _kept_token(self, orcid: str) -> str | None:
+        if self.write_tokens is None or not self.write_tokens.enabled:
+            return None
+        try:
+            token = self.write_tokens.get(orcid)
+        except redis.RedisError:
+            return None  # read as the session may; a decision never waits on this
+        return token.access_token if token is not None else None
+
+    def _forget_kept_token(self, orcid: str) -> None:
+        try:
+            self.write_tokens.delete(orcid)
+        except redis.RedisError:
+            logger.warning("could not forget a refused write token: Redis did not answer")
 
     def cache_until(self, decision: Decision) -> dt.datetime:
         """When a cached copy must go: allows when they stop holding, refusals soon.

@@ -368,6 +368,39 @@ def decisions_revoke(orcid):
     click.echo(f"revoked {count} cached decision{'s' if count != 1 else ''} for {orcid}")
 
 
+@decisions.command("writes")
+@click.option("--orcid", "orcid", default=None, help="Only this researcher's.")
+@click.option("--since", default="90d", show_default=True, help="How far back: 7d, 12h, a date.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def decisions_writes(orcid, since, as_json):
+    """This service's writes to ORCID records (issued, renewed, withdrawn), newest first.
+
+    Exits 0, 1 when Redis did not answer, 2 for misuse.
+    """
+    settings = _settings()
+    orcid = _orcid_or_misuse(orcid) if orcid else None
+    log = _decision_log(settings)
+    from app.decision_log import DecisionLogUnavailable
+
+    try:
+        entries = log.writes(orcid=orcid, since=_since(since, "--since", dt.datetime.now(dt.UTC)))
+    except DecisionLogUnavailable as exc:
+        raise click.ClickException(exc.message) from None
+    for entry in entries:
+        if as_json:
+            click.echo(json.dumps(entry.summary(), ensure_ascii=True))
+            continue
+        line = (
+            f"{entry.at.isoformat(timespec='seconds')} {entry.kind} {entry.qualification} "
+            f"{entry.orcid} put-code {entry.put_code} by {entry.by}"
+        )
+        if entry.visibility:
+            line += f", visibility {entry.visibility}"
+        if entry.valid_until:
+            line += f", valid until {entry.valid_until}"
+        echo_lines([line])
+
+
 @main.group()
 def sessions():
     """Researchers' sign-in sessions (need REDIS_URL)."""
@@ -394,6 +427,144 @@ def sessions_revoke(orcid):
     if ended is None:
         raise click.ClickException("Redis did not answer: no session was ended")
     click.echo(f"ended {len(ended)} session{'s' if len(ended) != 1 else ''} of {orcid}")
+
+
+# --- issuing: this service's own qualifications on researchers' records --------------
+
+
+def _issuer(settings: Settings):
+    """The Issuer a steward's command uses: tokens and the log in Redis, ORCID per settings."""
+    if not settings.redis_url:
+        raise Misuse(
+            "REDIS_URL is not set: researchers' write permissions live inside the service's "
+            "own process"
+        )
+    if not settings.write_token_keys:
+        raise Misuse("WRITE_TOKEN_KEY is not set: no researcher's write permission can be read")
+    if not settings.orcid_client_id:
+        raise Misuse("ORCID_CLIENT_ID is not set: whose items count as ours is not known")
+    from app.cache import RedisStore
+    from app.decision_log import RedisDecisionLog
+    from app.issuing import Issuer
+    from app.orcid_client import OrcidClient
+    from app.orcid_writer import OrcidWriter
+    from app.write_tokens import WriteTokens
+
+    store = RedisStore.from_url(settings.redis_url)
+    return Issuer(
+        reader=OrcidClient(
+            settings.orcid_api_url,
+            base_url=settings.orcid_base_url,
+            client_id=settings.orcid_client_id,
+            client_secret=settings.orcid_client_secret,
+            total_timeout=settings.orcid_timeout,
+            check_record_status=settings.orcid_check_record_status,
+            max_items=settings.orcid_max_items,
+        ),
+        writer=OrcidWriter(settings.orcid_api_url),
+        tokens=WriteTokens(store, settings.write_token_keys),
+        client_id=settings.orcid_client_id,
+        decision_log=RedisDecisionLog.from_url(
+            settings.redis_url, retention_days=settings.decision_log_retention
+        ),
+        forget_decisions=store.forget_orcid,
+    )
+
+
+def _issued_rule(settings: Settings, name: str):
+    policy = _policy(settings.policy_path)
+    rule = policy.qualifications.get(name)
+    if rule is None:
+        raise Misuse(f"the policy has no qualification {name!r}")
+    if rule.issue is None:
+        raise Misuse(f"the policy does not issue {name!r}: it has no issue: section")
+    return rule
+
+
+def _write_failed(exc: Exception) -> click.ClickException:
+    if isinstance(exc, GatekeeperError):
+        return click.ClickException(exc.message)
+    return click.ClickException(f"Redis did not answer: {exc}")
+
+
+@main.command("issue")
+@click.option("--orcid", "orcid", required=True, help="The researcher's ORCID iD.")
+@click.option("--qualification", "name", required=True, help="The policy's name for it.")
+@click.option("--by", default="command line", show_default=True, help="Who grants it (logged).")
+def issue_command(orcid, name, by):
+    """Write a qualification a steward grants to a researcher's ORCID record (or renew it).
+
+    Uses the permission the researcher gave on the dataset page. Exits 0 when written,
+    1 when no such permission is kept or ORCID refuses, 2 for misuse.
+    """
+    settings = _settings()
+    orcid = _orcid_or_misuse(orcid)
+    rule = _issued_rule(settings, name)
+    if rule.issue.accept_terms is not None:
+        raise Misuse(
+            f"{name!r} is earned by accepting terms on the dataset page; a steward cannot "
+            "accept them for a researcher"
+        )
+    import redis
+
+    from app.issuing import NoWriteToken
+
+    try:
+        result = _issuer(settings).issue(orcid, rule, by=f"steward {by}")
+    except NoWriteToken:
+        raise click.ClickException(
+            f"{orcid} has not allowed this service to add to their ORCID record (no token "
+            "with /activities/update is kept, or ORCID revoked it): ask them to open the "
+            "dataset page and allow it"
+        ) from None
+    except (GatekeeperError, redis.RedisError) as exc:
+        raise _write_failed(exc) from None
+    click.echo(
+        f"{result.kind} {name} for {orcid}: put-code {result.put_code}, visibility "
+        f"{result.visibility or 'unknown'}, valid until {result.valid_until}"
+    )
+
+
+@main.command("withdraw")
+@click.option("--orcid", "orcid", required=True, help="The researcher's ORCID iD.")
+@click.option("--qualification", "name", required=True, help="The policy's name for it.")
+@click.option("--put-code", type=int, default=None, help="The item, if not the one we find.")
+@click.option("--by", default="command line", show_default=True, help="Who withdraws it (logged).")
+def withdraw_command(orcid, name, put_code, by):
+    """Delete this service's item for a qualification from a researcher's ORCID record.
+
+    The researcher's cached decisions go too, so access ends at their next request.
+    Exits 0 when deleted (or there was none), 1 when no permission is kept or ORCID
+    refuses (9010: the item is not ours), 2 for misuse.
+    """
+    settings = _settings()
+    orcid = _orcid_or_misuse(orcid)
+    rule = _issued_rule(settings, name)
+    import redis
+
+    from app.issuing import NoWriteToken
+
+    try:
+        deleted = _issuer(settings).withdraw(orcid, rule, by=f"steward {by}", put_code=put_code)
+    except NoWriteToken:
+        raise click.ClickException(
+            f"{orcid} has not allowed this service to change their ORCID record (no token "
+            "with /activities/update is kept, or ORCID revoked it); they can delete the "
+            "item on their ORCID record themselves"
+        ) from None
+    except (GatekeeperError, redis.RedisError) as exc:
+        raise _write_failed(exc) from None
+    if deleted is None:
+        click.echo(f"no {name} of ours on {orcid}'s record; their cached decisions are dropped")
+    else:
+        click.echo(f"withdrew {name} (put-code {deleted}) from {orcid}")
+
+
+def _orcid_or_misuse(value: str) -> str:
+    try:
+        return parse_orcid_id(value)
+    except InvalidOrcidId as exc:
+        raise Misuse(exc.message) from None
 
 
 # --- the decision log, and what a policy change would do ------------------------------

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
+from cryptography.fernet import Fernet
 from markupsafe import escape
 from werkzeug.security import safe_join
 from werkzeug.serving import WSGIRequestHandler, make_server
@@ -29,7 +30,8 @@ DEMO_CLIENT = {
     "client_secret": "demo-secret",
     "name": "ORCID Gatekeeper (demo)",
     "redirect_uris": "any-loopback",
-    "member": False,
+    # A member client, as the demo adds qualifications too (issuing needs the member API).
+    "member": True,
 }
 
 
@@ -122,6 +124,8 @@ def run_demo(
         site_name="Dataset access (demo)",
         steward_contact="mailto:data-steward@example.org",
         steward_orcids=(DEMO_STEWARD,),
+        # Made up per run: the demo keeps write tokens in its own memory only.
+        write_token_key=Fernet.generate_key().decode(),
     )
     demo_logging()
     app = create_app(settings)

@@ -181,6 +181,11 @@ class Settings:
                 "ORCID_SCOPE: /read-limited needs the member API; set ORCID_API_URL to "
                 "https://api.orcid.org/v3.0"
             )
+        if self.write_token_key and "//pub." in self.orcid_api_url:
+            found.append(
+                "WRITE_TOKEN_KEY: issuing qualifications writes through the member API; set "
+                "ORCID_API_URL to https://api.orcid.org/v3.0 (or unset WRITE_TOKEN_KEY)"
+            )
         found.extend(self.page_problems())
         bad = [value for value in self.steward_orcids if not is_valid_orcid_id(value)]
         if bad:

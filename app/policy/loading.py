@@ -372,8 +372,9 @@ ISSUE_KEYS = (
     "steward",
 )
 ISSUE_ORGANIZATION_KEYS = ("name", "city", "country", "ror")
-# What an external ID template may hold besides text: the researcher's iD.
-TEMPLATE_PLACEHOLDER = re2.compile(r"\{orcid\}")
+# What an external ID template may hold besides text: the researcher's iD, and the
+# version of the terms accepted (so that a new version writes a new item).
+TEMPLATE_PLACEHOLDER = re2.compile(r"\{orcid\}|\{version\}")
 COUNTRY_CODE = re2.compile(r"^[A-Z]{2}$")
 DATASET_KEYS = ("title", "paths", "require", "cache_ttl", "description")
 
@@ -693,7 +694,8 @@ class _Checker:
                 self.problem(
                     doc,
                     (*ext_path, "value"),
-                    f"{ext_value!r}: the only placeholder is {{orcid}} (the researcher's iD)",
+                    f"{ext_value!r}: the only placeholders are {{orcid}} (the researcher's "
+                    "iD) and {version} (the version of the terms accepted)",
                 )
                 ext_value = None
         valid_for_days = self.positive_int(doc, path, raw, "valid_for_days", MAX_AGE_DAYS)
@@ -718,6 +720,20 @@ class _Checker:
             complete = False
         elif given == ["accept_terms"] and accept_terms is None:
             complete = False
+        if ext_value is not None and "{version}" in ext_value and given != ["accept_terms"]:
+            self.problem(
+                doc,
+                (*ext_path, "value"),
+                "{version} is the version of accept_terms, which this section does not have",
+            )
+            complete = False
+        elif ext_value is not None and accept_terms is not None and "{version}" not in ext_value:
+            self.warning(
+                doc,
+                (*ext_path, "value"),
+                "has no {version}: accepting a new version of the terms renews the same "
+                "item instead of writing a new one",
+            )
         if not complete or None in (organization, ext_type, ext_value, valid_for_days):
             return None
         return IssueRule(
@@ -811,8 +827,8 @@ class _Checker:
         elif wanted is not None and not (
             wanted.relationship == "self"
             and wanted.type.casefold() == issue.external_id_type.casefold()
-            and wanted.value == issue.external_id_template
             and "{orcid}" not in issue.external_id_template
+            and wanted.value == issue.external_id_value("")
         ):
             self.problem(
                 doc,

@@ -6,7 +6,6 @@ Pure: the rules judge parsed qualifications and request paths; loading from YAML
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
@@ -113,7 +112,9 @@ class IssueRule:
     steward: bool = False
 
     def external_id_value(self, orcid: str) -> str:
-        return self.external_id_template.replace("{orcid}", orcid)
+        """The ID written for ``orcid``: {orcid} and the terms' {version} filled in."""
+        version = self.accept_terms.version if self.accept_terms is not None else ""
+        return self.external_id_template.replace("{orcid}", orcid).replace("{version}", version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,55 +279,6 @@ class Policy:
                 if _path_has_prefix(normalized, prefix) and len(prefix) > best_len:
                     best, best_len = dataset, len(prefix)
         return best
-
-
-def issue_body(rule: QualificationRule, orcid: str, today: dt.date) -> dict:
-    """The ORCID v3.0 JSON body that writes ``rule``'s qualification to ``orcid``'s record.
-
-    The shape of ORCID's write sample (orcid-model ``write_samples/qualification-3.0.json``):
-    valid from ``today`` through ``today + valid_for_days``, the organisation with its ROR
-    ID as disambiguated organisation, and one external ID with relationship ``self``.
-    ORCID sets the source and the visibility itself, so the body names neither.
-
-    :raises ValueError: for a rule without ``issue``.
-    """
-    issue = rule.issue
-    if issue is None:
-        raise ValueError(f"qualification {rule.key!r} has no issue section")
-    org = issue.organization
-    body = {
-        "role-title": issue.title,
-        "start-date": _fuzzy_date(today),
-        "end-date": _fuzzy_date(today + dt.timedelta(days=issue.valid_for_days)),
-        "organization": {
-            "name": org.name,
-            "address": {"city": org.city, "country": org.country},
-            "disambiguated-organization": {
-                "disambiguated-organization-identifier": f"https://ror.org/{org.ror}",
-                "disambiguation-source": "ROR",
-            },
-        },
-    }
-    if issue.url is not None:
-        body["url"] = {"value": issue.url}
-    body["external-ids"] = {
-        "external-id": [
-            {
-                "external-id-type": issue.external_id_type,
-                "external-id-value": issue.external_id_value(orcid),
-                "external-id-relationship": "self",
-            }
-        ]
-    }
-    return body
-
-
-def _fuzzy_date(day: dt.date) -> dict:
-    return {
-        "year": {"value": f"{day.year:04d}"},
-        "month": {"value": f"{day.month:02d}"},
-        "day": {"value": f"{day.day:02d}"},
-    }
 
 
 def _url_parts(url: str) -> tuple[str, str, str] | None:

@@ -270,9 +270,16 @@ def login():
 def callback():
     """ORCID sends the researcher back here with a code (or an error) and our state.
 
+    The same URL ends an earn flow (app/web/earning.py), ORCID allowing one redirect URI.
+
     :raise 400: a wrong, missing or replayed state, or a code ORCID refuses.
     """
+    from app.web import earning  # it builds on this module
+
     state = request.args.get("state", "")
+    if earning.handles_callback(state):
+        # Not a sign-in: the researcher's answer to our request to add to their record.
+        return earning.complete(state)
     integration = orcid_client().framework
     if request.args.get("error"):
         # The researcher pressed Deny at ORCID: no session, a page that says so.
@@ -370,7 +377,7 @@ def _same_orcid(subject, orcid: str) -> bool:
         return False
 
 
-def _message_page(title: str, message: str, action: tuple[str, str], status: int = 200):
+def message_page(title: str, message: str, action: tuple[str, str], status: int = 200):
     """A page with a title, a sentence and one way on (``action``: label and URL)."""
     return render_template("message.html", title=title, message=message, action=action), status
 
@@ -379,7 +386,7 @@ def _sign_in_failed(
     reason: str, status: int, title: str = "Sign-in did not complete", restart: bool = True
 ):
     """A page that says why sign-in stopped, with a way to start again; no session."""
-    return _message_page(
+    return message_page(
         title,
         f"{reason} Please start again." if restart else reason,
         ("Sign in with ORCID", sign_in_url()),
@@ -484,7 +491,7 @@ def logout():
         if not _gatekeeper().store.delete_session(researcher["sid"]):
             # Keep the cookie, so the researcher can try again: saying "signed out" while
             # the session lives on server-side would be a lie.
-            return _message_page(
+            return message_page(
                 "Could not sign you out",
                 "We could not end your session just now. Please try again in a minute.",
                 ("Sign out", url_for("login.logout_page")),
@@ -494,7 +501,7 @@ def logout():
             "signed out", extra={"event": "sign_out", "orcid": str(researcher.get("orcid"))[:40]}
         )
     _sign_out_here()
-    return _message_page(
+    return message_page(
         "Signed out", "You are signed out of the gatekeeper.", ("Home", url_for("pages.index"))
     )
 
@@ -516,7 +523,7 @@ def logout_everywhere():
     store = _gatekeeper().store
     ended = store.take_sessions_of(who.orcid)
     if ended is None or not store.delete_session(who.sid):
-        return _message_page(
+        return message_page(
             "Could not sign you out",
             "We could not end your sessions just now. Please try again in a minute.",
             ("Sign out", url_for("login.logout_page")),
@@ -527,7 +534,7 @@ def logout_everywhere():
         extra={"event": "sign_out_everywhere", "orcid": who.orcid, "sessions": len(ended)},
     )
     _sign_out_here()
-    return _message_page(
+    return message_page(
         "Signed out everywhere",
         "Every browser you signed in with is signed out of the gatekeeper.",
         ("Home", url_for("pages.index")),
@@ -535,7 +542,7 @@ def logout_everywhere():
 
 
 def _form_expired(message: str, label: str, endpoint: str):
-    return _message_page("Please try again", message, (label, url_for(endpoint)), 400)
+    return message_page("Please try again", message, (label, url_for(endpoint)), 400)
 
 
 @bp.get("/disconnect")
@@ -559,7 +566,7 @@ def disconnect():
         )
     who = current_researcher()
     if who is None:
-        return _message_page(
+        return message_page(
             "Please sign in first",
             "Sign in with ORCID to disconnect it: we need to know whose data to delete.",
             ("Sign in with ORCID", url_for(".login", next=url_for(".disconnect_page"))),
@@ -569,7 +576,7 @@ def disconnect():
     records = gk.store.take_sessions_of(who.orcid)
     if records is None or not gk.store.delete_session(who.sid):
         # Keep the cookie, so the researcher can try again; nothing is revoked yet.
-        return _message_page(
+        return message_page(
             "Could not disconnect",
             "We could not delete your data just now. Please try again in a minute.",
             ("Disconnect", url_for(".disconnect_page")),
@@ -606,7 +613,7 @@ def disconnect():
             " ORCID did not confirm that our access to your record is revoked: you can "
             "remove this service from the trusted parties in your ORCID account."
         )
-    return _message_page(
+    return message_page(
         "Disconnected" if revoked else "Disconnected here; not confirmed at ORCID",
         message,
         ("Home", url_for("pages.index")),

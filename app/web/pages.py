@@ -15,7 +15,11 @@ from app.explain import (
     read_error_advice,
 )
 from app.settings import LOGO_TYPES
+from app.web.earning import earnable
 from app.web.login import csrf_ok, current_researcher
+
+# Days before its end that a qualification this service issued can be renewed here.
+RENEW_WITHIN_DAYS = 30
 
 bp = Blueprint("pages", __name__)
 
@@ -102,6 +106,9 @@ def dataset(name):
         describe=lambda result: describe_requirement(policy, result),
         met_sentence=lambda result: met_sentence(result, put_code=False),
         next_step=lambda result: next_step(policy, result),
+        earnable=earnable(policy, target) if gk.write_tokens.enabled else {},
+        today=gk.checker.clock().date(),
+        renew_within=RENEW_WITHIN_DAYS,
     )
 
 

@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app.decision import decide
 from app.emulator import create_app
+from app.orcid_writer import qualification_body as issue_body
 from app.policy import load_policy
-from app.policy.model import issue_body
 from app.qualifications import read_item
 
 SERVICE_CLIENT = "APP-GATEKEEPERTEST01"

@@ -255,7 +255,7 @@ class TestDeniedPage:
         html = make_app().test_client().get("/callback?error=access_denied&state=s")
         seen = text(main(html.get_data(as_text=True)))
         assert "Why we ask" in seen
-        assert "We never change your ORCID record" in seen
+        assert "We never change your ORCID record unless you ask us to" in seen
         assert "Sign in with ORCID again" in seen
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from app.errors import PolicyError
+from app.orcid_writer import qualification_body as issue_body
 from app.policy import load_policy
-from app.policy.model import AcceptTerms, IssueOrganization, issue_body
+from app.policy.model import AcceptTerms, IssueOrganization
 
 SAMPLE = json.loads(
     (
@@ -101,12 +102,32 @@ class TestIssueSection:
         ]
         assert rule.issue.organization.ror == "053fq8t95"
 
-    def test_the_shipped_example_loads_and_no_dataset_requires_it(self):
+    def test_the_shipped_example_loads_and_a_dataset_requires_it(self):
         policy = load_policy(Path(__file__).parents[2] / "policies")
-        assert policy.qualifications["sail-dua"].issue.accept_terms is not None
-        assert not any(
+        issue = policy.qualifications["sail-dua"].issue
+        assert issue.accept_terms is not None
+        assert issue.external_id_value(ORCID) == f"sail-dua-2026-1-{ORCID}"
+        assert any(
             "sail-dua" in req.options for d in policy.datasets.values() for req in d.require
         )
+        assert policy.qualifications["induction"].issue.steward is True
+        assert policy.warnings == ()
+
+    def test_version_fills_in_the_terms_version_so_new_terms_write_a_new_item(self, tmp_path):
+        ext = '{type: other-id, value: "dua-{version}-{orcid}"}'
+        policy = load_policy(write(tmp_path, issue_section(external_id=ext)))
+        assert policy.qualifications["sail-dua"].issue.external_id_value(ORCID) == (
+            f"dua-2026-1-{ORCID}"
+        )
+        assert policy.warnings == ()
+
+    def test_without_version_accepting_new_terms_renews_and_check_warns(self, tmp_path):
+        policy = load_policy(write(tmp_path, GOOD))
+        assert [str(w) for w in policy.warnings] == [
+            f"{policy.files[0]}:9: qualifications.sail-dua.issue.external_id.value: has no "
+            "{version}: accepting a new version of the terms renews the same item instead "
+            "of writing a new one"
+        ]
 
     @pytest.mark.parametrize(
         ("changes", "expected"),
@@ -131,7 +152,19 @@ class TestIssueSection:
                 {"external_id": '{type: other-id, value: "dua-{orcid}-{name}"}'},
                 [
                     "9: qualifications.sail-dua.issue.external_id.value: 'dua-{orcid}-{name}': "
-                    "the only placeholder is {orcid} (the researcher's iD)"
+                    "the only placeholders are {orcid} (the researcher's iD) and {version} "
+                    "(the version of the terms accepted)"
+                ],
+            ),
+            (
+                {
+                    "external_id": '{type: other-id, value: "dua-{version}-{orcid}"}',
+                    "accept_terms": None,
+                    "steward": "true",
+                },
+                [
+                    "9: qualifications.sail-dua.issue.external_id.value: {version} is the "
+                    "version of accept_terms, which this section does not have"
                 ],
             ),
             (
@@ -184,6 +217,7 @@ class TestIssueSection:
             "both-ways-to-earn",
             "no-way-to-earn",
             "unknown-placeholder",
+            "version-without-terms",
             "no-external-id",
             "zero-days",
             "country-not-alpha-2",
