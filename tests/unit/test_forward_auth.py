@@ -1,16 +1,31 @@
-"""Which dataset a proxy's check is about, from what the proxy tells us; the worker's memory."""
+"""Which dataset a proxy's check is about, from what the proxy tells us; the worker's memory;
+which cold checks are admitted in time."""
 
+import errno
 import gc
 import secrets
+import struct
 import time
 import tracemalloc
 
 import pytest
 
 from app import create_app
+from app.admission import FINISH
+from app.cache import session_record
+from app.orcid_client import caller_deadline
+from app.qualifications import parse_qualification
 from app.saved_record import SavedRecord
 from app.settings import Settings
-from app.web.forward_auth import ENTRY_OVERHEAD, Memo, ProxyRequest, size_of
+from app.web.forward_auth import (
+    ENTRY_OVERHEAD,
+    LAST_DATA_RECV,
+    Memo,
+    ProxyRequest,
+    queued_for,
+    size_of,
+)
+from tests.conftest import POLICY, RESEARCHER, qualified_items
 
 
 def environ(path="/auth", query="", raw=None, **headers):
@@ -261,3 +276,120 @@ class TestMemoUnderThreads:
         assert errors == []
         assert memo.bytes == len(memo) * (ENTRY_OVERHEAD + 100)
         assert memo.bytes <= memo.max_bytes
+
+
+class QueuedSocket:
+    """The connection gunicorn puts in the environ, as TCP_INFO tells it: data came in
+    ``seconds`` ago."""
+
+    def __init__(self, seconds: float):
+        self.milliseconds = round(seconds * 1000)
+
+    def getsockopt(self, level, name, size):
+        info = bytearray(size)
+        struct.pack_into("=I", info, LAST_DATA_RECV, self.milliseconds)
+        return bytes(info)
+
+
+class UnixSocket:
+    """A connection with no TCP_INFO (a Unix socket): the kernel says nothing."""
+
+    def getsockopt(self, level, name, size):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+
+class QualifiedReader:
+    """The researcher meets the test policy's ``sail``; each read notes its deadline."""
+
+    def __init__(self):
+        self.deadlines = []
+
+    def read_qualifications(self, orcid, wanted=lambda q: True, token=None):
+        self.deadlines.append(caller_deadline())
+        return [parse_qualification(item) for item in qualified_items()]
+
+
+SAIL = {"X-Original-URI": "/datasets/sail/a.csv"}
+
+
+@pytest.fixture
+def qualified(write_policy):
+    """A gate (ORCID_TIMEOUT 2 s) whose researcher qualifies, a client signed in, the reader."""
+    settings = Settings.from_env(
+        {
+            "SECRET_KEY": "unit-test-secret-key-0123",
+            "ORCID_CLIENT_ID": "APP-ABCDEFGHIJKLMNOP",
+            "ORCID_CLIENT_SECRET": "secret",
+            "POLICY_PATH": str(write_policy(POLICY)),
+            "ORCID_TIMEOUT": "2",
+        }
+    )
+    reader = QualifiedReader()
+    app = create_app(settings, orcid_reader=reader)
+    sid = secrets.token_urlsafe(16)
+    assert app.extensions["gatekeeper"].store.put_session(sid, session_record(RESEARCHER, None), 60)
+    client = app.test_client()
+    client.set_cookie(
+        "gatekeeper_session",
+        app.session_interface.get_signing_serializer(app).dumps(
+            {"researcher": {"orcid": RESEARCHER, "name": "A", "sid": sid, "amr": []}}
+        ),
+    )
+    return app.wsgi_app, client, reader
+
+
+def queued(seconds: float) -> dict:
+    return {"gunicorn.socket": QueuedSocket(seconds)}
+
+
+class TestAdmission:
+    """A cold decision starts only while ORCID_TIMEOUT still fits in the check's second."""
+
+    def test_a_cold_check_queued_past_its_budget_is_refused_without_asking_orcid(self, qualified):
+        _, client, reader = qualified
+        response = client.get("/auth", headers=SAIL, environ_base=queued(0.8))
+        assert response.status_code == 403 and reader.deadlines == []
+
+    def test_a_cold_check_queued_within_its_budget_reads_orcid_until_the_budget(self, qualified):
+        _, client, reader = qualified
+        before = time.monotonic()
+        assert client.get("/auth", headers=SAIL, environ_base=queued(0.5)).status_code == 200
+        # Arrived half a second ago: answered by 2 + 1 s after that, the read 0.3 s sooner.
+        assert reader.deadlines == [pytest.approx(before - 0.5 + 2 + 1 - FINISH, abs=0.05)]
+
+    def test_without_a_tcp_connection_the_budget_counts_from_the_call(self, qualified):
+        _, client, reader = qualified
+        before = time.monotonic()
+        response = client.get("/auth", headers=SAIL, environ_base={"gunicorn.socket": UnixSocket()})
+        assert response.status_code == 200
+        assert reader.deadlines == [pytest.approx(before + 2 + 1 - FINISH, abs=0.05)]
+
+    def test_a_refusal_for_time_is_remembered_here_briefly_not_stored(self, qualified):
+        gate, client, reader = qualified
+        assert client.get("/auth", headers=SAIL, environ_base=queued(5)).status_code == 403
+        assert client.get("/auth", headers=SAIL).status_code == 403  # within the second
+        assert reader.deadlines == []
+        gate.answers.clear()  # as once the second has passed: the store has no refusal
+        assert client.get("/auth", headers=SAIL).status_code == 200
+        assert len(reader.deadlines) == 1
+
+    def test_a_cached_answer_is_never_refused_however_long_it_queued(self, qualified):
+        gate, client, reader = qualified
+        assert client.get("/auth", headers=SAIL).status_code == 200
+        gate.answers.clear()  # answered from the store, not this worker's memory
+        assert client.get("/auth", headers=SAIL, environ_base=queued(60)).status_code == 200
+        assert client.get("/auth", headers=SAIL, environ_base=queued(60)).status_code == 200
+        assert len(reader.deadlines) == 1
+
+    @pytest.mark.parametrize(
+        ("environ", "expected"),
+        [
+            (queued(1.5), 1.5),
+            ({"gunicorn.socket": UnixSocket()}, None),
+            ({"gunicorn.socket": object()}, None),
+            ({}, None),
+        ],
+        ids=["tcp", "unix-socket", "not-a-socket", "no-gunicorn"],
+    )
+    def test_the_kernel_says_how_long_the_request_has_waited(self, environ, expected):
+        assert queued_for(environ) == expected
