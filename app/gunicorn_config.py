@@ -39,6 +39,10 @@ bind = os.environ.get("GUNICORN_BIND", os.environ.get("BIND", "127.0.0.1:8000"))
 workers = _number("GUNICORN_WORKERS", 2, 1, "WEB_CONCURRENCY")
 threads = _number("GUNICORN_THREADS", 4, 1)
 worker_class = "gthread" if threads > 1 else "sync"
+# NOTE: a request waits before a thread takes it: in a gthread worker's own queue, or in
+# the kernel's accept queue for sync workers. /auth learns how long from the kernel's
+# TCP_INFO (forward_auth.queued_for) and refuses a cold decision that no longer fits in
+# ORCID_TIMEOUT + 1 s; bound to a Unix socket, or off Linux, that wait goes unseen.
 # Load the app (and the policy) once in the master: a worker that restarts later forks
 # from it, so a policy file broken since start-up cannot stop workers from booting.
 preload_app = True
