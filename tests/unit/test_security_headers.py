@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from flask import template_rendered
 
 from app import create_app
@@ -26,6 +27,23 @@ CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; "
     "form-action 'self' https://orcid.org; frame-ancestors 'none'; base-uri 'none'"
 )
+# A qualification this service issues, and a dataset that needs it: the earn pages.
+ISSUED = """
+version: 1
+qualifications:
+  dua:
+    title: Accepted the agreement
+    sources: [self-issued]
+    issue:
+      organization: {name: SAIL Databank, city: Swansea, country: GB, ror: 053fq8t95}
+      external_id: {type: other-id, value: "dua-{version}-{orcid}"}
+      valid_for_days: 365
+      accept_terms: {url: https://example.org/dua, version: "1"}
+datasets:
+  agreed:
+    paths: [/datasets/agreed/]
+    require: [dua]
+"""
 # A title written to break out of an attribute or into a script, as a researcher may type it.
 HOSTILE_TITLE = 'Good Clinical Practice" onmouseover="alert(1)"><script>alert(2)</script>'
 
@@ -69,10 +87,14 @@ class BrokenReader:
 @pytest.fixture
 def make_app(write_policy):
     def make(reader="allowed", **environ):
+        policy = write_policy(POLICY)
+        write_policy(ISSUED, "issued.yaml")
         settings = Settings.from_env(
             {
                 "SECRET_KEY": "unit-test-secret-key-0123",
-                "POLICY_PATH": str(write_policy(POLICY)),
+                "POLICY_PATH": str(policy.parent),
+                "WRITE_TOKEN_KEY": Fernet.generate_key().decode(),
+                "ORCID_API_URL": "https://api.orcid.org/v3.0",
                 **CLIENT,
                 **environ,
             }
@@ -126,6 +148,30 @@ def _twice(path):
     return go
 
 
+def _denied_at_orcid(client, csrf):
+    """Accept the terms, then come back from ORCID with Deny."""
+    response = client.post(EARN, data={"csrf": csrf, "accept": "yes", "version": "1"})
+    state = response.headers["Location"].split("state=")[1].split("&")[0]
+    return client.get(f"/callback?error=access_denied&state={state}")
+
+
+def _earned(client, csrf):
+    """The page after a write, as the earn flow leaves the session."""
+    with client.session_transaction() as session:
+        session["earned"] = {
+            "dataset": "agreed",
+            "qualification": "dua",
+            "kind": "issued",
+            "put_code": 7,
+            "visibility": "private",
+            "valid_until": "2027-12-01",
+        }
+    return client.get(EARN + "/earned")
+
+
+EARN = "/datasets/agreed/earn/dua"
+
+
 def _as_steward(go):
     """``go`` with the signed-in researcher listed in STEWARD_ORCIDS."""
 
@@ -162,6 +208,13 @@ PAGES = [
     ("disconnect-page", "allowed", True, _get("/disconnect"), 200),
     ("disconnect-page-signed-out", "allowed", False, _get("/disconnect"), 200),
     ("logo-unset", "allowed", False, _get("/logo"), 404),
+    ("earn", "allowed", True, _get(EARN), 200),
+    ("earn-signed-out", "allowed", False, _get(EARN), 302),
+    ("earn-not-accepted", "allowed", True, _post(EARN), 400),
+    ("earn-consent", "allowed", True, _post(EARN, accept="yes", version="1"), 302),
+    ("earn-denied", "allowed", True, _denied_at_orcid, 200),
+    ("earned", "allowed", True, _earned, 200),
+    ("earn-unknown", "allowed", True, _get("/datasets/sail/earn/gcp"), 404),
     ("healthz", "allowed", False, _get("/healthz"), 200),
     ("readyz", "allowed", False, _get("/readyz"), 200),
     ("steward-signed-out", "allowed", False, _get("/steward/"), 403),
