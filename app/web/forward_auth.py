@@ -305,34 +305,33 @@ class ForwardAuth:
         slots = self.cold_slots
         if slots is None:
             return self._check(orcid, dataset, token, budget)
-        with self._in_flight_lock:
-            running = self._in_flight.get((orcid, dataset))
-            if running is None:
-                mine = self._in_flight[(orcid, dataset)] = threading.Event()
-        if running is not None:
-            # The same record is being read here already: its answer costs no slot.
-            running.wait(budget.left(time.monotonic()))
-            return self.checker.cached(orcid, dataset)
+        # NOTE: waiting for another thread's read of the same record takes a slot too:
+        # a thread that waits serves no cached answer either, and one must stay free.
+        if not slots.acquire(timeout=budget.may_wait(time.monotonic(), ADMISSION_WAIT)):
+            return self._refuse(orcid, dataset, "every cold slot is busy")
         try:
-            return self._decide_in_a_slot(slots, orcid, dataset, token, budget)
-        finally:
             with self._in_flight_lock:
-                self._in_flight.pop((orcid, dataset), None)
-            mine.set()
+                running = self._in_flight.get((orcid, dataset))
+                if running is None:
+                    mine = self._in_flight[(orcid, dataset)] = threading.Event()
+            if running is not None:
+                # The same record is being read here already: wait for its answer.
+                running.wait(budget.left(time.monotonic()))
+                return self.checker.cached(orcid, dataset)
+            try:
+                return self._check(orcid, dataset, token, budget)
+            finally:
+                with self._in_flight_lock:
+                    self._in_flight.pop((orcid, dataset), None)
+                mine.set()
+        finally:
+            slots.release()
 
     def budget(self, request) -> Budget:
         """The check's budget, from when its request reached this host."""
         now = time.monotonic()
         arrived = arrival(request.started, now, queued_for(request.environ))
         return Budget.from_arrival(arrived, self.settings.orcid_timeout)
-
-    def _decide_in_a_slot(self, slots, orcid, dataset, token, budget):
-        if not slots.acquire(timeout=budget.may_wait(time.monotonic(), ADMISSION_WAIT)):
-            return self._refuse(orcid, dataset, "every cold slot is busy")
-        try:
-            return self._check(orcid, dataset, token, budget)
-        finally:
-            slots.release()
 
     def _check(self, orcid, dataset, token, budget):
         with reads_ending_by(budget.read_by):
