@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 
 import redis
 from prometheus_client import Counter
+from redis.backoff import default_backoff
 
 from app.decision import Decision
 from app.errors import GatekeeperError
@@ -471,10 +472,18 @@ class RedisDecisionLog(_Reading):
 
     @classmethod
     def from_url(cls, url: str, **kwargs) -> RedisDecisionLog:
-        """For commands: a longer socket timeout than the service's, since a person waits."""
-        client = redis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=5, decode_responses=True
-        )
+        """For commands: a longer socket timeout than the service's, since a person waits.
+
+        Any REDIS_URL form (app/redis_connection.py): the stream is one key, so any
+        topology serves it.
+        """
+        from redis.retry import Retry
+
+        from app.redis_connection import connect
+
+        # Three retries, backing off as redis-py does by default: a person can wait.
+        retry = Retry(default_backoff(), 3)
+        client = connect(url, socket_timeout=5, connect_timeout=2, retry=retry)
         return cls(client, **kwargs)
 
     def append(self, entry: LogEntry) -> bool:

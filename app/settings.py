@@ -23,7 +23,8 @@ SCOPES = (
     "/person/update",
     "openid",
 )
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+# Sentinel and Cluster forms: app/redis_connection.py (which parses and checks them).
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 # APP- and 16 letters or digits, or a legacy client's iD-shaped ID (common-3.0.xsd).
 _CLIENT_ID = re.compile(r"^(APP-[0-9A-Za-z]{16}|[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{3}[0-9X])$")
 _TRUE = {"1", "true", "yes", "on"}
@@ -131,11 +132,12 @@ class Settings:
                 f"ORCID_SCOPE: {' '.join(unknown) or 'empty'} is not an ORCID scope "
                 f"(known: {', '.join(SCOPES)})"
             )
-        if self.redis_url is not None and urlsplit(self.redis_url).scheme not in REDIS_SCHEMES:
-            found.append(
-                f"REDIS_URL: {self.redis_url!r} needs a scheme: "
-                f"{', '.join(s + '://' for s in REDIS_SCHEMES)}"
-            )
+        if self.redis_url is not None:
+            from app.redis_connection import url_problem  # stdlib only, like this module
+
+            # The message shows the URL with its passwords as ***.
+            if problem := url_problem(self.redis_url):
+                found.append(f"REDIS_URL: {problem}")
         if bool(self.orcid_client_id) != bool(self.orcid_client_secret):
             found.append("ORCID_CLIENT_SECRET: ORCID_CLIENT_ID and ORCID_CLIENT_SECRET go together")
         if self.orcid_timeout <= 0 or self.orcid_timeout > 30:
