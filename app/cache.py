@@ -14,6 +14,12 @@ than honour a session that may have ended. Fewer sessions honoured during an out
 the price; a signed-out session honoured would let the wrong person in. Sign-in
 states fail closed too: while Redis is down no sign-in starts or completes, because the
 worker that answers ORCID's callback may not be the one that sent the researcher there.
+
+Key layout (docs/redis.md): everything about one researcher carries their iD as a Redis
+Cluster hash tag, ``gk:{<iD>}:...``, so each multi-key command of a request (``/auth``'s
+MGET of session and decision, a sign-in's session and index, a revocation) touches one
+slot, on one node. A researcher's decisions are listed in a set beside them, so that
+revoking them deletes in that slot instead of scanning every node.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from app.redis_connection import WAIT_TIMEOUT, LazyCluster, connect, parse_redis_url
+
 logger = logging.getLogger(__name__)
 
 PREFIX = "gk:"
@@ -41,19 +49,36 @@ SESSION_GRACE = 1.0
 # The single-flight lock is a lease this long, renewed by its holder every third of it:
 # a holder that dies (a killed worker) frees the record for another within a lease.
 LOCK_LEASE = 2.0
+# What a Redis client raises: RedisCluster raises RedisClusterException, not a RedisError,
+# when it cannot map a slot to a node (every node down, a slot map being rebuilt).
+REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
+# A researcher's decision index is pruned of expired keys once it holds more than this
+# (each policy version adds a key per dataset checked).
+INDEX_PRUNE_AT = 64
+
+
+def researcher_prefix(orcid: str) -> str:
+    """``gk:{<iD>}:``, the start of every key about one researcher: one cluster slot."""
+    return f"{PREFIX}{{{orcid}}}:"
 
 
 def decision_key(version: str, orcid: str, dataset: str) -> str:
-    return f"{PREFIX}d:{version}:{orcid}:{dataset}"
+    return f"{researcher_prefix(orcid)}d:{version}:{dataset}"
 
 
-def session_key(sid: str) -> str:
-    return f"{PREFIX}s:{sid}"
+def decision_index_key(orcid: str) -> str:
+    """The set of one researcher's decision keys, so that revoking them needs no SCAN."""
+    return f"{researcher_prefix(orcid)}di"
+
+
+def session_key(orcid: str, sid: str) -> str:
+    """A session, under the iD its signed cookie carries (the cookie's iD picks the slot)."""
+    return f"{researcher_prefix(orcid)}s:{sid}"
 
 
 def session_index_key(orcid: str) -> str:
     """The set of one researcher's session ids, so that all of them can be ended at once."""
-    return f"{PREFIX}si:{orcid}"
+    return f"{researcher_prefix(orcid)}si"
 
 
 def state_key(key: str) -> str:
@@ -136,7 +161,7 @@ class MemoryStore:
 
     def lookup(self, sid: str, version: str, orcid: str, dataset: str):
         """(session JSON or None, decision JSON or None) in one go."""
-        return self._get(session_key(sid)), self._get(decision_key(version, orcid, dataset))
+        return self._get(session_key(orcid, sid)), self._get(decision_key(version, orcid, dataset))
 
     def get_decision(self, version, orcid, dataset) -> str | None:
         return self._get(decision_key(version, orcid, dataset))
@@ -147,28 +172,27 @@ class MemoryStore:
     def delete_decision(self, version, orcid, dataset):
         self._delete(decision_key(version, orcid, dataset))
 
-    def get_session(self, sid: str):
-        return self._get(session_key(sid))
+    def get_session(self, sid: str, orcid: str):
+        return self._get(session_key(orcid, sid))
 
     def put_session(self, sid: str, value: str, ttl: float) -> bool:
-        orcid = session_orcid(value)
+        orcid = _researcher_of(value)
         with self._guard:
             now = self._clock()
-            if orcid is not None:
-                # The index outlives every session in it: each sign-in renews it in full.
-                index = session_index_key(orcid)
-                found = self._data.get(index)
-                sids = found[0] if found is not None and found[1] > now else set()
-                self._data[index] = (sids | {sid}, now + ttl)
-                self._data.move_to_end(index)
-            self._data[session_key(sid)] = (value, now + ttl)
-            self._data.move_to_end(session_key(sid))
+            # The index outlives every session in it: each sign-in renews it in full.
+            index = session_index_key(orcid)
+            found = self._data.get(index)
+            sids = found[0] if found is not None and found[1] > now else set()
+            self._data[index] = (sids | {sid}, now + ttl)
+            self._data.move_to_end(index)
+            self._data[session_key(orcid, sid)] = (value, now + ttl)
+            self._data.move_to_end(session_key(orcid, sid))
             while len(self._data) > self._max:
                 self._data.popitem(last=False)
         return True
 
-    def delete_session(self, sid: str) -> bool:
-        self._delete(session_key(sid))
+    def delete_session(self, sid: str, orcid: str) -> bool:
+        self._delete(session_key(orcid, sid))
         return True
 
     def take_sessions_of(self, orcid: str) -> list[str] | None:
@@ -178,16 +202,16 @@ class MemoryStore:
             now = self._clock()
             records = []
             for sid in found[0] if found is not None else ():
-                entry = self._data.pop(session_key(sid), None)
+                entry = self._data.pop(session_key(orcid, sid), None)
                 if entry is not None and entry[1] > now:
                     records.append(entry[0])
         return records
 
     def forget_orcid(self, orcid: str) -> int:
         """Drop every cached decision about one researcher; returns how many."""
-        marker = f":{orcid}:"
+        start = researcher_prefix(orcid) + "d:"
         with self._guard:
-            doomed = [k for k in self._data if k.startswith(PREFIX + "d:") and marker in k]
+            doomed = [k for k in self._data if k.startswith(start)]
             for key in doomed:
                 del self._data[key]
         return len(doomed)
@@ -200,7 +224,7 @@ class MemoryStore:
     def forget_all_decisions(self):
         """Drop every cached decision (the fallback's, once Redis answers again)."""
         with self._guard:
-            for key in [k for k in self._data if k.startswith(PREFIX + "d:")]:
+            for key in [k for k in self._data if _is_decision_key(k)]:
                 del self._data[key]
 
     # -- sign-in states: single-use --------------------------------------------------------
@@ -240,6 +264,19 @@ class MemoryStore:
         return True
 
 
+def _researcher_of(record: str) -> str:
+    """The iD a session record names, which its keys are laid out by."""
+    orcid = session_orcid(record)
+    if orcid is None:
+        raise ValueError("a session record must name its researcher (session_record())")
+    return orcid
+
+
+def _is_decision_key(key: str) -> bool:
+    # gk:{<iD>}:d:<version>:<dataset>
+    return key.startswith(PREFIX + "{") and key.partition("}:")[2].startswith("d:")
+
+
 class _LocalLock:
     def __init__(self, lock: threading.Lock):
         self._lock = lock
@@ -269,10 +306,15 @@ class RedisStore:
         warn_interval: float = 30.0,
         retry_after: float = 1.0,
         fast_client: redis.Redis | None = None,
+        wait_replicas: int = 0,
     ):
+        # Any redis-py client: a Redis, Sentinel's master_for, or a (lazily made)
+        # RedisCluster. Other modules (the decision log, write tokens) use it for their
+        # own single-key commands.
         self.redis = client
         # /auth's one round trip (``lookup``) waits less for Redis than the rest does.
         self.fast = fast_client if fast_client is not None else client
+        self._cluster = isinstance(self.fast, LazyCluster)
         self.fallback = MemoryStore(max_entries=10_000)
         self._warn_interval, self._retry_after = warn_interval, retry_after
         self._last_warning = 0.0
@@ -282,32 +324,32 @@ class RedisStore:
         self._prober: threading.Thread | None = None
         self._seen: dict[str, float] = {}  # session id -> when Redis last had it
         self._ended: set[str] = set()  # sessions ended here that Redis may still hold
+        # A new session reaches this many replicas before sign-in completes (WAIT), so
+        # that a primary killed just after is not a sign-out (docs/redis.md).
+        self.wait_replicas = wait_replicas
+        self._last_wait_warning = 0.0
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
-        # Short timeouts and one immediate retry (for a pooled connection Redis closed):
-        # redis-py's default backs off for seconds, while a reverse proxy waits on us.
-        client = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=0.5,
-            socket_timeout=0.5,
-            retry=Retry(NoBackoff(), 1),
-            health_check_interval=30,
-            decode_responses=True,
+        """A store on any REDIS_URL form (app/redis_connection.py)."""
+        target = parse_redis_url(url)
+        # Short timeouts and one immediate retry (for a pooled connection Redis closed,
+        # or a primary that Sentinel has since replaced): redis-py's default backs off
+        # for seconds, while a reverse proxy waits on us.
+        client = connect(
+            target, socket_timeout=0.5, connect_timeout=0.5, retry=Retry(NoBackoff(), 1)
         )
         # NOTE: the hot path retries a closed connection but never a timeout, and waits
         # 200 ms: a Redis that hangs (SIGSTOP, a stalled disk) holds the checks in flight
         # that long, once, before the breaker sends everyone to memory (a loopback
         # round trip takes 0.1 ms; a busy Redis a few).
-        fast = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=0.2,
+        fast = connect(
+            target,
             socket_timeout=0.2,
+            connect_timeout=0.2,
             retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-            health_check_interval=30,
-            decode_responses=True,
         )
-        return cls(client, fast_client=fast)
+        return cls(client, fast_client=fast, wait_replicas=target.wait_replicas)
 
     def _guarded(self, call, fallback):
         """``call()`` against Redis, or ``fallback()`` while it is down or when it fails."""
@@ -315,7 +357,7 @@ class RedisStore:
             return fallback()
         try:
             result = call()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             self._fault(exc)
             return fallback()
         if self._fallback_used:
@@ -358,39 +400,75 @@ class RedisStore:
             return None
         return UNAVAILABLE
 
-    def get_session(self, sid: str):
+    def get_session(self, sid: str, orcid: str):
+        """The session record, if ``sid`` is a live session of ``orcid`` (the cookie's iD)."""
+
         def call():
-            session = self.redis.get(session_key(sid))
+            session = self.redis.get(session_key(orcid, sid))
             self._saw(sid, session)
             return None if sid in self._ended else session
 
         return self._guarded(call, lambda: self._remembered(sid))
 
     def put_session(self, sid: str, value: str, ttl: float) -> bool:
-        """Store a new session; False when Redis did not take it (then there is none)."""
-        orcid = session_orcid(value)
+        """Store a new session; False when Redis did not take it (then there is none).
+
+        :raises ValueError: for a record that names no researcher.
+        """
+        orcid = _researcher_of(value)
+        index = session_index_key(orcid)
 
         def call():
-            with self.redis.pipeline() as pipe:  # MULTI: the session and its index together
-                pipe.set(session_key(sid), value, ex=int(ttl))
-                if orcid is not None:
-                    # Each sign-in renews the index in full, so it outlives every session
-                    # in it; ended sessions' ids linger until then, and cost a DEL each.
-                    pipe.sadd(session_index_key(orcid), sid)
-                    pipe.expire(session_index_key(orcid), int(ttl))
+            with self.redis.pipeline(transaction=True) as pipe:  # the session and its index
+                pipe.set(session_key(orcid, sid), value, ex=int(ttl))
+                # Each sign-in renews the index in full, so it outlives every session in
+                # it; ended sessions' ids linger until then, and cost a DEL each.
+                pipe.sadd(index, sid)
+                pipe.expire(index, int(ttl))
                 pipe.execute()
+            self._replicated(orcid)
             self._saw(sid, value)
             return True
 
         return self._guarded(call, lambda: False)
 
-    def delete_session(self, sid: str) -> bool:
+    def _replicated(self, orcid: str):
+        """Wait (up to WAIT_TIMEOUT) until ``wait_replicas`` replicas have our last writes.
+
+        Sessions begun and ended must outlive a failover: a session lost signs a
+        researcher out, and a sign-out lost would let an ended session count again.
+        NOTE: WAIT counts the replicas that have the writes of *its own connection*,
+        and a pooled write may have gone out on another; so a marker is written on
+        WAIT's connection, in the researcher's slot. Replication keeps the primary's
+        order, so a replica that has the marker has every write made before it. On a
+        shortfall the operation stands (the primary has it) and a warning says so.
+        """
+        if not self.wait_replicas:
+            return
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(f"{researcher_prefix(orcid)}sync", "1", px=1000)
+            pipe.execute_command("WAIT", self.wait_replicas, WAIT_TIMEOUT)
+            reached = pipe.execute()[-1]
+        if reached < self.wait_replicas:
+            now = time.monotonic()
+            if now - self._last_wait_warning >= self._warn_interval:
+                self._last_wait_warning = now
+                logger.warning(
+                    "a session change reached %d of %d replicas within %d ms: a failover "
+                    "before they catch up may undo it",
+                    reached,
+                    self.wait_replicas,
+                    WAIT_TIMEOUT,
+                )
+
+    def delete_session(self, sid: str, orcid: str) -> bool:
         """End a session; False when Redis could not confirm it (it may live on there)."""
         self._ended.add(sid)  # in this process at least, it is over now
         self._seen.pop(sid, None)
 
         def call():
-            self.redis.delete(session_key(sid))
+            self.redis.delete(session_key(orcid, sid))
+            self._replicated(orcid)
             self._ended.discard(sid)
             return True
 
@@ -405,13 +483,17 @@ class RedisStore:
         def transaction(pipe):
             # WATCH the index: a sign-in that adds to it meanwhile makes this run again.
             sids = sorted(pipe.smembers(index))
-            records = pipe.mget([session_key(sid) for sid in sids]) if sids else []
+            keys = [session_key(orcid, sid) for sid in sids]
+            # execute_command: a cluster pipeline refuses mget() (it cannot know the keys
+            # share a slot); these do.
+            records = pipe.execute_command("MGET", *keys) if keys else []
             pipe.multi()
-            pipe.delete(index, *(session_key(sid) for sid in sids))
+            pipe.delete(index, *keys)
             taken[:] = [(sid, r) for sid, r in zip(sids, records, strict=True) if r is not None]
 
         def call():
-            self.redis.transaction(transaction, index)
+            self.redis.transaction(transaction, index)  # one slot: the iD's
+            self._replicated(orcid)
             for sid, _ in taken:
                 self._seen.pop(sid, None)  # no grace for them if Redis goes down next
             return [record for _, record in taken]
@@ -442,9 +524,17 @@ class RedisStore:
 
     def lookup(self, sid, version, orcid, dataset):
         def call():
-            session, decision = self.fast.mget(
-                session_key(sid), decision_key(version, orcid, dataset)
-            )
+            # One slot (the iD's hash tag), so one node answers even on a Cluster.
+            keys = session_key(orcid, sid), decision_key(version, orcid, dataset)
+            if self._cluster:
+                # NOTE: two GETs in one pipeline rather than MGET: while the slot
+                # migrates, one key moved and one not yet make MGET answer TRYAGAIN
+                # (redis-py retries for about 0.4 s, then fails) where a GET follows
+                # ASK. Same slot, same node: still one round trip.
+                with self.fast.pipeline(transaction=False) as pipe:
+                    session, decision = pipe.get(keys[0]).get(keys[1]).execute()
+            else:
+                session, decision = self.fast.mget(*keys)
             self._saw(sid, session)
             return (None if sid in self._ended else session), decision
 
@@ -461,22 +551,63 @@ class RedisStore:
 
     def put_decision(self, version, orcid, dataset, value: str, ttl: float):
         key, millis = decision_key(version, orcid, dataset), max(1, int(ttl * 1000))
-        self._guarded(
-            lambda: self.redis.set(key, value, px=millis),
-            lambda: self.fallback.put_decision(version, orcid, dataset, value, ttl),
-        )
+        index = decision_index_key(orcid)
+
+        def call():
+            with self.redis.pipeline(transaction=True) as pipe:  # MULTI, in the iD's slot
+                pipe.set(key, value, px=millis)
+                pipe.sadd(index, key)
+                # The index lives as long as its longest-lived decision: NX gives a new
+                # index this decision's expiry, GT lengthens an older one, never shortens.
+                pipe.pexpire(index, millis, nx=True)
+                pipe.pexpire(index, millis, gt=True)
+                pipe.scard(index)
+                size = pipe.execute()[-1]
+            if size > INDEX_PRUNE_AT:
+                self._prune(index)
+
+        self._guarded(call, lambda: self.fallback.put_decision(version, orcid, dataset, value, ttl))
+
+    def _prune(self, index: str):
+        """Drop the keys of expired decisions from a researcher's index."""
+        keys = sorted(self.redis.smembers(index))
+        if not keys:
+            return
+        values = self.redis.execute_command("MGET", *keys)
+        gone = [k for k, v in zip(keys, values, strict=True) if v is None]
+        if gone:
+            self.redis.srem(index, *gone)
 
     def delete_decision(self, version, orcid, dataset):
         self.fallback.delete_decision(version, orcid, dataset)
         self._guarded(lambda: self.redis.delete(decision_key(version, orcid, dataset)), _nothing)
 
     def forget_orcid(self, orcid: str) -> int:
-        """:raises redis.RedisError: an operator's command should hear that Redis is down."""
+        """Delete every cached decision about one researcher, in their slot; how many.
+
+        The index names them (no SCAN of every node); WATCH makes a decision stored
+        meanwhile run this again, so none slips in between reading and deleting.
+
+        :raises redis.RedisError: an operator's command should hear that Redis is down.
+        """
         self.fallback.forget_orcid(orcid)
-        keys = list(self.redis.scan_iter(match=f"{PREFIX}d:*:{orcid}:*", count=1000))
-        if keys:
-            self.redis.delete(*keys)
-        return len(keys)
+        index = decision_index_key(orcid)
+        deleted: list[int] = []
+
+        def transaction(pipe):
+            keys = sorted(pipe.smembers(index))
+            pipe.multi()
+            pipe.delete(index)
+            if keys:
+                pipe.delete(*keys)
+            deleted[:] = [len(keys)]
+
+        try:
+            replies = self.redis.transaction(transaction, index)
+            self._replicated(orcid)
+        except redis.exceptions.RedisClusterException as exc:
+            raise redis.ConnectionError(str(exc)) from None
+        return replies[1] if deleted[0] else 0
 
     def forget_decisions(self, orcid: str) -> bool:
         """``forget_orcid`` for the web edge: False when Redis could not confirm it."""
@@ -504,7 +635,7 @@ class RedisStore:
         """Asks Redis itself, breaker or not: readiness wants the truth."""
         try:
             return bool(self.redis.ping())
-        except redis.RedisError:
+        except REDIS_ERRORS:
             return False
 
 
@@ -530,7 +661,7 @@ def _probe(store_ref):
                 return
         try:
             store.fast.ping()
-        except redis.RedisError:
+        except REDIS_ERRORS:
             del store
             continue
         with store._probe_lock:
@@ -551,19 +682,21 @@ class _RedisLock:
 
     def __init__(self, store: RedisStore, name: str, timeout: float, lease: float = LOCK_LEASE):
         self._store, self._timeout, self._lease = store, timeout, min(lease, timeout)
-        # thread_local=False: the lease thread renews with the holder's token.
-        self._lock = store.redis.lock(
-            f"{PREFIX}lock:{name}", timeout=self._lease, blocking=False, thread_local=False
-        )
+        self._name = f"{PREFIX}lock:{name}"
+        self._lock = None  # made in acquire(): a Cluster's client may not be reachable yet
         self._local = None
         self._released = threading.Event()
 
     def acquire(self) -> bool:
         def local():
-            self._local = self._store.fallback.lock(self._lock.name, self._timeout)
+            self._local = self._store.fallback.lock(self._name, self._timeout)
             return self._local.acquire()
 
         def shared():
+            # thread_local=False: the lease thread renews with the holder's token.
+            self._lock = self._store.redis.lock(
+                self._name, timeout=self._lease, blocking=False, thread_local=False
+            )
             if not self._lock.acquire(token=uuid.uuid4().hex):
                 return False
             threading.Thread(target=self._renew, name="lock-lease", daemon=True).start()
@@ -579,7 +712,7 @@ class _RedisLock:
                 return  # the holder overran its budget: let the lease lapse
             try:
                 self._lock.reacquire()
-            except (redis.RedisError, redis.exceptions.LockError):
+            except (*REDIS_ERRORS, redis.exceptions.LockError):
                 return  # Redis gone, or the lease lapsed and another took it
 
     def release(self):
@@ -587,7 +720,9 @@ class _RedisLock:
         if self._local is not None:
             self._local.release()
             return
+        if self._lock is None:
+            return
         try:
             self._lock.release()
-        except (redis.RedisError, redis.exceptions.LockError):
+        except (*REDIS_ERRORS, redis.exceptions.LockError):
             pass  # expired or Redis gone: the lease lapses by itself

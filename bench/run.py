@@ -609,7 +609,7 @@ def cold_decisions(
     emulator_faults(stack, latency_ms=latency, endpoints=RECORD_KINDS)
     times = []
     for _ in range(count):
-        decisions = list(stack.redis.scan_iter(match="gk:d:*", count=1000))
+        decisions = list(stack.redis.scan_iter(match="gk:*:d:*", count=1000))
         if decisions:
             stack.redis.delete(*decisions)
         time.sleep(SYNC_INTERVAL + 0.1)

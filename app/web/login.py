@@ -210,7 +210,7 @@ def _researcher_from_session() -> Researcher | None:
     sid = data.get("sid")
     if not isinstance(sid, str):
         return None
-    stored = _gatekeeper().store.get_session(sid)
+    stored = _gatekeeper().store.get_session(sid, orcid)
     if not session_belongs_to(stored, orcid):
         return None  # signed out, expired server-side, or a cookie naming another iD
     amr = data.get("amr")
@@ -488,7 +488,7 @@ def logout():
         return _form_expired("That sign-out form had expired.", "Sign out", "login.logout_page")
     researcher = session.get("researcher")
     if isinstance(researcher, dict) and isinstance(researcher.get("sid"), str):
-        if not _gatekeeper().store.delete_session(researcher["sid"]):
+        if not _gatekeeper().store.delete_session(researcher["sid"], researcher.get("orcid")):
             # Keep the cookie, so the researcher can try again: saying "signed out" while
             # the session lives on server-side would be a lie.
             return message_page(
@@ -522,7 +522,7 @@ def logout_everywhere():
         return redirect(url_for("pages.index"))
     store = _gatekeeper().store
     ended = store.take_sessions_of(who.orcid)
-    if ended is None or not store.delete_session(who.sid):
+    if ended is None or not store.delete_session(who.sid, who.orcid):
         return message_page(
             "Could not sign you out",
             "We could not end your sessions just now. Please try again in a minute.",
@@ -574,7 +574,7 @@ def disconnect():
         )
     gk = _gatekeeper()
     records = gk.store.take_sessions_of(who.orcid)
-    if records is None or not gk.store.delete_session(who.sid):
+    if records is None or not gk.store.delete_session(who.sid, who.orcid):
         # Keep the cookie, so the researcher can try again; nothing is revoked yet.
         return message_page(
             "Could not disconnect",

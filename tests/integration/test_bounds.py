@@ -60,11 +60,11 @@ class TestSessionsWhileRedisIsDown:
     def test_a_logout_elsewhere_is_honoured_once_redis_stops(self, redis_server, redis_url):
         worker_a, worker_b = RedisStore.from_url(redis_url), RedisStore.from_url(redis_url)
         worker_a.put_session("s1", '{"orcid": "0000-0002-1825-0097"}', 60)
-        assert worker_b.get_session("s1") is not None  # B has seen it
-        assert worker_a.delete_session("s1") is True  # the logout, handled by A
+        assert worker_b.get_session("s1", "0000-0002-1825-0097") is not None  # B has seen it
+        assert worker_a.delete_session("s1", "0000-0002-1825-0097") is True  # A: the logout
         redis_server.stop()
         time.sleep(1.1)
-        assert worker_b.get_session("s1") is None
+        assert worker_b.get_session("s1", "0000-0002-1825-0097") is None
         assert worker_b.lookup("s1", "v", "0000-0002-1825-0097", "d")[0] is None
 
     def test_a_logged_out_cookie_is_refused_by_every_worker_while_redis_is_down(

@@ -4,8 +4,11 @@ import threading
 import time
 
 import pytest
+from redis.crc import key_slot
 
-from app.cache import UNAVAILABLE, MemoryStore, RedisStore
+from app.cache import UNAVAILABLE, MemoryStore, RedisStore, session_key, session_record
+
+JOSIAH, OTHER = "0000-0002-1825-0097", "0000-0001-5109-3700"
 
 
 @pytest.fixture
@@ -20,11 +23,20 @@ def any_store(request, redis_url):
 
 class TestStores:
     def test_lookup_returns_session_and_decision_together(self, any_store):
-        any_store.put_session("s1", '{"orcid": "x"}', 60)
-        any_store.put_decision("v1", "0000-0002-1825-0097", "d", '{"a": 1}', 60)
-        session, decision = any_store.lookup("s1", "v1", "0000-0002-1825-0097", "d")
-        assert (session, decision) == ('{"orcid": "x"}', '{"a": 1}')
-        assert any_store.lookup("s1", "v2", "0000-0002-1825-0097", "d")[1] is None
+        any_store.put_session("s1", session_record(JOSIAH, None), 60)
+        any_store.put_decision("v1", JOSIAH, "d", '{"a": 1}', 60)
+        session, decision = any_store.lookup("s1", "v1", JOSIAH, "d")
+        assert (session, decision) == (session_record(JOSIAH, None), '{"a": 1}')
+        assert any_store.lookup("s1", "v2", JOSIAH, "d")[1] is None
+
+    def test_a_session_is_found_only_under_the_id_it_was_started_for(self, any_store):
+        any_store.put_session("s1", session_record(JOSIAH, None), 60)
+        assert any_store.get_session("s1", OTHER) is None
+        assert any_store.lookup("s1", "v", OTHER, "d")[0] is None
+
+    def test_a_session_record_must_name_its_researcher(self, any_store):
+        with pytest.raises(ValueError):
+            any_store.put_session("s1", "{}", 60)
 
     def test_entries_expire(self, any_store):
         any_store.put_decision("v1", "o", "d", "x", 0.2)
@@ -33,18 +45,19 @@ class TestStores:
         assert any_store.get_decision("v1", "o", "d") is None
 
     def test_a_deleted_session_is_gone(self, any_store):
-        assert any_store.put_session("s1", "{}", 60) is True
-        assert any_store.delete_session("s1") is True
-        assert any_store.lookup("s1", "v", "o", "d")[0] is None
-        assert any_store.get_session("s1") is None
+        assert any_store.put_session("s1", session_record(JOSIAH, None), 60) is True
+        assert any_store.delete_session("s1", JOSIAH) is True
+        assert any_store.lookup("s1", "v", JOSIAH, "d")[0] is None
+        assert any_store.get_session("s1", JOSIAH) is None
 
     def test_forget_orcid_drops_only_that_researchers_decisions(self, any_store):
-        any_store.put_decision("v1", "0000-0002-1825-0097", "a", "x", 60)
-        any_store.put_decision("v2", "0000-0002-1825-0097", "b", "x", 60)
-        any_store.put_decision("v1", "0000-0001-5109-3700", "a", "y", 60)
-        assert any_store.forget_orcid("0000-0002-1825-0097") == 2
-        assert any_store.get_decision("v1", "0000-0001-5109-3700", "a") == "y"
-        assert any_store.get_decision("v1", "0000-0002-1825-0097", "a") is None
+        any_store.put_decision("v1", JOSIAH, "a", "x", 60)
+        any_store.put_decision("v2", JOSIAH, "b", "x", 60)
+        any_store.put_decision("v1", OTHER, "a", "y", 60)
+        assert any_store.forget_orcid(JOSIAH) == 2
+        assert any_store.get_decision("v1", OTHER, "a") == "y"
+        assert any_store.get_decision("v1", JOSIAH, "a") is None
+        assert any_store.forget_orcid(JOSIAH) == 0
 
     def test_a_lock_is_held_by_one_caller_at_a_time(self, any_store):
         first, second = any_store.lock("k", 5), any_store.lock("k", 5)
@@ -68,7 +81,7 @@ class TestRedisOutage:
         assert session is None and decision is None  # never seen in Redis: no session
         store.put_decision("v", "o", "d", "kept", 60)  # no exception
         assert store.get_decision("v", "o", "d") == "kept"  # from the fallback
-        assert store.get_session("s1") is None
+        assert store.get_session("s1", JOSIAH) is None
         assert store.ping() is False
         lock = store.lock("k", 5)
         assert lock.acquire() is True
@@ -95,8 +108,8 @@ class TestRevokeCommand:
         from app.cli import main
 
         store = RedisStore.from_url(redis_url)
-        store.put_decision("v1", "0000-0002-1825-0097", "a", "x", 60)
-        store.put_decision("v1", "0000-0001-5109-3700", "a", "y", 60)
+        store.put_decision("v1", JOSIAH, "a", "x", 60)
+        store.put_decision("v1", OTHER, "a", "y", 60)
         result = CliRunner().invoke(
             main,
             ["decisions", "revoke", "--orcid", "https://orcid.org/0000-0002-1825-0097"],
@@ -160,23 +173,66 @@ class TestSessionsWhileRedisIsDown:
 
     def test_a_session_seen_lately_still_counts(self, redis_server, redis_url):
         store = RedisStore.from_url(redis_url)
-        store.put_session("seen", "{}", 60)
-        assert store.get_session("seen") == "{}"
+        store.put_session("seen", session_record(JOSIAH, None), 60)
+        assert store.get_session("seen", JOSIAH) == session_record(JOSIAH, None)
         redis_server.stop()
-        assert store.get_session("seen") is UNAVAILABLE
-        assert store.lookup("seen", "v", "o", "d")[0] is UNAVAILABLE
-        assert store.get_session("never-seen") is None
+        assert store.get_session("seen", JOSIAH) is UNAVAILABLE
+        assert store.lookup("seen", "v", JOSIAH, "d")[0] is UNAVAILABLE
+        assert store.get_session("never-seen", JOSIAH) is None
 
     def test_new_sessions_are_refused_and_logouts_are_not_confirmed(self, redis_server, redis_url):
         store = RedisStore.from_url(redis_url)
-        store.put_session("s1", "{}", 60)
+        store.put_session("s1", session_record(JOSIAH, None), 60)
         # A hung Redis that keeps its data: every command waits past our timeouts.
         redis_server.client.execute_command("CLIENT", "PAUSE", 1500, "ALL")
-        assert store.put_session("s2", "{}", 60) is False
-        assert store.delete_session("s1") is False  # not confirmed...
-        assert store.get_session("s1") is None  # ...but over in this process at once
-        assert redis_server.client.exists("gk:s:s1") == 1  # Redis still holds it
+        assert store.put_session("s2", session_record(JOSIAH, None), 60) is False
+        assert store.delete_session("s1", JOSIAH) is False  # not confirmed...
+        assert store.get_session("s1", JOSIAH) is None  # ...but over in this process at once
+        assert redis_server.client.exists(session_key(JOSIAH, "s1")) == 1  # Redis still has it
         store._down_until = 0  # let the breaker close now rather than in two seconds
-        assert store.get_session("s1") is None
-        assert store.delete_session("s1") is True  # a retry succeeds
-        assert redis_server.client.exists("gk:s:s1") == 0
+        assert store.get_session("s1", JOSIAH) is None
+        assert store.delete_session("s1", JOSIAH) is True  # a retry succeeds
+        assert redis_server.client.exists(session_key(JOSIAH, "s1")) == 0
+
+
+class TestKeyLayout:
+    """Every key about a researcher carries their iD as a hash tag: one cluster slot."""
+
+    def test_session_decision_and_indexes_share_the_ids_slot(self, store, redis_server):
+        store.put_session("s1", session_record(JOSIAH, None), 60)
+        store.put_decision("v1", JOSIAH, "a", "x", 60)
+        keys = sorted(redis_server.client.keys("gk:*"))
+        assert keys == [
+            f"gk:{{{JOSIAH}}}:d:v1:a",
+            f"gk:{{{JOSIAH}}}:di",
+            f"gk:{{{JOSIAH}}}:s:s1",
+            f"gk:{{{JOSIAH}}}:si",
+        ]
+        assert len({key_slot(k.encode()) for k in keys}) == 1
+
+    def test_revoking_asks_redis_for_no_scan(self, store, redis_server):
+        store.put_decision("v1", JOSIAH, "a", "x", 60)
+        before = _calls(redis_server, "scan")
+        assert store.forget_orcid(JOSIAH) == 1
+        assert _calls(redis_server, "scan") == before
+
+    def test_the_decision_index_lives_as_long_as_its_longest_decision(self, store, redis_server):
+        store.put_decision("v1", JOSIAH, "a", "x", 500)
+        store.put_decision("v1", JOSIAH, "b", "x", 50)  # shorter: the index keeps 500 s
+        assert 490_000 < redis_server.client.pttl(f"gk:{{{JOSIAH}}}:di") <= 500_000
+        store.put_decision("v2", JOSIAH, "a", "x", 5000)  # longer: it grows to 5000 s
+        assert 4_990_000 < redis_server.client.pttl(f"gk:{{{JOSIAH}}}:di") <= 5_000_000
+
+    def test_the_decision_index_sheds_expired_keys_past_its_bound(self, store, redis_server):
+        from app.cache import INDEX_PRUNE_AT
+
+        for n in range(INDEX_PRUNE_AT):
+            store.put_decision(f"old{n}", JOSIAH, "a", "x", 0.05)
+        time.sleep(0.1)
+        store.put_decision("new", JOSIAH, "a", "x", 60)
+        assert redis_server.client.smembers(f"gk:{{{JOSIAH}}}:di") == {f"gk:{{{JOSIAH}}}:d:new:a"}
+
+
+def _calls(redis_server, command: str) -> int:
+    stats = redis_server.client.info("commandstats")
+    return stats.get(f"cmdstat_{command}", {}).get("calls", 0)

@@ -215,7 +215,7 @@ class TestForwardAuth:
         browser, _ = sign_in(gatekeeper.url, QUALIFIED)
         headers = {"X-Original-URI": "/datasets/sail-cohort/a"}
         assert auth(browser, gatekeeper, **headers).status_code == 200
-        for key in redis_server.client.scan_iter("gk:s:*"):  # expired, evicted, deleted
+        for key in redis_server.client.scan_iter("gk:*:s:*"):  # expired, evicted, deleted
             redis_server.client.delete(key)
         time.sleep(1.1)
         assert auth(browser, gatekeeper, **headers).status_code == 401

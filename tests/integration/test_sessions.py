@@ -86,7 +86,7 @@ def persona_orcid(orcid, key: str) -> str:
 
 def stored_tokens(redis_server) -> list[str]:
     """The ORCID access tokens in the store's session records."""
-    records = [redis_server.client.get(key) for key in redis_server.client.scan_iter("gk:s:*")]
+    records = [redis_server.client.get(key) for key in redis_server.client.scan_iter("gk:*:s:*")]
     return [json.loads(r)["token"] for r in records if r]
 
 
@@ -289,15 +289,15 @@ class TestDisconnect:
         orcid_id = cookie_data(here)["researcher"]["orcid"]
         tokens = stored_tokens(redis_server)
         assert len(tokens) == 2 and all(userinfo(orcid, t) == 200 for t in tokens)
-        assert list(redis_server.client.scan_iter(f"gk:d:*:{orcid_id}:*"))
+        assert list(redis_server.client.scan_iter(f"gk:{{{orcid_id}}}:d:*"))
         form = {"csrf": csrf(here, f"{gatekeeper.url}/disconnect")}
         response = here.post(f"{gatekeeper.url}/disconnect", data=form, timeout=20)
         assert response.status_code == 200
         assert "ORCID has revoked our access" in response.text
         assert COOKIE not in here.cookies
-        assert list(redis_server.client.scan_iter("gk:s:*")) == []
-        assert list(redis_server.client.scan_iter("gk:si:*")) == []
-        assert list(redis_server.client.scan_iter(f"gk:d:*:{orcid_id}:*")) == []
+        assert list(redis_server.client.scan_iter("gk:*:s:*")) == []
+        assert list(redis_server.client.scan_iter("gk:*:si")) == []
+        assert list(redis_server.client.scan_iter(f"gk:{{{orcid_id}}}:d*")) == []  # and di
         assert [userinfo(orcid, t) for t in tokens] == [403, 403]
         assert orcid.requests()["revoke"] == 2
         time.sleep(1.1)  # /auth's worker memory re-checks the store after a second
@@ -339,6 +339,6 @@ class TestDisconnect:
         assert response.status_code == 200
         assert "ORCID did not confirm" in response.text
         assert "trusted parties" in response.text
-        assert list(redis_server.client.scan_iter("gk:s:*")) == []
+        assert list(redis_server.client.scan_iter("gk:*:s:*")) == []
         assert userinfo(orcid, token) == 200  # still live at ORCID: we could not revoke it
         assert auth(browser, gatekeeper).status_code == 401

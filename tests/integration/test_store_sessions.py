@@ -9,6 +9,7 @@ from app.cache import (
     MemoryStore,
     RedisStore,
     session_belongs_to,
+    session_index_key,
     session_record,
 )
 from tests.integration.conftest import free_port
@@ -33,22 +34,23 @@ class TestSessionsByResearcher:
             assert any_store.put_session(sid, session_record(orcid, token), 60)
         taken = any_store.take_sessions_of(JOSIAH)
         assert sorted(taken) == sorted([session_record(JOSIAH, "t1"), session_record(JOSIAH, "t2")])
-        assert any_store.get_session("a") is None and any_store.get_session("b") is None
-        assert any_store.get_session("c") == session_record(OTHER, "t3")
+        assert any_store.get_session("a", JOSIAH) is None
+        assert any_store.get_session("b", JOSIAH) is None
+        assert any_store.get_session("c", OTHER) == session_record(OTHER, "t3")
         assert any_store.take_sessions_of(JOSIAH) == []
 
     def test_a_session_ended_before_is_not_returned(self, any_store):
         any_store.put_session("a", session_record(JOSIAH, "t1"), 60)
         any_store.put_session("b", session_record(JOSIAH, "t2"), 60)
-        any_store.delete_session("a")
+        any_store.delete_session("a", JOSIAH)
         assert any_store.take_sessions_of(JOSIAH) == [session_record(JOSIAH, "t2")]
 
     def test_the_redis_index_lives_as_long_as_the_newest_session(self, redis_url, redis_server):
         store = RedisStore.from_url(redis_url)
         store.put_session("a", session_record(JOSIAH, None), 100)
         store.put_session("b", session_record(JOSIAH, None), 5000)
-        assert redis_server.client.smembers(f"gk:si:{JOSIAH}") == {"a", "b"}
-        assert 4990 < redis_server.client.ttl(f"gk:si:{JOSIAH}") <= 5000
+        assert redis_server.client.smembers(session_index_key(JOSIAH)) == {"a", "b"}
+        assert 4990 < redis_server.client.ttl(session_index_key(JOSIAH)) <= 5000
 
     def test_with_redis_down_nothing_is_confirmed(self, unreachable):
         assert unreachable.take_sessions_of(JOSIAH) is None
