@@ -7,7 +7,7 @@ DEMO_STAMP := $(VENV)/.installed
 
 # Servers the integration tests start themselves on loopback ports, and the browser
 # the browser tests drive.
-SYSTEM_PACKAGES := redis-server nginx chromium npm
+SYSTEM_PACKAGES := redis-server redis-sentinel nginx chromium npm
 # axe-core, which the browser tests run in each page, from npm into node_modules/ (ignored
 # by git; --no-save writes no package.json or lock file).
 AXE := node_modules/axe-core/axe.min.js
@@ -39,6 +39,7 @@ system-packages:
 	for pkg in $(SYSTEM_PACKAGES); do \
 	  case $$pkg in \
 	    redis-server) command -v redis-server >/dev/null 2>&1 || missing="$$missing $$pkg";; \
+	    redis-sentinel) command -v redis-sentinel >/dev/null 2>&1 || missing="$$missing $$pkg";; \
 	    nginx) { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1 || missing="$$missing $$pkg";; \
 	    chromium) test -x /usr/bin/chromium || missing="$$missing $$pkg";; \
 	    npm) command -v npm >/dev/null 2>&1 || missing="$$missing $$pkg";; \
