@@ -16,6 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+import redis
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.flask_client import FlaskIntegration, OAuth
 from authlib.integrations.requests_client import OAuth2Session
@@ -582,7 +583,8 @@ def disconnect():
             ("Disconnect", url_for(".disconnect_page")),
             503,
         )
-    tokens = list(dict.fromkeys(filter(None, [who.token, *map(session_token, records)])))
+    kept = _take_write_token(who.orcid)
+    tokens = list(dict.fromkeys(filter(None, [who.token, kept, *map(session_token, records)])))
     decisions_gone = gk.store.forget_decisions(who.orcid)
     revoked = revoke_at_orcid(tokens)
     _sign_out_here()
@@ -598,6 +600,11 @@ def disconnect():
         },
     )
     message = "We have deleted your sessions and your ORCID access token."
+    if kept:
+        message += (
+            " The permission to add to your record is gone too; what we added stays on "
+            "your ORCID record until you delete it there."
+        )
     if decisions_gone:
         message += " Our saved decisions about your access are deleted too."
     else:
@@ -618,6 +625,18 @@ def disconnect():
         message,
         ("Home", url_for("pages.index")),
     )
+
+
+def _take_write_token(orcid: str) -> str | None:
+    """The researcher's kept write token (issuing), deleted here; None when none is kept."""
+    tokens = _gatekeeper().write_tokens
+    try:
+        kept = tokens.get(orcid)
+        tokens.delete(orcid)
+    except redis.RedisError:
+        logger.warning("could not delete a kept write token: Redis did not answer")
+        return None
+    return kept.access_token if kept is not None else None
 
 
 def revoke_at_orcid(tokens: list[str]) -> bool:

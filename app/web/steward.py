@@ -14,6 +14,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
+import redis
 from flask import (
     Blueprint,
     Response,
@@ -27,9 +28,11 @@ from flask import (
 )
 
 from app.decision_log import DecisionLogUnavailable, LogEntry
-from app.errors import InvalidOrcidId
+from app.errors import GatekeeperError, InvalidOrcidId
 from app.explain import explain_lines, when
+from app.issuing import NoWriteToken
 from app.orcid_id import parse_orcid_id
+from app.web.earning import earnable
 from app.web.login import csrf_ok, current_researcher
 
 logger = logging.getLogger(__name__)
@@ -245,9 +248,20 @@ def dataset(name):
         report = build_report(target, days, now)
     except DecisionLogUnavailable as exc:
         return _log_unavailable(exc)
+    issued = earnable(policy, target)
+    try:
+        writes = [
+            w
+            for w in _gatekeeper().checker.decision_log.writes(limit=200)
+            if w.qualification in issued
+        ][:RECENT]
+    except DecisionLogUnavailable:
+        writes = []
     return render_template(
         "steward_dataset.html",
         report=report,
+        issued=issued,
+        writes=writes,
         dataset=target,
         window=window,
         window_words=_words(days),
@@ -342,4 +356,74 @@ def revoke():
         f"Cached decisions for {orcid} were dropped. Their next request is decided "
         "afresh from their ORCID record."
     )
+    return redirect(back, code=303)
+
+
+@bp.post("/issue")
+def issue():
+    """Write (or renew) a steward-granted qualification to a researcher's ORCID record.
+
+    :raise 400: without a valid CSRF token, for a value that is no ORCID iD, or for a
+        qualification this service does not issue on a steward's word.
+    """
+    orcid, rule, back = _write_form()
+    if rule.issue.accept_terms is not None:
+        abort(400, "The researcher earns this by accepting the terms; a steward cannot.")
+    return _written(back, lambda issuer, by: issuer.issue(orcid, rule, by=by), orcid, rule)
+
+
+@bp.post("/withdraw")
+def withdraw():
+    """Delete this service's item for a qualification from a researcher's ORCID record;
+    their cached decisions go too, so access ends at their next request.
+
+    :raise 400: as for ``issue``.
+    """
+    orcid, rule, back = _write_form()
+    return _written(back, lambda issuer, by: issuer.withdraw(orcid, rule, by=by), orcid, rule)
+
+
+def _write_form():
+    if not csrf_ok():
+        abort(400, "This form has expired. Go back, reload the page and try again.")
+    try:
+        orcid = parse_orcid_id(request.form.get("orcid", ""))
+    except InvalidOrcidId as exc:
+        abort(400, exc.message)
+    policy = _gatekeeper().checker.policy
+    target = policy.datasets.get(request.form.get("dataset", ""))
+    if target is None:
+        abort(400, "No such dataset.")
+    rule = earnable(policy, target).get(request.form.get("qualification", ""))
+    if rule is None:
+        abort(400, "This service does not issue that qualification for this dataset.")
+    return orcid, rule, url_for("steward.dataset", name=target.key)
+
+
+def _written(back, write, orcid, rule):
+    steward = current_researcher().orcid
+    try:
+        result = write(_gatekeeper().issuer, f"steward {steward}")
+    except NoWriteToken:
+        return render_template(
+            "message.html",
+            title="No permission to write",
+            message=f"{orcid} has not allowed this service to change their ORCID record "
+            "(or ORCID has revoked it). They can allow it on the dataset page.",
+            action=("Back", back),
+        ), 409
+    except (GatekeeperError, redis.RedisError) as exc:
+        message = getattr(exc, "message", None) or "Redis did not answer."
+        return render_template(
+            "message.html", title="ORCID did not take it", message=message, action=("Back", back)
+        ), 502
+    if result is None:
+        flash(f"{orcid}'s record has no {rule.key} of ours; their cached decisions were dropped.")
+    elif isinstance(result, int):
+        flash(f"Withdrew {rule.key} (put-code {result}) from {orcid}'s ORCID record.")
+    else:
+        flash(
+            f"{result.kind.capitalize()} {rule.key} on {orcid}'s ORCID record (put-code "
+            f"{result.put_code}, valid until {result.valid_until})."
+        )
     return redirect(back, code=303)

@@ -126,6 +126,7 @@ def service(member_orcid, redis_server, tmp_path_factory):
         ORCID_CLIENT_ID=CLIENT["client_id"],
         ORCID_CLIENT_SECRET=CLIENT["client_secret"],
         WRITE_TOKEN_KEY=KEY,
+        STEWARD_ORCIDS=EMPTY,
     )
     server = Gatekeeper(env, port)
     server.env = env
@@ -379,3 +380,46 @@ class TestSteward:
         assert result.returncode == 1
         assert "has not allowed this service" in result.stderr
         assert redis_server.client.get(f"gk:{{{SELF_ISSUED}}}:wt") is None
+
+
+class TestStewardConsole:
+    def test_a_steward_withdraws_from_the_console_and_access_ends(self, service, member_orcid):
+        researcher = sign_in(service, member_orcid, SELF_ISSUED)
+        earn(service, researcher, persona_key(member_orcid, SELF_ISSUED))
+        assert settles_on(service, researcher, 200)
+        steward = sign_in(service, member_orcid, EMPTY)
+        page = steward.get(f"{service.url}/steward/{DATASET}", timeout=10).text
+        assert "Qualifications this service issues" in page
+        assert "issued sail-dua" in page  # the write is in the log the console shows
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)[1]
+        response = steward.post(
+            f"{service.url}/steward/withdraw",
+            data={
+                "csrf": csrf,
+                "orcid": SELF_ISSUED,
+                "dataset": DATASET,
+                "qualification": "sail-dua",
+            },
+            allow_redirects=False,
+            timeout=15,
+        )
+        assert response.status_code == 303
+        assert settles_on(service, researcher, 403)
+        assert member_orcid.ours(SELF_ISSUED) == []
+        page = steward.get(f"{service.url}/steward/{DATASET}", timeout=10).text
+        assert "withdrawn sail-dua" in page
+
+
+def test_disconnect_deletes_and_revokes_the_kept_write_token(service, member_orcid, redis_server):
+    browser = sign_in(service, member_orcid, SELF_ISSUED)
+    earn(service, browser, persona_key(member_orcid, SELF_ISSUED))
+    assert redis_server.client.get(f"gk:{{{SELF_ISSUED}}}:wt") is not None
+    page = browser.get(f"{service.url}/disconnect", timeout=10).text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)[1]
+    done = browser.post(f"{service.url}/disconnect", data={"csrf": csrf}, timeout=15).text
+    assert "permission to add to your record is gone too" in done
+    assert redis_server.client.get(f"gk:{{{SELF_ISSUED}}}:wt") is None
+    result = gatekeeper_cli(
+        service, "issue", "--orcid", SELF_ISSUED, "--qualification", "induction"
+    )
+    assert result.returncode == 1  # nothing kept to write with

@@ -215,6 +215,31 @@ PAGES = [
     ("earn-denied", "allowed", True, _denied_at_orcid, 200),
     ("earned", "allowed", True, _earned, 200),
     ("earn-unknown", "allowed", True, _get("/datasets/sail/earn/gcp"), 404),
+    (
+        "steward-issued",
+        "allowed",
+        True,
+        _as_steward(_get("/datasets/sail", "/steward/agreed")),
+        200,
+    ),
+    (
+        "steward-issue-terms",
+        "allowed",
+        True,
+        _as_steward(
+            _post("/steward/issue", orcid=RESEARCHER, dataset="agreed", qualification="dua")
+        ),
+        400,
+    ),
+    (
+        "steward-withdraw-no-permission",
+        "allowed",
+        True,
+        _as_steward(
+            _post("/steward/withdraw", orcid=RESEARCHER, dataset="agreed", qualification="dua")
+        ),
+        409,
+    ),
     ("healthz", "allowed", False, _get("/healthz"), 200),
     ("readyz", "allowed", False, _get("/readyz"), 200),
     ("steward-signed-out", "allowed", False, _get("/steward/"), 403),
