@@ -1,13 +1,20 @@
 """Fault scenarios under load, as the proxy sees them: a Redis hang, a Redis kill and
-restart, and ORCID stalling six seconds under a burst of cold checks.
+restart, ORCID stalling six seconds under a burst of cold checks, and a Redis primary
+killed while Sentinel watches it.
 
-    .venv/bin/python bench/faults.py            # about 90 seconds
+    .venv/bin/python bench/faults.py            # about 110 seconds, every scenario
+    .venv/bin/python bench/faults.py sentinel   # the primary kill only, about 20 seconds
 
 Starts its own redis-server, the ORCID emulator and gunicorn (2 workers x 4 threads) on
 loopback, with the integration tests' fixtures. Sixteen client threads send cached
 ``/auth`` checks on kept-alive connections: a qualified researcher (200 expected), an
 unqualified one (403) and a signed-out cookie (401). A wrong answer is a 200 that should
 not be one, or any 5xx or timeout. Prints one JSON object per scenario.
+
+The primary kill runs on its own topology (tests/integration/redis_topologies.py: a
+primary, a replica and three sentinels that call a primary down after 1 s) and its own
+gatekeeper on ``redis+sentinel://``. Its recovery is counted from the kill, not from a
+fault clearing: nothing clears it but the promotion.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from tests.integration.conftest import (
     gatekeeper_env,
     sign_in,
 )
+from tests.integration.redis_topologies import Sentinels
 
 ORCID_TIMEOUT = 8.0
 FILE = {"X-Original-URI": "/datasets/sail-cohort/data.csv"}
@@ -127,11 +135,86 @@ def signed_out(url: str) -> dict:
     return cookies
 
 
-def main():
+def sentinel_primary_kill(tmp: Path, orcid: Emulator):
+    """SIGKILL the primary under load; Sentinel promotes the replica."""
+    topology = Sentinels(tmp / "sentinels")
+    port = free_port()
+    env = gatekeeper_env(
+        tmp,
+        orcid,
+        topology.url(),
+        f"http://127.0.0.1:{port}",
+        GUNICORN_THREADS="4",
+        GK_LOG=str(tmp / "gatekeeper-sentinel.log"),
+    )
+    gatekeeper = Gatekeeper(env, port, workers=2)
+    url = gatekeeper.url
+    try:
+        cookies = {
+            "qualified": signed_in(url, "qualified"),
+            "unqualified": signed_in(url, "self-asserted"),
+            "signed-out": signed_out(url),
+        }
+        with Load(url, cookies) as load:
+            time.sleep(3)  # every worker has every answer
+            start = time.monotonic()
+            time.sleep(2)
+            old = topology.primary_port()
+            fault = time.monotonic()
+            topology.node_on(old).kill()
+            promoted = None
+            while time.monotonic() - fault < 30:
+                if topology.primary_port() != old:
+                    promoted = time.monotonic()
+                    break
+                time.sleep(0.05)
+            time.sleep(5)
+            result = report(
+                "redis-primary-kill-sentinel",
+                load.samples,
+                start,
+                fault,
+                promoted or time.monotonic(),
+                promoted_after_s=round(promoted - fault, 3) if promoted else None,
+                recovery_from_kill_s=recovered(load.samples, fault),
+            )
+        # After recovery: the signed-in are still signed in, the signed-out still out.
+        after = {
+            kind: requests.get(f"{url}/auth", headers=FILE, cookies=jar, timeout=5).status_code
+            for kind, jar in cookies.items()
+        }
+        print(json.dumps({"scenario": "after-primary-kill", "statuses": after}), flush=True)
+        return result
+    finally:
+        gatekeeper.stop()
+        topology.stop()
+
+
+def recovered(samples, since: float) -> float | None:
+    """Seconds from ``since`` to the qualified researcher's 200 after which all are 200."""
+    qualified = [s for s in samples if s[2] == "qualified" and s[0] >= since]
+    for index, sample in enumerate(qualified):
+        if all(s[3] == 200 for s in qualified[index:]):
+            return round(sample[0] - since, 3)
+    return None
+
+
+def main(scenarios: list[str]):
     tmp = Path(tempfile.mkdtemp(prefix="gk-faults-"))
-    redis_server = RedisServer(tmp)
     base_url, shutdown = serve_in_thread(create_app(clients=[EMULATOR_CLIENT]))
     orcid = Emulator(base_url)
+    try:
+        if not scenarios or "redis" in scenarios or "orcid" in scenarios:
+            single_redis(tmp, orcid)
+        if not scenarios or "sentinel" in scenarios:
+            sentinel_primary_kill(tmp, orcid)
+    finally:
+        shutdown()
+
+
+def single_redis(tmp: Path, orcid: Emulator):
+    """The hang, the kill and restart, and the ORCID stall, on one redis-server."""
+    redis_server = RedisServer(tmp)
     port = free_port()
     env = gatekeeper_env(
         tmp, orcid, redis_server.url, f"http://127.0.0.1:{port}", GUNICORN_THREADS="4"
@@ -225,8 +308,7 @@ def main():
     finally:
         gatekeeper.stop()
         redis_server.stop()
-        shutdown()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
