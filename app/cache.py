@@ -631,6 +631,11 @@ class RedisStore:
     def lock(self, name: str, timeout: float):
         return _RedisLock(self, name, timeout)
 
+    @property
+    def answering(self) -> bool:
+        """False while the breaker is open: a caller with a fallback should not wait."""
+        return time.monotonic() >= self._down_until
+
     def ping(self) -> bool:
         """Asks Redis itself, breaker or not: readiness wants the truth."""
         try:

@@ -523,12 +523,20 @@ def issue_command(orcid, name, by):
         f"{result.kind} {name} for {orcid}: put-code {result.put_code}, visibility "
         f"{result.visibility or 'unknown'}, valid until {result.valid_until}"
     )
+    if not result.decisions_dropped:
+        click.echo(
+            "note: cached decisions could not be dropped (Redis did not answer); the new "
+            "item counts once they expire",
+            err=True,
+        )
 
 
 @main.command("withdraw")
 @click.option("--orcid", "orcid", required=True, help="The researcher's ORCID iD.")
 @click.option("--qualification", "name", required=True, help="The policy's name for it.")
-@click.option("--put-code", type=int, default=None, help="The item, if not the one we find.")
+@click.option(
+    "--put-code", type=click.IntRange(min=1), default=None, help="Only this item of ours."
+)
 @click.option("--by", default="command line", show_default=True, help="Who withdraws it (logged).")
 def withdraw_command(orcid, name, put_code, by):
     """Delete this service's item for a qualification from a researcher's ORCID record.
@@ -545,7 +553,7 @@ def withdraw_command(orcid, name, put_code, by):
     from app.issuing import NoWriteToken
 
     try:
-        deleted = _issuer(settings).withdraw(orcid, rule, by=f"steward {by}", put_code=put_code)
+        withdrawn = _issuer(settings).withdraw(orcid, rule, by=f"steward {by}", put_code=put_code)
     except NoWriteToken:
         raise click.ClickException(
             f"{orcid} has not allowed this service to change their ORCID record (no token "
@@ -554,10 +562,16 @@ def withdraw_command(orcid, name, put_code, by):
         ) from None
     except (GatekeeperError, redis.RedisError) as exc:
         raise _write_failed(exc) from None
-    if deleted is None:
-        click.echo(f"no {name} of ours on {orcid}'s record; their cached decisions are dropped")
-    else:
+    if not withdrawn.put_codes:
+        click.echo(f"no {name} of ours on {orcid}'s record")
+    for deleted in withdrawn.put_codes:
         click.echo(f"withdrew {name} (put-code {deleted}) from {orcid}")
+    if not withdrawn.decisions_dropped:
+        raise click.ClickException(
+            f"{orcid}'s cached decisions could not be dropped (Redis did not answer): access "
+            f"may go on for up to {settings.decision_ttl // 60} minutes; run `gatekeeper "
+            "decisions revoke` once Redis answers"
+        )
 
 
 def _orcid_or_misuse(value: str) -> str:

@@ -18,8 +18,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import redis
+
 from app.decision_log import WriteEntry
-from app.errors import GatekeeperError, TokenInvalid
+from app.errors import GatekeeperError, OrcidUnavailable, TokenInvalid
 from app.orcid_writer import AlreadyAdded, WriteError, WriteNotPermitted, qualification_body
 from app.policy.model import QualificationRule
 from app.qualifications import Qualification
@@ -43,11 +45,12 @@ class NotIssuable(GatekeeperError):
 
 @dataclass(frozen=True, slots=True)
 class OwnItem:
-    """Our item on the record: what the record shows of it."""
+    """An item on the record that counts as ours for a rule: what the record shows of it."""
 
     put_code: int
     visibility: str | None
     end: dt.date | None
+    current: bool  # carries the rule's ``self`` external ID for this iD (and terms version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,13 @@ class IssueResult:
     put_code: int
     visibility: str | None  # as ORCID gave it; None when the item could not be read back
     valid_until: dt.date
+    decisions_dropped: bool = True  # False: a cached refusal may stand until it expires
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawn:
+    put_codes: tuple[int, ...]  # the items deleted; empty when there was none of ours
+    decisions_dropped: bool  # False: a cached allow may stand until it expires
 
 
 class Issuer:
@@ -87,30 +97,49 @@ class Issuer:
             raise NoWriteToken()
         return token.access_token
 
+    def written_by_us(self, item) -> bool:
+        """Whether ``decide()`` would take the item as self-issued: written by our client
+        itself, on nobody else's behalf (no assertion origin), from a source ORCID names."""
+        if not isinstance(item, Qualification):
+            return False
+        source = item.source
+        return (
+            not source.unknown
+            and source.source_client_id == self.client_id
+            and source.assertion_origin_client_id is None
+            and source.assertion_origin_orcid is None
+        )
+
+    def find_ours(self, orcid: str, token: str, rule: QualificationRule) -> list[OwnItem]:
+        """Every item of ours that counts for ``rule``, as ``decide()`` identifies it (our
+        client, and the rule's title or ID), whatever terms version it was written for."""
+        return [item for item, counts in self._ours(orcid, token, rule) if counts]
+
     def find_own(self, orcid: str, token: str, rule: QualificationRule) -> OwnItem | None:
-        """Our item for ``rule`` on the record, by our client ID and its ``self`` external ID."""
+        """Our item for ``rule`` with this iD's current ``self`` external ID: the one a
+        renewal updates."""
+        current = [item for item in self.find_ours(orcid, token, rule) if item.current]
+        return min(current, key=lambda i: i.put_code) if current else None
+
+    def _ours(self, orcid, token, rule) -> list[tuple[OwnItem, bool]]:
+        """Each item our client wrote on the record, with whether it counts for ``rule``."""
         issue = _issue_of(rule)
         wanted_type = issue.external_id_type.casefold()
         wanted_value = issue.external_id_value(orcid)
-
-        def ours(item) -> bool:
-            return (
-                isinstance(item, Qualification)
-                and item.source.source_client_id == self.client_id
-                and any(
-                    e.relationship == "self"
-                    and e.type.casefold() == wanted_type
-                    and e.value == wanted_value
-                    for e in item.external_ids
-                )
+        found = []
+        for item in self.reader.read_qualifications(orcid, self.written_by_us, token=token):
+            if not self.written_by_us(item):
+                continue
+            current = any(
+                e.relationship == "self"
+                and e.type.casefold() == wanted_type
+                and e.value == wanted_value
+                for e in item.external_ids
             )
-
-        items = [i for i in self._read(orcid, token, ours) if ours(i)]
-        if not items:
-            return None
-        item = min(items, key=lambda i: i.put_code)
-        end = item.end.last_day() if item.end is not None else None
-        return OwnItem(item.put_code, item.visibility, end)
+            end = item.end.last_day() if item.end is not None else None
+            own = OwnItem(item.put_code, item.visibility, end, current)
+            found.append((own, rule.is_candidate(item)))
+        return found
 
     def issue(self, orcid: str, rule: QualificationRule, *, by: str) -> IssueResult:
         """Add our item for ``rule``, or renew it (PUT) when it is there already.
@@ -125,28 +154,16 @@ class Issuer:
         with self._forgetting_refused_token(orcid):
             own = self.find_own(orcid, token, rule)
             if own is None:
-                try:
-                    put_code = self.writer.add(orcid, token, qualification_body(rule, orcid, today))
-                    kind = "issued"
-                except AlreadyAdded:
-                    # Added meanwhile (another tab, a steward), or there but not readable
-                    # to us: renew the one we can find, or say so.
-                    own = self.find_own(orcid, token, rule)
-                    if own is None:
-                        raise WriteError(
-                            "ORCID says the item is already on the record, but we cannot "
-                            "read it back to renew it.",
-                            status=409,
-                            code=9021,
-                        ) from None
-            if own is not None:
+                put_code = self._add(orcid, token, rule, today)
+                kind = "issued"
+            else:
                 body = qualification_body(rule, orcid, today, put_code=own.put_code)
                 self.writer.update(orcid, token, own.put_code, body)
                 put_code, kind = own.put_code, "renewed"
-            written = self._read_back(orcid, token, rule, put_code)
+        # From here the write has happened: nothing may fail it, and it is logged first.
+        written = self._read_back(orcid, token, rule, put_code)
         valid_until = today + dt.timedelta(days=issue.valid_for_days)
-        self.forget_decisions(orcid)
-        version = issue.accept_terms.version if issue.accept_terms is not None else None
+        visibility = written.visibility if written else None
         self._log(
             WriteEntry(
                 kind=kind,
@@ -155,55 +172,96 @@ class Issuer:
                 put_code=put_code,
                 by=by,
                 at=self.clock(),
-                visibility=written.visibility if written else None,
+                visibility=visibility,
                 valid_until=valid_until,
-                terms_version=version,
+                terms_version=issue.accept_terms.version if issue.accept_terms else None,
             )
         )
-        return IssueResult(kind, put_code, written.visibility if written else None, valid_until)
+        return IssueResult(kind, put_code, visibility, valid_until, self._forget(orcid))
+
+    def _add(self, orcid, token, rule, today) -> int:
+        """POST our item; its put-code. A write ORCID may have taken without saying so
+        (409/9021, a 201 without Location, a timeout) is looked for on the record."""
+        try:
+            return self.writer.add(orcid, token, qualification_body(rule, orcid, today))
+        except (AlreadyAdded, OrcidUnavailable) as exc:
+            landed, failure = self.find_own(orcid, token, rule), exc
+        except WriteError as exc:
+            if exc.status != 201:
+                raise
+            landed, failure = self.find_own(orcid, token, rule), exc
+        if landed is not None:
+            return landed.put_code
+        if isinstance(failure, AlreadyAdded):
+            # Ours by its ID, but not an item we can read back or that counts (written on
+            # someone's behalf, say): renewing it would not open anything.
+            raise WriteError(
+                "ORCID says the item is already on the record, but we cannot read it back "
+                "as ours to renew it.",
+                status=409,
+                code=9021,
+            ) from None
+        raise failure
 
     def withdraw(
         self, orcid: str, rule: QualificationRule, *, by: str, put_code: int | None = None
-    ) -> int | None:
-        """Delete our item for ``rule`` (or the item ``put_code``); its put-code, or None
-        when there was none. The researcher's cached decisions go either way.
+    ) -> Withdrawn:
+        """Delete every item of ours that counts for ``rule`` (or only ``put_code``); the
+        researcher's cached decisions go either way.
 
-        :raises NoWriteToken, WriteError, OrcidError: as for ``issue``; ``NotOurItem``
-            (9010) when ``put_code`` names an item another source added.
+        :raises NoWriteToken, OrcidError: as for ``issue``.
+        :raises WriteError: ``put_code`` is an item of ours for another qualification
+            (nothing is deleted), or ORCID refused: ``NotOurItem`` (9010) for an item
+            another source added.
         """
         _issue_of(rule)
         token = self.token_for(orcid)
-        with self._forgetting_refused_token(orcid):
-            if put_code is None:
-                own = self.find_own(orcid, token, rule)
-                put_code = own.put_code if own is not None else None
-            deleted = put_code is not None and self.writer.delete(orcid, token, put_code)
-        self.forget_decisions(orcid)
-        if not deleted:
-            return None
-        self._log(
-            WriteEntry(
-                kind="withdrawn",
-                orcid=orcid,
-                qualification=rule.key,
-                put_code=put_code,
-                by=by,
-                at=self.clock(),
-            )
-        )
-        return put_code
+        deleted = []
+        try:
+            with self._forgetting_refused_token(orcid):
+                ours = self._ours(orcid, token, rule)
+                if put_code is None:
+                    targets = [item.put_code for item, counts in ours if counts]
+                elif any(item.put_code == put_code and not counts for item, counts in ours):
+                    raise WriteError(
+                        f"put-code {put_code} is this service's item for another "
+                        f"qualification, not {rule.key}; nothing was deleted."
+                    )
+                else:
+                    targets = [put_code]  # ours, or ORCID says whose (9010)
+                for target in targets:
+                    if self.writer.delete(orcid, token, target):
+                        deleted.append(target)
+                        self._log(
+                            WriteEntry(
+                                kind="withdrawn",
+                                orcid=orcid,
+                                qualification=rule.key,
+                                put_code=target,
+                                by=by,
+                                at=self.clock(),
+                            )
+                        )
+        finally:
+            dropped = self._forget(orcid)
+        return Withdrawn(tuple(deleted), dropped)
 
-    def _read(self, orcid, token, wanted):
-        return self.reader.read_qualifications(orcid, wanted, token=token)
+    def _forget(self, orcid: str) -> bool:
+        """Drop the researcher's cached decisions; False when Redis did not confirm it."""
+        try:
+            return self.forget_decisions(orcid) is not False
+        except redis.RedisError:
+            logger.warning("could not drop cached decisions after a write", extra={"orcid": orcid})
+            return False
 
     def _read_back(self, orcid, token, rule, put_code) -> OwnItem | None:
         """Our item as ORCID now shows it (for its visibility); None if it cannot say."""
         try:
-            own = self.find_own(orcid, token, rule)
+            ours = self.find_ours(orcid, token, rule)
         except GatekeeperError as exc:
             logger.warning("could not read back a written item", extra={"reason": exc.reason})
             return None
-        return own if own is not None and own.put_code == put_code else None
+        return next((item for item in ours if item.put_code == put_code), None)
 
     def _forgetting_refused_token(self, orcid: str):
         return _ForgetRefusedToken(self.tokens, orcid)

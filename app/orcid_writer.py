@@ -142,7 +142,9 @@ class OrcidWriter:
             raise _refusal(response)
         found = _PUT_CODE.search(response.headers.get("Location", ""))
         if found is None:
-            raise WriteError("ORCID added the item but did not say where (no Location).")
+            raise WriteError(
+                "ORCID added the item but did not say where (no Location).", status=201
+            )
         return int(found[1])
 
     def update(self, orcid: str, token: str, put_code: int, body: dict) -> None:

@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -33,7 +33,7 @@ def write_token_key(orcid: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class WriteToken:
-    access_token: str
+    access_token: str = field(repr=False)  # never in a log line or a traceback
     scope: tuple[str, ...]
     expires_at: float  # seconds since the epoch, as ORCID's expires_in gave it
     granted_at: float

@@ -48,6 +48,7 @@ from app.web.login import (
     message_page,
     orcid_client,
     redirect_uri,
+    revoke_at_orcid,
 )
 from app.write_tokens import WRITE_SCOPE, WriteToken
 
@@ -57,6 +58,7 @@ bp = Blueprint("earning", __name__)
 # What we ask ORCID for when the researcher chooses to earn a qualification here.
 EARN_SCOPE = f"{WRITE_SCOPE} /read-limited"
 PENDING_TTL = 600  # seconds an accepted-but-not-yet-written qualification waits at ORCID
+MAX_PENDING = 3  # earn flows started (in other tabs, say) whose callbacks still count
 
 VISIBILITY = {
     "public": (
@@ -118,7 +120,7 @@ def _unavailable_page(dataset):
     )
 
 
-@bp.get("/datasets/<dataset_key>/earn/<qualification>")
+@bp.get("/earn/<dataset_key>/<qualification>")
 def earn_page(dataset_key, qualification):
     """The terms, and what accepting them writes to the researcher's ORCID record.
 
@@ -141,7 +143,7 @@ def earn_page(dataset_key, qualification):
     )
 
 
-@bp.post("/datasets/<dataset_key>/earn/<qualification>")
+@bp.post("/earn/<dataset_key>/<qualification>")
 def accept(dataset_key, qualification):
     """Accept the terms (or, for a steward's grant, allow the write): write now, or first
     ask ORCID for permission.
@@ -192,19 +194,29 @@ def accept(dataset_key, qualification):
     except StoreUnavailable:
         return _store_down_page(dataset)
     state = parse_qs(urlsplit(response.location).query).get("state", [""])[0]
-    session["earn"] = {**pending, "state": state}
+    # One per state, the newest few: an earn started in another tab (or accepted twice)
+    # still comes back as an earn, never as a sign-in with a token that can write.
+    started = {k: v for k, v in _pending().items() if k != state}
+    started[state] = pending
+    session["earn"] = dict(list(started.items())[-MAX_PENDING:])
     return response
+
+
+def _pending() -> dict:
+    pending = session.get("earn")
+    return pending if isinstance(pending, dict) else {}
 
 
 def handles_callback(state: str) -> bool:
     """Whether ORCID's callback with ``state`` ends an earn flow (not a sign-in)."""
-    pending = session.get("earn")
-    return bool(state) and isinstance(pending, dict) and pending.get("state") == state
+    return bool(state) and isinstance(_pending().get(state), dict)
 
 
 def complete(state: str):
     """ORCID's answer to our request for write permission (see ``handles_callback``)."""
-    pending = session.pop("earn")
+    started = _pending()
+    pending = started.pop(state)
+    session["earn"] = started
     back = url_for("pages.dataset", name=pending.get("dataset", ""))
     integration = orcid_client().framework
     researcher = current_researcher()
@@ -251,6 +263,8 @@ def complete(state: str):
         return _store_down_page(None, back)
     if str(token.get("orcid") or "") != researcher.orcid:
         # Signed in at ORCID as someone else: that record is not the one we decide on.
+        # The token we will not keep must not stay valid at ORCID for twenty years.
+        revoke_at_orcid([token["access_token"]] if token.get("access_token") else [])
         _outcome("failed", "other_orcid", researcher)
         return message_page(
             "That was a different ORCID record",
@@ -262,6 +276,7 @@ def complete(state: str):
         )
     scope = tuple(str(token.get("scope") or "").split())
     if WRITE_SCOPE not in scope or not token.get("access_token"):
+        revoke_at_orcid([token["access_token"]] if token.get("access_token") else [])
         _outcome("failed", "no_write_scope", researcher)
         return message_page(
             "ORCID did not give us permission to add to your record",
@@ -349,7 +364,7 @@ def _write(orcid: str, pending: dict):
     return redirect(url_for("earning.earned", dataset_key=dataset.key, qualification=rule.key))
 
 
-@bp.get("/datasets/<dataset_key>/earn/<qualification>/earned")
+@bp.get("/earn/<dataset_key>/<qualification>/earned")
 def earned(dataset_key, qualification):
     """What was written, what its visibility means, and whether the dataset opens now."""
     dataset, rule = _issuable(dataset_key, qualification)

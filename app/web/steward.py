@@ -30,7 +30,7 @@ from flask import (
 from app.decision_log import DecisionLogUnavailable, LogEntry
 from app.errors import GatekeeperError, InvalidOrcidId
 from app.explain import explain_lines, when
-from app.issuing import NoWriteToken
+from app.issuing import NoWriteToken, Withdrawn
 from app.orcid_id import parse_orcid_id
 from app.web.earning import earnable
 from app.web.login import csrf_ok, current_researcher
@@ -417,13 +417,21 @@ def _written(back, write, orcid, rule):
         return render_template(
             "message.html", title="ORCID did not take it", message=message, action=("Back", back)
         ), 502
-    if result is None:
-        flash(f"{orcid}'s record has no {rule.key} of ours; their cached decisions were dropped.")
-    elif isinstance(result, int):
-        flash(f"Withdrew {rule.key} (put-code {result}) from {orcid}'s ORCID record.")
+    if isinstance(result, Withdrawn):
+        if result.put_codes:
+            codes = ", ".join(map(str, result.put_codes))
+            flash(f"Withdrew {rule.key} (put-code {codes}) from {orcid}'s ORCID record.")
+        else:
+            flash(f"{orcid}'s record has no {rule.key} of ours.")
     else:
         flash(
             f"{result.kind.capitalize()} {rule.key} on {orcid}'s ORCID record (put-code "
             f"{result.put_code}, valid until {result.valid_until})."
+        )
+    if not result.decisions_dropped:
+        flash(
+            f"Their cached decisions could not be dropped (Redis did not answer): the change "
+            f"may take up to {_gatekeeper().settings.decision_ttl // 60} minutes to apply. "
+            "Revoke their cached decisions once Redis answers."
         )
     return redirect(back, code=303)

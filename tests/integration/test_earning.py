@@ -174,7 +174,7 @@ def settles_on(service, browser, status: int, seconds: float = 1.2) -> bool:
 
 def earn(service, browser, persona: str, decision: str = "authorize", accept: bool = True):
     """Accept the terms on our page, answer ORCID's consent, follow back: the last response."""
-    page = f"{service.url}/datasets/{DATASET}/earn/sail-dua"
+    page = f"{service.url}/earn/{DATASET}/sail-dua"
     form = browser.get(page, timeout=10)
     assert form.status_code == 200, form.text
     csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)[1]
@@ -217,7 +217,7 @@ class TestEarnIt:
         browser = sign_in(service, member_orcid, SELF_ISSUED)
         page = browser.get(f"{service.url}/datasets/{DATASET}", timeout=10).text
         assert "Earn it here" in page
-        terms = browser.get(f"{service.url}/datasets/{DATASET}/earn/sail-dua", timeout=10).text
+        terms = browser.get(f"{service.url}/earn/{DATASET}/sail-dua", timeout=10).text
         assert "https://example.org/sail/data-access-agreement" in terms
         assert f"sail-dua-2026-1-{SELF_ISSUED}" in terms  # what will be written
         assert "SAIL Databank" in terms

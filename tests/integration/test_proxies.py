@@ -183,7 +183,12 @@ def test_the_gatekeeper_pages_are_reachable_through_the_proxy(walk):
 
 # Routes only the gatekeeper's operators reach, never through the public proxy.
 INTERNAL = {"/auth", "/auth/<path:original>", "/metrics", "/readyz"}
-SAMPLE = {"name": "sail-cohort", "filename": "style.css"}
+SAMPLE = {
+    "name": "sail-cohort",
+    "filename": "style.css",
+    "dataset_key": "sail-linked",
+    "qualification": "sail-dua",
+}
 
 
 def page_routes():

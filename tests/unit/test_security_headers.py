@@ -169,7 +169,7 @@ def _earned(client, csrf):
     return client.get(EARN + "/earned")
 
 
-EARN = "/datasets/agreed/earn/dua"
+EARN = "/earn/agreed/dua"
 
 
 def _as_steward(go):
@@ -214,7 +214,7 @@ PAGES = [
     ("earn-consent", "allowed", True, _post(EARN, accept="yes", version="1"), 302),
     ("earn-denied", "allowed", True, _denied_at_orcid, 200),
     ("earned", "allowed", True, _earned, 200),
-    ("earn-unknown", "allowed", True, _get("/datasets/sail/earn/gcp"), 404),
+    ("earn-unknown", "allowed", True, _get("/earn/sail/gcp"), 404),
     (
         "steward-issued",
         "allowed",
