@@ -511,7 +511,7 @@ def logout():
 def logout_everywhere():
     """End every session of the signed-in researcher, on every browser and worker.
 
-    The researcher's index of sessions (``gk:si:``) names them all; each worker checks
+    The researcher's index of sessions (``gk:{<iD>}:si``) names them all; each worker checks
     a remembered answer against Redis once it is a second old, so within a second no
     cookie of theirs counts anywhere. Their ORCID token stays (Disconnect revokes it).
     """
