@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from pathlib import Path
 
 from app.errors import PolicyError
 from app.policy.loading import load_policy, policy_files
-from app.policy.model import Policy
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +20,10 @@ class PolicyFile:
 
     NOTE: a reload runs on a thread of its own and the new policy is swapped in when it is
     ready, so no request ever waits on reading and checking YAML. A reload that fails
-    keeps the policy in force and records why in ``last_error``.
+    keeps the policy in force and records why in ``last_error``. Besides the requests
+    (``refresh``), a watcher thread in each process (restarted in each forked worker)
+    looks every ``check_interval`` seconds: a worker that had no request since an edit
+    must not answer its next one under the old policy.
     """
 
     def __init__(self, path: str | Path, check_interval: float = 1.0, clock=None, on_load=None):
@@ -34,7 +38,29 @@ class PolicyFile:
         self.last_error: PolicyError | None = None
         self._lock = threading.Lock()
         self._loading: threading.Thread | None = None
-        self._loaded: Policy | None = None  # a reload that finished, not yet swapped in
+        self._reported = self.current.version  # what the last refresh() answered for
+        if check_interval > 0:
+            self._start_watcher()
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: (p := ref()) and p._after_fork())
+
+    def _after_fork(self):
+        # The parent's threads do not exist here, and its lock may have been held by one.
+        self._lock = threading.Lock()
+        self._loading = None
+        self._start_watcher()
+
+    def _start_watcher(self):
+        ref = weakref.ref(self)
+        interval = self.check_interval
+
+        def watch():
+            while (policy_file := ref()) is not None:
+                policy_file.refresh(report=False)
+                del policy_file
+                time.sleep(interval / 4)  # an edit is seen within 1.25 intervals
+
+        threading.Thread(target=watch, name="policy-watch", daemon=True).start()
 
     def _fingerprint(self):
         try:
@@ -44,28 +70,31 @@ class PolicyFile:
         except OSError:
             return None
 
-    def refresh(self) -> bool:
-        """Swap in a finished reload, or start one if the files changed; True on a change."""
+    def refresh(self, report: bool = True) -> bool:
+        """Start a reload if the files changed; True when the policy in force changed
+        since the last call that reported (``report``)."""
         with self._lock:
-            loaded, self._loaded = self._loaded, None
-            if loaded is not None:
-                changed = loaded.version != self.current.version
-                self.current = loaded
-                return changed
-            now = self._clock()
-            if self._loading is not None or now - self._checked < self.check_interval:
+            self._start_reload_if_changed()
+            if not report:
                 return False
-            self._checked = now
-            stamp = self._fingerprint()
-            if stamp == self._stamp:
-                return False
-            self._stamp = stamp
-            self._loading = threading.Thread(target=self._reload, name="policy-reload", daemon=True)
-            self._loading.start()
-            return False
+            changed = self.current.version != self._reported
+            self._reported = self.current.version
+            return changed
+
+    def _start_reload_if_changed(self) -> None:
+        now = self._clock()
+        if self._loading is not None or now - self._checked < self.check_interval:
+            return
+        self._checked = now
+        stamp = self._fingerprint()
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        self._loading = threading.Thread(target=self._reload, name="policy-reload", daemon=True)
+        self._loading.start()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait for a reload in progress, then swap it in (for tests and the CLI)."""
+        """Wait for a reload in progress; True when the policy changed (tests, the CLI)."""
         loading = self._loading
         if loading is not None:
             loading.join(timeout)
@@ -87,6 +116,8 @@ class PolicyFile:
             self.on_load(False, None)
             return
         with self._lock:
-            self.last_error, self._loaded, self._loading = None, loaded, None
+            # Swapped in here, not at the next request: a worker without requests stays
+            # current too (refresh() then reports the change to the first one).
+            self.last_error, self.current, self._loading = None, loaded, None
         logger.info("policy reloaded: version %s", loaded.version)
         self.on_load(True, loaded.version)

@@ -347,15 +347,6 @@ class TestPolicyEdits:
         _, cookies = signed_in
         assert_honoured(deployment.watch(cookies, tightened), 403)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason=(
-            "app/policy/reloading.py: PolicyFile.refresh() only starts a reload when a "
-            "request comes, and that request (and any during the reload) is answered "
-            "under the old policy: a worker idle since the edit honours the old policy "
-            "once, however long ago the edit was"
-        ),
-    )
     def test_an_instance_idle_since_a_policy_edit_refuses_its_first_check(
         self, deployment, signed_in, tightened
     ):
