@@ -222,7 +222,19 @@ def complete(state: str):
     researcher = current_researcher()
     if request.args.get("error"):
         integration.clear_state_data(session, state)
-        _outcome("denied", request.args["error"][:40], researcher)
+        error = request.args["error"][:40]
+        if error != "access_denied":
+            # Not the researcher's choice: ORCID could not ask (invalid_scope, server_error).
+            _outcome("failed", error, researcher)
+            return message_page(
+                "ORCID could not ask for permission",
+                "ORCID did not ask you to allow this service to add to your record (it "
+                "answered with an error), so nothing was written. Please try again later, "
+                "or contact the data steward.",
+                ("Back to the dataset", back),
+                502,
+            )
+        _outcome("denied", error, researcher)
         return render_template("earn_denied.html", back=back), 200
     if researcher is None:
         integration.clear_state_data(session, state)

@@ -155,6 +155,13 @@ def _denied_at_orcid(client, csrf):
     return client.get(f"/callback?error=access_denied&state={state}")
 
 
+def _orcid_error(client, csrf):
+    """Accept the terms, then come back from ORCID with an error that is no Deny."""
+    response = client.post(EARN, data={"csrf": csrf, "accept": "yes", "version": "1"})
+    state = response.headers["Location"].split("state=")[1].split("&")[0]
+    return client.get(f"/callback?error=server_error&state={state}")
+
+
 def _earned(client, csrf):
     """The page after a write, as the earn flow leaves the session."""
     with client.session_transaction() as session:
@@ -213,6 +220,7 @@ PAGES = [
     ("earn-not-accepted", "allowed", True, _post(EARN), 400),
     ("earn-consent", "allowed", True, _post(EARN, accept="yes", version="1"), 302),
     ("earn-denied", "allowed", True, _denied_at_orcid, 200),
+    ("earn-orcid-error", "allowed", True, _orcid_error, 502),
     ("earned", "allowed", True, _earned, 200),
     ("earn-unknown", "allowed", True, _get("/earn/sail/gcp"), 404),
     (
