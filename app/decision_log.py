@@ -526,10 +526,11 @@ class RedisDecisionLog(_Reading):
         except redis.RedisError as exc:
             raise DecisionLogUnavailable() from exc
 
-    def _scan(self, since, until, orcid, dataset, outcome) -> Iterator[LogEntry]:
+    def _stream(self, since, until) -> Iterator[tuple[str, dict]]:
+        """The stream's entries between ``since`` and ``until``, newest first, a page at
+        a time."""
         low = str(_millis(since)) if since is not None else "-"
         high = str(_millis(until)) if until is not None else "+"
-        seen: set[str] = set()
         while True:
             try:
                 page = self.redis.xrevrange(self.key, max=high, min=low, count=PAGE)
@@ -537,43 +538,34 @@ class RedisDecisionLog(_Reading):
                 raise DecisionLogUnavailable(
                     f"The decision log could not be read: Redis did not answer ({exc})."
                 ) from exc
-            for stream_id, fields in page:
-                if "write" in fields or not _matches(fields, orcid, dataset, outcome):
-                    continue
-                try:
-                    entry = LogEntry.from_dict(json.loads(fields["entry"]), id=stream_id)
-                except (ValueError, KeyError, TypeError):
-                    logger.warning("skipped an unreadable decision log entry %s", stream_id)
-                    continue
-                if entry.entry_id in seen:
-                    continue
-                seen.add(entry.entry_id)
-                yield entry
+            yield from page
             if len(page) < PAGE:
                 return
             high = "(" + page[-1][0]  # exclusive: continue below the last one read
 
-    def _scan_writes(self, since, orcid) -> Iterator[WriteEntry]:
-        # Writes are few beside decisions: read the stream's pages, keep the writes.
-        low = str(_millis(since)) if since is not None else "-"
-        high = "+"
-        while True:
+    def _scan(self, since, until, orcid, dataset, outcome) -> Iterator[LogEntry]:
+        seen: set[str] = set()
+        for stream_id, fields in self._stream(since, until):
+            if "write" in fields or not _matches(fields, orcid, dataset, outcome):
+                continue
             try:
-                page = self.redis.xrevrange(self.key, max=high, min=low, count=PAGE)
-            except redis.RedisError as exc:
-                raise DecisionLogUnavailable(
-                    f"The decision log could not be read: Redis did not answer ({exc})."
-                ) from exc
-            for stream_id, fields in page:
-                if "write" not in fields or (orcid is not None and fields.get("orcid") != orcid):
-                    continue
-                try:
-                    yield WriteEntry.from_dict(json.loads(fields["entry"]), id=stream_id)
-                except (ValueError, KeyError, TypeError):
-                    logger.warning("skipped an unreadable write log entry %s", stream_id)
-            if len(page) < PAGE:
-                return
-            high = "(" + page[-1][0]
+                entry = LogEntry.from_dict(json.loads(fields["entry"]), id=stream_id)
+            except (ValueError, KeyError, TypeError):
+                logger.warning("skipped an unreadable decision log entry %s", stream_id)
+                continue
+            if entry.entry_id in seen:
+                continue
+            seen.add(entry.entry_id)
+            yield entry
+
+    def _scan_writes(self, since, orcid) -> Iterator[WriteEntry]:
+        for stream_id, fields in self._stream(since, None):
+            if "write" not in fields or (orcid is not None and fields.get("orcid") != orcid):
+                continue
+            try:
+                yield WriteEntry.from_dict(json.loads(fields["entry"]), id=stream_id)
+            except (ValueError, KeyError, TypeError):
+                logger.warning("skipped an unreadable write log entry %s", stream_id)
 
 
 def decision_log_for(store, retention_days: int = DEFAULT_RETENTION_DAYS):
