@@ -25,6 +25,7 @@ from app.decision_log import (
     decision_outcome,
 )
 from app.errors import OrcidError, OrcidUnavailable, TokenInvalid
+from app.orcid_client import caller_deadline
 from app.policy import PolicyFile
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,9 @@ class AccessChecker:
             return hit
         lock = self.store.lock(":".join(key), timeout=self.wait_timeout + 5)
         deadline = time.monotonic() + self.wait_timeout
+        if (answer_by := caller_deadline()) is not None:
+            # /auth's own budget (app/admission.py): a waiter must not answer past it.
+            deadline = min(deadline, answer_by)
         while not lock.acquire():
             # Another worker is reading this record: wait for its decision.
             time.sleep(WAIT_STEP)
