@@ -189,8 +189,13 @@ class TestForwardAuth:
 
         with concurrent.futures.ThreadPoolExecutor(30) as pool:
             statuses = list(pool.map(one, range(30)))
-        assert statuses == [200] * 30
+        # More checks than a worker has cold slots: those that get none within half a
+        # second are refused for that second (admission, README "bounds"), never queued
+        # past the budget; the rest share the one read.
+        assert set(statuses) <= {200, 403} and statuses.count(200) >= 2, statuses
         assert orcid.requests()["qualifications"] == 1
+        time.sleep(1.1)  # past the worker's memory of a refusal for time
+        assert one(0) == 200 and orcid.requests()["qualifications"] == 1
 
     def test_redis_stopped_mid_test_still_answers(self, gatekeeper, redis_server):
         browser, _ = sign_in(gatekeeper.url, QUALIFIED)
