@@ -80,15 +80,7 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
                 "run a single worker, or set REDIS_URL"
             )
         store = MemoryStore()
-    reader = orcid_reader or OrcidClient(
-        settings.orcid_api_url,
-        base_url=settings.orcid_base_url,
-        client_id=settings.orcid_client_id,
-        client_secret=settings.orcid_client_secret,
-        total_timeout=settings.orcid_timeout,
-        check_record_status=settings.orcid_check_record_status,
-        max_items=settings.orcid_max_items,
-    )
+    reader = orcid_reader or OrcidClient.from_settings(settings)
     write_tokens = WriteTokens(store, settings.write_token_keys)
     checker = AccessChecker(
         policy_file,

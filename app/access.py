@@ -170,8 +170,6 @@ class AccessChecker:
     def _kept_token(self, orcid: str) -> str | None:
         if self.write_tokens is None or not self.write_tokens.enabled:
             return None
-        if not getattr(self.store, "answering", True):
-            return None  # Redis is known down: the breaker is open, do not wait on it
         try:
             token = self.write_tokens.get(orcid)
         except redis.RedisError:

@@ -452,15 +452,7 @@ def _issuer(settings: Settings):
 
     store = RedisStore.from_url(settings.redis_url)
     return Issuer(
-        reader=OrcidClient(
-            settings.orcid_api_url,
-            base_url=settings.orcid_base_url,
-            client_id=settings.orcid_client_id,
-            client_secret=settings.orcid_client_secret,
-            total_timeout=settings.orcid_timeout,
-            check_record_status=settings.orcid_check_record_status,
-            max_items=settings.orcid_max_items,
-        ),
+        reader=OrcidClient.from_settings(settings),
         writer=OrcidWriter(settings.orcid_api_url),
         tokens=WriteTokens(store, settings.write_token_keys),
         client_id=settings.orcid_client_id,

@@ -82,6 +82,19 @@ class OrcidClient:
     otherwise the public API is read anonymously.
     """
 
+    @classmethod
+    def from_settings(cls, settings) -> OrcidClient:
+        """The reader a decision uses, as the service and its commands configure it."""
+        return cls(
+            settings.orcid_api_url,
+            base_url=settings.orcid_base_url,
+            client_id=settings.orcid_client_id,
+            client_secret=settings.orcid_client_secret,
+            total_timeout=settings.orcid_timeout,
+            check_record_status=settings.orcid_check_record_status,
+            max_items=settings.orcid_max_items,
+        )
+
     def __init__(
         self,
         api_url: str = "https://pub.orcid.org/v3.0",

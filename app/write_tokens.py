@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import redis
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class WriteTokens:
     def __init__(self, store, keys: tuple[str, ...] = ()):
         self._fernet = MultiFernet([Fernet(k) for k in keys]) if keys else None
         # RedisStore's client: single-key commands only, so any topology serves.
-        self._redis = getattr(store, "redis", None)
+        self._store, self._redis = store, getattr(store, "redis", None)
         self._memory: dict[str, tuple[bytes, float]] = {}
         self._guard = threading.Lock()
 
@@ -58,12 +59,22 @@ class WriteTokens:
         """Whether a key is set: without one we never keep a token that can write."""
         return self._fernet is not None
 
+    def _client(self):
+        """Redis, or None for this process's memory.
+
+        :raises redis.ConnectionError: while the store's breaker is open: nobody waits on
+            a Redis already known to be down (a decision reads through here).
+        """
+        if self._redis is not None and not getattr(self._store, "answering", True):
+            raise redis.ConnectionError("Redis is not answering (the store's breaker is open)")
+        return self._redis
+
     def put(self, orcid: str, token: WriteToken) -> None:
         """:raises redis.RedisError: when Redis does not take it."""
         sealed = self._seal(token)
         ttl = max(int(token.expires_at - time.time()), 1)
-        if self._redis is not None:
-            self._redis.set(write_token_key(orcid), sealed.decode("ascii"), ex=ttl)
+        if (client := self._client()) is not None:
+            client.set(write_token_key(orcid), sealed.decode("ascii"), ex=ttl)
             return
         with self._guard:
             self._memory[orcid] = (sealed, time.time() + ttl)
@@ -75,8 +86,8 @@ class WriteTokens:
         """
         if self._fernet is None:
             return None
-        if self._redis is not None:
-            raw = self._redis.get(write_token_key(orcid))
+        if (client := self._client()) is not None:
+            raw = client.get(write_token_key(orcid))
             sealed = raw.encode("ascii") if isinstance(raw, str) else raw
         else:
             with self._guard:
@@ -102,8 +113,8 @@ class WriteTokens:
 
         :raises redis.RedisError: when Redis cannot answer.
         """
-        if self._redis is not None:
-            return bool(self._redis.delete(write_token_key(orcid)))
+        if (client := self._client()) is not None:
+            return bool(client.delete(write_token_key(orcid)))
         with self._guard:
             return self._memory.pop(orcid, None) is not None
 

@@ -110,6 +110,10 @@ def earnable(policy, dataset) -> dict[str, object]:
     }
 
 
+def _terms_url(dataset, rule) -> str:
+    return url_for("earning.earn_page", dataset_key=dataset.key, qualification=rule.key)
+
+
 def _unavailable_page(dataset):
     return message_page(
         "Not available here just now",
@@ -156,7 +160,7 @@ def accept(dataset_key, qualification):
         return redirect(
             url_for(
                 "login.login",
-                next=url_for("earning.earn_page", dataset_key=dataset.key, qualification=rule.key),
+                next=_terms_url(dataset, rule),
             )
         )
     if not csrf_ok():
@@ -174,7 +178,7 @@ def accept(dataset_key, qualification):
             "page was open for a while, the terms may have changed: read them again.",
             (
                 "Back to the terms",
-                url_for("earning.earn_page", dataset_key=dataset.key, qualification=rule.key),
+                _terms_url(dataset, rule),
             ),
             400,
         )
@@ -338,7 +342,7 @@ def _write(orcid: str, pending: dict):
             "read the new version and accept it.",
             (
                 "Read the terms",
-                url_for("earning.earn_page", dataset_key=dataset.key, qualification=rule.key),
+                _terms_url(dataset, rule),
             ),
             409,
         )
@@ -351,7 +355,7 @@ def _write(orcid: str, pending: dict):
             "was written; please accept the terms again to give it anew.",
             (
                 "Back to the terms",
-                url_for("earning.earn_page", dataset_key=dataset.key, qualification=rule.key),
+                _terms_url(dataset, rule),
             ),
             409,
         )
