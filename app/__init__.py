@@ -26,6 +26,8 @@ class Gatekeeper:
     checker: object  # AccessChecker
     write_tokens: object = None  # WriteTokens: researchers' tokens that may write
     issuer: object = None  # Issuer: adds and withdraws our qualifications on records
+    access_tokens: object = None  # AccessTokens: researchers' personal access tokens
+    token_hasher: object = None  # TokenHasher: the digests tokens are stored under
 
 
 def create_app(settings: Settings | None = None, *, orcid_reader=None, store=None):
@@ -38,6 +40,7 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
 
     from app import metrics
     from app.access import AccessChecker
+    from app.access_tokens import AccessTokens, TokenHasher
     from app.cache import MemoryStore, RedisStore
     from app.decision_log import decision_log_for
     from app.issuing import Issuer
@@ -54,6 +57,7 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
         pages,
         security,
         steward,
+        tokens,
     )
     from app.write_tokens import WriteTokens
 
@@ -112,8 +116,16 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
         decision_log=checker.decision_log,
         forget_decisions=store.forget_decisions,
     )
+    hasher = TokenHasher(app.config["SECRET_KEY"])
     app.extensions["gatekeeper"] = Gatekeeper(
-        settings, policy_file, store, checker, write_tokens, issuer
+        settings,
+        policy_file,
+        store,
+        checker,
+        write_tokens,
+        issuer,
+        access_tokens=AccessTokens(store, hasher),
+        token_hasher=hasher,
     )
     login.init_app(app)
     app.register_blueprint(login.bp)
@@ -121,6 +133,7 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
     app.register_blueprint(health.bp)
     app.register_blueprint(steward.bp)
     app.register_blueprint(earning.bp)
+    app.register_blueprint(tokens.bp)
     errors.init_app(app)
     security.init_app(app)
     access_log.init_app(app)

@@ -81,6 +81,26 @@ def session_index_key(orcid: str) -> str:
     return f"{researcher_prefix(orcid)}si"
 
 
+def token_key(digest: str) -> str:
+    """A personal access token's record, under its digest (app/access_tokens.py)."""
+    return f"{PREFIX}t:{{{digest}}}"
+
+
+def token_used_key(digest: str) -> str:
+    """When the token last passed /auth (beside its record: the same slot)."""
+    return f"{PREFIX}t:{{{digest}}}:u"
+
+
+def token_index_key(orcid: str) -> str:
+    """The set of one researcher's token digests: listed, and revoked all at once."""
+    return f"{researcher_prefix(orcid)}ti"
+
+
+def _seen_key(digest: str) -> str:
+    # Tokens share the sessions' memory of sightings; a session id never has a colon.
+    return f"t:{digest}"
+
+
 def state_key(key: str) -> str:
     return f"{PREFIX}oauth:{key}"
 
@@ -226,6 +246,63 @@ class MemoryStore:
         with self._guard:
             for key in [k for k in self._data if _is_decision_key(k)]:
                 del self._data[key]
+
+    # -- personal access tokens ------------------------------------------------------------
+
+    def put_token(self, digest: str, orcid: str, record: str, ttl: float) -> bool:
+        with self._guard:
+            now = self._clock()
+            index = token_index_key(orcid)
+            found = self._data.get(index)
+            digests = found[0] if found is not None and found[1] > now else set()
+            until = max(found[1] if found is not None else 0, now + ttl)
+            self._data[index] = (digests | {digest}, until)
+            self._data[token_key(digest)] = (record, now + ttl)
+        return True
+
+    def get_token(self, digest: str):
+        return self._get(token_key(digest))
+
+    def token_lookup(self, digest: str, version: str, orcid: str, dataset: str):
+        """(token record or None, decision or None) in one go."""
+        return self._get(token_key(digest)), self._get(decision_key(version, orcid, dataset))
+
+    def tokens_of(self, orcid: str) -> list[tuple[str, str, str | None]] | None:
+        """(digest, record, last used) of each live token of one researcher."""
+        found = self._get(token_index_key(orcid)) or set()
+        listed = []
+        for digest in sorted(found):
+            record = self._get(token_key(digest))
+            if record is not None:
+                listed.append((digest, record, self._get(token_used_key(digest))))
+        return listed
+
+    def delete_tokens(self, orcid: str, digests) -> int | None:
+        """Revoke these tokens of one researcher; how many were live."""
+        count = 0
+        with self._guard:
+            index = self._data.get(token_index_key(orcid))
+            for digest in digests:
+                if self._data.pop(token_key(digest), None) is not None:
+                    count += 1
+                self._data.pop(token_used_key(digest), None)
+                if index is not None:
+                    index[0].discard(digest)
+        return count
+
+    def take_tokens_of(self, orcid: str) -> int | None:
+        """Revoke every token of one researcher; how many there were."""
+        with self._guard:
+            found = self._data.pop(token_index_key(orcid), None)
+            count = 0
+            for digest in found[0] if found is not None else ():
+                if self._data.pop(token_key(digest), None) is not None:
+                    count += 1
+                self._data.pop(token_used_key(digest), None)
+        return count
+
+    def touch_token(self, digest: str, when: float, ttl: float) -> None:
+        self._set(token_used_key(digest), str(when), ttl)
 
     # -- sign-in states: single-use --------------------------------------------------------
 
@@ -499,6 +576,124 @@ class RedisStore:
             return [record for _, record in taken]
 
         return self._guarded(call, lambda: None)
+
+    # -- personal access tokens: fail closed, as sessions do ------------------------------
+
+    def put_token(self, digest: str, orcid: str, record: str, ttl: float) -> bool:
+        """Keep a new token's record; False when Redis did not take it (then it opens nothing).
+
+        The index first: a record is never live without its owner's index naming it, so
+        "revoke all" and "sign out everywhere" always find it.
+        """
+        millis = max(1, int(ttl * 1000))
+        index = token_index_key(orcid)
+
+        def call():
+            with self.redis.pipeline(transaction=True) as pipe:  # the researcher's slot
+                pipe.sadd(index, digest)
+                pipe.pexpire(index, millis, nx=True)
+                pipe.pexpire(index, millis, gt=True)
+                pipe.execute()
+            self.redis.set(token_key(digest), record, px=millis)
+            return True
+
+        return self._guarded(call, lambda: False)
+
+    def get_token(self, digest: str):
+        """The token's record; None when there is none; UNAVAILABLE while Redis is down
+        and this process saw the record there within ``SESSION_GRACE``."""
+        seen = _seen_key(digest)
+
+        def call():
+            record = self.fast.get(token_key(digest))
+            self._saw(seen, record)
+            return None if seen in self._ended else record
+
+        return self._guarded(call, lambda: self._remembered(seen))
+
+    def token_lookup(self, digest: str, version: str, orcid: str, dataset: str):
+        """(token record, decision) in one round trip, as ``lookup`` is for a session."""
+        seen = _seen_key(digest)
+
+        def call():
+            keys = token_key(digest), decision_key(version, orcid, dataset)
+            if self._cluster:
+                # Two slots (the digest's and the researcher's): a pipeline goes to each
+                # node once, in parallel.
+                with self.fast.pipeline(transaction=False) as pipe:
+                    record, decision = pipe.get(keys[0]).get(keys[1]).execute()
+            else:
+                record, decision = self.fast.mget(*keys)
+            self._saw(seen, record)
+            return (None if seen in self._ended else record), decision
+
+        return self._guarded(
+            call,
+            lambda: (self._remembered(seen), self.fallback.get_decision(version, orcid, dataset)),
+        )
+
+    def tokens_of(self, orcid: str) -> list[tuple[str, str, str | None]] | None:
+        """(digest, record, last used) of each live token of one researcher; None while
+        Redis is down."""
+
+        def call():
+            digests = sorted(self.redis.smembers(token_index_key(orcid)))
+            if not digests:
+                return []
+            with self.redis.pipeline(transaction=False) as pipe:
+                for digest in digests:
+                    pipe.get(token_key(digest)).get(token_used_key(digest))
+                values = pipe.execute()
+            records, used = values[0::2], values[1::2]
+            return [
+                (digest, record, last)
+                for digest, record, last in zip(digests, records, used, strict=True)
+                if record is not None
+            ]
+
+        return self._guarded(call, lambda: None)
+
+    def delete_tokens(self, orcid: str, digests) -> int | None:
+        """Revoke these tokens of one researcher; how many were live, or None when Redis
+        could not confirm it."""
+        digests = list(digests)
+        for digest in digests:
+            self._ended.add(_seen_key(digest))  # in this process at least, it is over now
+
+        def call():
+            if not digests:
+                return 0
+            with self.redis.pipeline(transaction=False) as pipe:
+                for digest in digests:
+                    pipe.delete(token_key(digest), token_used_key(digest))
+                deleted = pipe.execute()
+            self.redis.srem(token_index_key(orcid), *digests)
+            for digest in digests:
+                self._ended.discard(_seen_key(digest))
+            return sum(1 for count in deleted if count)
+
+        return self._guarded(call, lambda: None)
+
+    def take_tokens_of(self, orcid: str) -> int | None:
+        """Revoke every token of one researcher; how many, or None when Redis could not
+        confirm it (then perhaps none was revoked).
+
+        NOTE: records first, then the index: a failure half-way leaves a live token still
+        named by its index, so a second try finds it.
+        """
+        digests = self._guarded(
+            lambda: sorted(self.redis.smembers(token_index_key(orcid))), lambda: None
+        )
+        if digests is None:
+            return None
+        return self.delete_tokens(orcid, digests)
+
+    def touch_token(self, digest: str, when: float, ttl: float) -> None:
+        """Note when the token was last used; skipped while Redis is down."""
+        self._guarded(
+            lambda: self.redis.set(token_used_key(digest), str(when), px=max(1, int(ttl * 1000))),
+            _nothing,
+        )
 
     # -- sign-in states: single-use, and only in Redis ------------------------------------
 

@@ -78,6 +78,12 @@ AUTH_LATENCY = Histogram(
     "Time /auth takes to answer a proxy, cached or not.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0),
 )
+TOKEN_CHECKS = Counter(
+    "gatekeeper_token_checks_total",
+    "Personal access tokens seen by /auth for the first time in a worker, by outcome: "
+    "verified, malformed (no store lookup), unknown, expired, rate_limited.",
+    ["outcome"],
+)
 SIGN_INS = Counter(
     "gatekeeper_sign_ins_total",
     "Sign-ins by outcome: ok, denied (at ORCID), failed (state, token or ID token), "

@@ -86,6 +86,11 @@ class Settings:
     # keys, comma-separated, newest first; older ones still decrypt (key rotation). None:
     # this service never keeps such a token, so it cannot issue qualifications.
     write_token_key: str | None = field(default=None, metadata={"env": "WRITE_TOKEN_KEY"})
+    # Personal access tokens (scripts): failed lookups per client address and minute
+    # before that address's unknown tokens are refused unasked for the rest of it.
+    token_failures_per_minute: int = field(
+        default=30, metadata={"env": "TOKEN_FAILURES_PER_MINUTE"}
+    )
 
     @classmethod
     def from_env(cls, environ=None) -> Settings:
@@ -150,6 +155,7 @@ class Settings:
             ("SESSION_LIFETIME", self.session_lifetime),
             ("RECHECK_INTERVAL", self.recheck_interval),
             ("DECISION_LOG_RETENTION", self.decision_log_retention),
+            ("TOKEN_FAILURES_PER_MINUTE", self.token_failures_per_minute),
         ):
             if value <= 0:
                 found.append(f"{name}: must be greater than 0")

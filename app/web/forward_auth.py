@@ -35,12 +35,14 @@ from html import escape
 from urllib.parse import parse_qs, quote
 
 from itsdangerous import BadSignature
+from werkzeug.datastructures import Authorization
 from werkzeug.http import parse_accept_header, parse_cookie
 
 from app import metrics
 from app.access import decision_from_json
+from app.access_tokens import TokenRecord, is_well_formed, looks_like_token
 from app.admission import Budget, arrival
-from app.cache import session_belongs_to, session_token
+from app.cache import UNAVAILABLE, session_belongs_to, session_token
 from app.errors import InvalidOrcidId
 from app.orcid_client import reads_ending_by
 from app.orcid_id import parse_orcid_id
@@ -55,9 +57,22 @@ NO_DATASET, ERROR = metrics.AUTH_CHECKS.labels("no_dataset"), metrics.AUTH_CHECK
 HIT_MEMORY, HIT_STORE = metrics.CACHE.labels("hit_memory"), metrics.CACHE.labels("hit_store")
 MISS = metrics.CACHE.labels("miss")
 LATENCY = metrics.AUTH_LATENCY
-OK, FORBIDDEN = "200 OK", "403 Forbidden"
+TOKEN_VERIFIED, TOKEN_MALFORMED = (
+    metrics.TOKEN_CHECKS.labels("verified"),
+    metrics.TOKEN_CHECKS.labels("malformed"),
+)
+TOKEN_UNKNOWN, TOKEN_EXPIRED = (
+    metrics.TOKEN_CHECKS.labels("unknown"),
+    metrics.TOKEN_CHECKS.labels("expired"),
+)
+TOKEN_LIMITED = metrics.TOKEN_CHECKS.labels("rate_limited")
+OK, FORBIDDEN, UNAUTHORIZED = "200 OK", "403 Forbidden", "401 Unauthorized"
 
 RECHECK_AFTER = 1.0  # seconds a remembered answer may go unchecked against the store
+# A failed token lookup counts against the client's address for this long; past the
+# limit (TOKEN_FAILURES_PER_MINUTE), no token from there is looked up until it ends.
+FAILURE_WINDOW = 60
+TOUCH_EVERY = 60.0  # seconds between a worker's notes of when a token was last used
 # Seconds at most a cold check waits for one of the worker's cold slots, and never past
 # its budget's last start (app/admission.py): the thread it holds meanwhile is the one
 # left for cached answers.
@@ -155,6 +170,12 @@ class ForwardAuth:
         self.public_url = (self.settings.public_url or "").rstrip("/")
         self.page_headers = list(security_headers(self.settings.orcid_base_url).items())
         self.sessions = Memo()  # verified cookie -> (sid, iD, expiry)
+        # Verified Authorization header -> [digest, TokenRecord, last checked, last touched]
+        # (monotonic): as for cookies, only headers that verified are remembered.
+        self.tokens = Memo()
+        self.hasher = gk.token_hasher
+        self.failure_limit = self.settings.token_failures_per_minute
+        self.limited = Memo(64 * 1024)  # client address -> no token lookups until (monotonic)
         # (version, sid, iD, dataset) -> (allowed, cached until (Unix), last checked (monotonic))
         self.answers = Memo()
         # Cold decisions this worker works on at once (set_cold_slots: its threads less
@@ -208,6 +229,10 @@ class ForwardAuth:
         policy = self.checker.policy
         request = ProxyRequest(environ, path, started)
         dataset = request.dataset(policy)
+        credentials = environ.get("HTTP_AUTHORIZATION")
+        if credentials is not None:
+            # A script: its token, never a cookie the same request may also carry.
+            return self.token_answer(request, credentials, dataset, policy)
         session = self.session(environ)
         if session is None:
             return self.unauthenticated(request)
@@ -270,12 +295,16 @@ class ForwardAuth:
         if not session_belongs_to(stored_session, orcid):
             self.answers.pop(key)
             return None  # signed out, expired server-side, or the cookie names another iD
+        return self.decided(key, orcid, dataset, raw, session_token(stored_session), request)
+
+    def decided(self, key, orcid, dataset, raw, token, request) -> bool:
+        """Whether the stored decision ``raw`` (or, missing, a cold one) allows; remembered."""
         decision = decision_from_json(raw)
         if decision is not None:
             HIT_STORE.inc()
         else:
             MISS.inc()
-            decision = self.decide(orcid, dataset, session_token(stored_session), request)
+            decision = self.decide(orcid, dataset, token, request)
             if decision is None:
                 # Refused for want of time or a slot: remembered here only, and only until
                 # the next recheck, so that a burst costs no queue and soon tries again.
@@ -347,6 +376,123 @@ class ForwardAuth:
                 logger.warning("refused cold checks: %s", why)
         return decision
 
+    # -- personal access tokens (app/access_tokens.py) ------------------------------------
+
+    def token_answer(self, request, credentials: str, dataset, policy) -> tuple[str, list]:
+        """The check for a request carrying a token: the researcher's own decision.
+
+        401 (never a redirect) for a token that is malformed, unknown, expired or revoked;
+        403 for a dataset outside the token's list, or one the researcher is refused.
+        Like a cookie, a token verified once is remembered by this worker and checked
+        against the store again once a second, with the decision, in one round trip.
+        """
+        found = self.tokens.get(credentials)
+        if found is None:
+            found = self.verify_token(request, credentials)
+            if found is None:
+                return self.unauthenticated(request)
+        digest, record = found[0], found[1]
+        if not record.is_live(time.time()):
+            TOKEN_EXPIRED.inc()
+            self.tokens.pop(credentials)
+            return self.unauthenticated(request)
+        if dataset is None:
+            NO_DATASET.inc()
+            return FORBIDDEN, []
+        if not record.opens(dataset.key):
+            DENY.inc()
+            return FORBIDDEN, []  # outside the token's own list, whatever the decision
+        orcid = record.orcid
+        key = (self.checker.cache_version(policy), "token", digest, orcid, dataset.key)
+        remembered = self.answers.get(key)
+        if (
+            remembered is not None
+            and time.monotonic() - remembered[2] < RECHECK_AFTER
+            and remembered[1] > time.time()
+        ):
+            # NOTE: the token was checked when this answer was, under a second ago.
+            HIT_MEMORY.inc()
+            allowed = remembered[0]
+        else:
+            allowed = self.token_lookup(key, credentials, found, request)
+            if allowed is None:
+                return self.unauthenticated(request)
+        if not allowed:
+            DENY.inc()
+            return FORBIDDEN, []
+        ALLOW.inc()
+        return OK, [
+            ("X-Auth-Request-User", orcid),
+            ("X-Orcid-Id", orcid),
+            ("X-Auth-Request-Dataset", dataset.key),
+        ]
+
+    def verify_token(self, request, credentials: str):
+        """The remembered entry for a header seen here first; None when it opens nothing.
+
+        A malformed token (wrong shape, failed checksum) costs no store lookup. A lookup
+        that finds nothing counts against the client's address; past the limit, that
+        address's unknown tokens are refused unasked until the window ends.
+        """
+        token = token_of(credentials)
+        if token is None or not is_well_formed(token):
+            TOKEN_MALFORMED.inc()
+            return None
+        address = request.client_address
+        blocked = self.limited.get(address)
+        if blocked is not None and blocked > time.monotonic():
+            TOKEN_LIMITED.inc()
+            return None
+        digest = self.hasher.digest(token)
+        stored = self.store.get_token(digest)
+        record = None if stored is UNAVAILABLE else TokenRecord.from_json(stored)
+        if record is None or not record.is_live(time.time()):
+            if stored is not UNAVAILABLE:
+                (TOKEN_UNKNOWN if record is None else TOKEN_EXPIRED).inc()
+                self.token_failed(address)
+            return None
+        TOKEN_VERIFIED.inc()
+        now = time.monotonic()
+        found = [digest, record, now, now - TOUCH_EVERY]
+        self.tokens.put(credentials, found, size_of(credentials, tuple(found)) + 400)
+        return found
+
+    def token_lookup(self, key, credentials, found, request) -> bool | None:
+        """Token and decision in one store round trip; None when the token is gone."""
+        digest, orcid, dataset = key[2], key[3], key[4]
+        stored, raw = self.store.token_lookup(digest, key[0], orcid, dataset)
+        if stored is UNAVAILABLE:
+            record = found[1]  # Redis is down; seen there within SESSION_GRACE
+        else:
+            record = TokenRecord.from_json(stored)
+        if record is None or record.orcid != orcid or not record.is_live(time.time()):
+            self.tokens.pop(credentials)
+            self.answers.pop(key)
+            return None  # revoked, expired, or signed out everywhere
+        now = time.monotonic()
+        touch = now - found[3] >= TOUCH_EVERY
+        self.tokens.put(
+            credentials,
+            [digest, record, now, now if touch else found[3]],
+            size_of(credentials, tuple(found)) + 400,
+        )
+        if touch:
+            self.store.touch_token(digest, time.time(), record.expires - time.time())
+        # NOTE: no ORCID token of the researcher's: a cold decision reads the record as
+        # the public sees it, or with the /read-limited token kept for issuing.
+        return self.decided(key, orcid, dataset, raw, None, request)
+
+    def token_failed(self, address: str) -> None:
+        count = self.store.hit(f"token-failures:{address}", FAILURE_WINDOW)
+        if count >= self.failure_limit:
+            until = time.monotonic() + FAILURE_WINDOW
+            self.limited.put(address, until, size_of(address, until))
+            if count == self.failure_limit:
+                logger.warning(
+                    "token lookups refused for a minute: too many unknown tokens",
+                    extra={"client": address[:64], "failures": count},
+                )
+
     def session(self, environ) -> tuple[str, str, float] | None:
         """(sid, ORCID iD, expiry) from the signed session cookie, verified once per worker.
 
@@ -380,13 +526,38 @@ class ForwardAuth:
 
     def unauthenticated(self, request) -> tuple[str, list]:
         UNAUTHENTICATED.inc()
+        scheme = request.credentials_scheme
+        if scheme is not None:
+            # A script: a challenge in the scheme it used, never a redirect to a page.
+            realm = 'realm="orcid-gatekeeper"'
+            if scheme == "basic":
+                return UNAUTHORIZED, [("WWW-Authenticate", f"Basic {realm}")]
+            return UNAUTHORIZED, [("WWW-Authenticate", f'Bearer {realm}, error="invalid_token"')]
         if not (self.settings.auth_redirect or request.wants_redirect):
-            return "401 Unauthorized", []
+            return UNAUTHORIZED, []
         target = request.original_url()
         login = (self.settings.public_url or "").rstrip("/") + "/login"
         if target:
             login += "?next=" + quote(target, safe="")
         return "302 Found", [("Location", login)]
+
+
+def token_of(credentials: str) -> str | None:
+    """The token in an Authorization header: Bearer, or Basic with it as the password
+    (any user name; or as the user name with no password, as ``curl -u TOKEN:`` sends).
+
+    Parsed by werkzeug; None for any other scheme or a header that does not parse.
+    """
+    parsed = Authorization.from_header(credentials)
+    if parsed is None:
+        return None
+    if parsed.type == "bearer":
+        return parsed.token
+    if parsed.type == "basic":
+        if not parsed.password and looks_like_token(parsed.username or ""):
+            return parsed.username
+        return parsed.password
+    return None
 
 
 def queued_for(environ) -> float | None:
@@ -460,6 +631,27 @@ class ProxyRequest:
         """Whether the browser's Accept names HTML; curl's ``*/*`` does not."""
         accept = parse_accept_header(self.environ.get("HTTP_ACCEPT"))
         return any(value.lower() in HTML_TYPES and quality > 0 for value, quality in accept)
+
+    @property
+    def credentials_scheme(self) -> str | None:
+        """``basic`` or ``bearer`` when the request is a script's (it sent credentials, or
+        nginx's sign-in location says it did), else None."""
+        credentials = self.environ.get("HTTP_AUTHORIZATION")
+        if credentials is None:
+            marker = self.environ.get("HTTP_X_AUTH_CREDENTIALS", "").lower()
+            return marker if marker in ("basic", "bearer") else None
+        return "basic" if credentials[:6].lower() == "basic " else "bearer"
+
+    @property
+    def client_address(self) -> str:
+        """The address of the proxy's client: the last X-Forwarded-For entry, which the
+        proxy in front of us appends (docs/proxies/), else the connection's peer."""
+        forwarded = self.environ.get("HTTP_X_FORWARDED_FOR")
+        if forwarded:
+            last = forwarded.rsplit(",", 1)[-1].strip()
+            if last:
+                return last[:64]
+        return self.environ.get("REMOTE_ADDR", "unknown")
 
     @property
     def wants_redirect(self) -> bool:

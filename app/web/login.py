@@ -509,7 +509,8 @@ def logout():
 
 @bp.post("/logout/everywhere")
 def logout_everywhere():
-    """End every session of the signed-in researcher, on every browser and worker.
+    """End every session and personal access token of the signed-in researcher, on every
+    browser, script and worker.
 
     The researcher's index of sessions (``gk:{<iD>}:si``) names them all; each worker checks
     a remembered answer against Redis once it is a second old, so within a second no
@@ -521,9 +522,11 @@ def logout_everywhere():
     if who is None:
         session.clear()
         return redirect(url_for("pages.index"))
-    store = _gatekeeper().store
-    ended = store.take_sessions_of(who.orcid)
-    if ended is None or not store.delete_session(who.sid, who.orcid):
+    gk = _gatekeeper()
+    # Tokens first: a failure then leaves this browser signed in to try again.
+    tokens = gk.access_tokens.revoke(who.orcid)
+    ended = gk.store.take_sessions_of(who.orcid) if tokens is not None else None
+    if ended is None or not gk.store.delete_session(who.sid, who.orcid):
         return message_page(
             "Could not sign you out",
             "We could not end your sessions just now. Please try again in a minute.",
@@ -532,14 +535,20 @@ def logout_everywhere():
         )
     logger.info(
         "signed out everywhere",
-        extra={"event": "sign_out_everywhere", "orcid": who.orcid, "sessions": len(ended)},
+        extra={
+            "event": "sign_out_everywhere",
+            "orcid": who.orcid,
+            "sessions": len(ended),
+            "tokens": tokens,
+        },
     )
     _sign_out_here()
-    return message_page(
-        "Signed out everywhere",
-        "Every browser you signed in with is signed out of the gatekeeper.",
-        ("Home", url_for("pages.index")),
-    )
+    message = "Every browser you signed in with is signed out of the gatekeeper."
+    if tokens:
+        message += (
+            f" Your {tokens} personal access token{'s are' if tokens != 1 else ' is'} revoked."
+        )
+    return message_page("Signed out everywhere", message, ("Home", url_for("pages.index")))
 
 
 def _form_expired(message: str, label: str, endpoint: str):
@@ -558,8 +567,9 @@ def disconnect():
     """Delete what we hold about the researcher and revoke their ORCID token.
 
     Every session of theirs ends (not only this browser's), with the ORCID access tokens
-    they carry, and their cached decisions go. Then each token is revoked at ORCID; if
-    ORCID does not confirm it, ours are deleted all the same and the page says so.
+    they carry, their personal access tokens are revoked, and their cached decisions go.
+    Then each ORCID token is revoked at ORCID; if ORCID does not confirm it, ours are
+    deleted all the same and the page says so.
     """
     if not csrf_ok():
         return _form_expired(
@@ -574,7 +584,8 @@ def disconnect():
             401,
         )
     gk = _gatekeeper()
-    records = gk.store.take_sessions_of(who.orcid)
+    access_tokens = gk.access_tokens.revoke(who.orcid)
+    records = gk.store.take_sessions_of(who.orcid) if access_tokens is not None else None
     if records is None or not gk.store.delete_session(who.sid, who.orcid):
         # Keep the cookie, so the researcher can try again; nothing is revoked yet.
         return message_page(
@@ -595,11 +606,14 @@ def disconnect():
             "orcid": who.orcid,
             "sessions": len(records),
             "tokens": len(tokens),
+            "access_tokens": access_tokens,
             "revoked": revoked,
             "decisions_deleted": decisions_gone,
         },
     )
     message = "We have deleted your sessions and your ORCID access token."
+    if access_tokens:
+        message += " Your personal access tokens for scripts are revoked."
     if kept:
         message += (
             " The permission to add to your record is gone too; what we added stays on "

@@ -263,6 +263,11 @@ PAGES = [
         303,
     ),
     ("steward-log-unknown", "allowed", True, _as_steward(_get("/steward/nope")), 404),
+    ("tokens", "allowed", True, _get("/tokens"), 200),
+    ("tokens-signed-out", "allowed", False, _get("/tokens"), 302),
+    ("token-created", "allowed", True, _post("/tokens", name="laptop", days="90"), 201),
+    ("token-refused", "allowed", True, _post("/tokens", name="", days="90"), 400),
+    ("token-revoke", "allowed", True, _post("/tokens/0123456789ab/revoke"), 302),
 ]
 
 

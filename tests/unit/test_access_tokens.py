@@ -1,0 +1,350 @@
+"""Personal access tokens: their shape, the Tokens page, and /auth's answers to scripts.
+
+In-process, with the store in memory and ORCID a saved record; the same flows through
+real proxies, workers and Redis are in tests/integration/test_access_tokens.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app import create_app
+from app.access_tokens import (
+    ALPHABET,
+    LENGTH,
+    PREFIX,
+    TokenHasher,
+    is_well_formed,
+    new_token,
+)
+from app.cache import session_record
+from app.saved_record import SavedRecord
+from app.settings import Settings
+from app.web import forward_auth
+from tests import orcid_json
+from tests.conftest import POLICY, RESEARCHER, qualified_items
+
+SAIL = {"X-Original-URI": "/datasets/sail/data.csv"}
+OPEN = {"X-Original-URI": "/datasets/open/data.csv"}
+
+
+def make_app(policy_path, items=None, **env):
+    settings = Settings.from_env(
+        {
+            "SECRET_KEY": "unit-test-secret-key-0123",
+            "ORCID_CLIENT_ID": "APP-ABCDEFGHIJKLMNOP",
+            "ORCID_CLIENT_SECRET": "secret",
+            "POLICY_PATH": str(policy_path),
+            "PUBLIC_URL": "https://data.example.org",
+            **env,
+        }
+    )
+    items = qualified_items() if items is None else items
+    reader = SavedRecord(
+        {
+            "orcid": RESEARCHER,
+            "qualifications": orcid_json.summaries(RESEARCHER, items),
+            "items": {str(i["put-code"]): i for i in items},
+        }
+    )
+    return create_app(settings, orcid_reader=reader)
+
+
+def signed_in(app):
+    sid = secrets.token_urlsafe(16)
+    assert app.extensions["gatekeeper"].store.put_session(
+        sid, session_record(RESEARCHER, None), 3600
+    )
+    cookie = app.session_interface.get_signing_serializer(app).dumps(
+        {"researcher": {"orcid": RESEARCHER, "name": "Josiah", "sid": sid, "amr": []}}
+    )
+    client = app.test_client()
+    client.set_cookie("gatekeeper_session", cookie)
+    return client
+
+
+def csrf(client, path="/tokens") -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', client.get(path).get_data(as_text=True))[1]
+
+
+def create(client, name="laptop", **form):
+    data = {"csrf": csrf(client), "name": name, "days": "90", **form}
+    return client.post("/tokens", data=data)
+
+
+def token_from(response) -> str:
+    return re.search(rf'value="({PREFIX}[0-9A-Za-z]+)"', response.get_data(as_text=True))[1]
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def basic(user, password):
+    raw = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {raw}"}
+
+
+@pytest.fixture
+def app(write_policy):
+    return make_app(write_policy(POLICY))
+
+
+@pytest.fixture
+def browser(app):
+    return signed_in(app)
+
+
+@pytest.fixture
+def token(browser):
+    response = create(browser)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return token_from(response)
+
+
+@pytest.fixture
+def fast_recheck(monkeypatch):
+    """Remembered answers checked against the store at once (the bound itself, a second,
+    is tested on real workers)."""
+    monkeypatch.setattr(forward_auth, "RECHECK_AFTER", 0.0)
+
+
+class TestShape:
+    def test_a_new_token_has_the_prefix_and_passes_its_checksum(self):
+        tokens = {new_token() for _ in range(50)}
+        assert len(tokens) == 50
+        for token in tokens:
+            assert token.startswith(PREFIX) and len(token) == LENGTH
+            assert is_well_formed(token)
+
+    @given(st.data())
+    def test_any_one_character_mistyped_fails_the_checksum(self, data):
+        token = new_token()
+        where = data.draw(st.integers(len(PREFIX), LENGTH - 1))
+        other = data.draw(st.sampled_from(ALPHABET).filter(lambda c: c != token[where]))
+        assert not is_well_formed(token[:where] + other + token[where + 1 :])
+
+    @pytest.mark.parametrize(
+        "text",
+        ["", "gkpat_", "ghp_" + "a" * 36, "GKPAT_" + "a" * 38, "gkpat_" + "a" * 37, None, 7],
+    )
+    def test_other_text_is_not_a_token(self, text):
+        assert not is_well_formed(text)
+
+    def test_the_digest_is_keyed_and_never_the_token(self):
+        token = new_token()
+        one, other = TokenHasher("key-one-0123456789"), TokenHasher("key-two-0123456789")
+        assert one.digest(token) == one.digest(token)
+        assert one.digest(token) != other.digest(token)
+        assert token[len(PREFIX) :] not in one.digest(token)
+
+
+class TestTokensPage:
+    def test_signed_out_it_asks_to_sign_in_and_back(self, app):
+        response = app.test_client().get("/tokens")
+        assert response.status_code == 302
+        assert response.headers["Location"].endswith("/login?next=/tokens")
+
+    def test_a_token_is_shown_once_with_examples_and_kept_only_as_a_digest(self, app, browser):
+        response = create(browser, name="cluster login node")
+        assert response.status_code == 201
+        assert response.headers["Cache-Control"] == "private, no-store"
+        token = token_from(response)
+        page = response.get_data(as_text=True)
+        for example in (
+            f'curl -fO -H "Authorization: Bearer {token}" https://data.example.org/datasets/sail/FILE',
+            f'wget --header="Authorization: Bearer {token}"',
+            f"--http-url https://data.example.org/datasets/sail/ --http-headers "
+            f'"Authorization,Bearer {token}"',
+        ):
+            assert example.replace('"', "&#34;") in page or example in page.replace("&#34;", '"'), (
+                example
+            )
+        listing = browser.get("/tokens").get_data(as_text=True)
+        assert "cluster login node" in listing and token not in listing
+        store = app.extensions["gatekeeper"].store
+        kept = repr(store._data)
+        assert token not in kept and token[len(PREFIX) :] not in kept
+        digest = app.extensions["gatekeeper"].token_hasher.digest(token)
+        assert any(digest in key for key in store._data)
+
+    def test_the_form_needs_its_csrf_token(self, browser):
+        response = browser.post("/tokens", data={"csrf": "forged", "name": "x", "days": "90"})
+        assert response.status_code == 400
+        assert PREFIX not in response.get_data(as_text=True)
+
+    @pytest.mark.parametrize(
+        "form, says",
+        [
+            ({"name": " "}, "Give the token a name"),
+            ({"name": "x" * 65}, "at most 64"),
+            ({"name": "tab\there"}, "letters, digits"),
+            ({"days": "366"}, "from 1 to 365 days"),
+            ({"days": "0"}, "from 1 to 365 days"),
+            ({"days": "ninety"}, "from 1 to 365 days"),
+            ({"scope": "chosen"}, "at least one dataset"),
+            ({"scope": "chosen", "dataset": "nope"}, "from the list"),
+        ],
+    )
+    def test_a_bad_form_says_why_and_makes_no_token(self, app, browser, form, says):
+        response = create(browser, **{"name": "laptop", **form})
+        assert response.status_code == 400
+        body = response.get_data(as_text=True)
+        assert says in body and f'value="{PREFIX}' not in body
+        assert app.extensions["gatekeeper"].access_tokens.list(RESEARCHER) == []
+
+    def test_names_are_unique_and_tokens_are_bounded(self, browser):
+        assert create(browser, name="a").status_code == 201
+        response = create(browser, name="a")
+        assert response.status_code == 400
+        assert "already have a token named" in response.get_data(as_text=True)
+        for index in range(19):
+            assert create(browser, name=f"n{index}").status_code == 201
+        response = create(browser, name="one too many")
+        assert response.status_code == 400 and "revoke one first" in response.get_data(as_text=True)
+
+
+class TestAuth:
+    def test_bearer_gets_the_researchers_decision_and_identity(self, browser, token):
+        response = browser.application.test_client().get("/auth", headers={**SAIL, **bearer(token)})
+        assert response.status_code == 200
+        assert response.headers["X-Orcid-Id"] == RESEARCHER
+        assert response.headers["X-Auth-Request-Dataset"] == "sail"
+
+    @pytest.mark.parametrize("user", ["token", "", "anything at all"])
+    def test_basic_takes_the_token_as_the_password_with_any_user(self, app, token, user):
+        response = app.test_client().get("/auth", headers={**SAIL, **basic(user, token)})
+        assert response.status_code == 200
+
+    def test_basic_takes_the_token_as_the_user_with_no_password(self, app, token):
+        response = app.test_client().get("/auth", headers={**SAIL, **basic(token, "")})
+        assert response.status_code == 200
+
+    def test_a_dataset_outside_the_tokens_list_is_refused(self, app, browser):
+        response = create(browser, scope="chosen", dataset="open")
+        token = token_from(response)
+        client = app.test_client()
+        assert client.get("/auth", headers={**SAIL, **bearer(token)}).status_code == 403
+        # The researcher's own session opens it: the token's list is what refuses.
+        assert browser.get("/auth", headers=SAIL).status_code == 200
+
+    def test_a_token_never_opens_what_the_researcher_is_refused(self, app, browser, token):
+        # `open` needs a recent Data Protection course: the record has none.
+        assert browser.get("/auth", headers=OPEN).status_code == 403
+        response = app.test_client().get("/auth", headers={**OPEN, **bearer(token)})
+        assert response.status_code == 403
+
+    def test_no_token_is_answered_from_a_cookie_the_request_also_carries(self, browser):
+        response = browser.get("/auth", headers={**SAIL, **bearer("gkpat_nonsense")})
+        assert response.status_code == 401
+
+    @pytest.mark.parametrize(
+        "header",
+        [
+            "Bearer " + "gkpat_" + "A" * 38,  # the right shape, a wrong checksum
+            "Bearer not-a-token",
+            "Basic !!!",
+            "Token abc",
+            "Bearer",
+        ],
+    )
+    def test_a_malformed_token_is_401_without_asking_the_store(self, app, header):
+        store = app.extensions["gatekeeper"].store
+        asked = []
+        store.get_token = lambda digest: asked.append(digest)
+        response = app.test_client().get("/auth", headers={**SAIL, "Authorization": header})
+        assert response.status_code == 401
+        assert asked == []
+
+    @pytest.mark.parametrize("query", ["", "&redirect=1"])
+    def test_an_unknown_token_is_401_with_a_challenge_never_a_redirect(self, write_policy, query):
+        app = make_app(write_policy(POLICY), AUTH_REDIRECT="1")
+        client = app.test_client()
+        response = client.get(f"/auth?dataset=sail{query}", headers=bearer(new_token()))
+        assert response.status_code == 401
+        assert "Location" not in response.headers
+        assert response.headers["WWW-Authenticate"].startswith('Bearer realm="orcid-gatekeeper"')
+        response = client.get(f"/auth?dataset=sail{query}", headers=basic("u", new_token()))
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == 'Basic realm="orcid-gatekeeper"'
+
+    def test_nginx_sign_in_location_marks_a_script_and_gets_401(self, write_policy):
+        app = make_app(write_policy(POLICY), AUTH_REDIRECT="1")
+        response = app.test_client().get(
+            "/auth?redirect=1", headers={**SAIL, "X-Auth-Credentials": "bearer"}
+        )
+        assert response.status_code == 401 and "Location" not in response.headers
+        assert app.test_client().get("/auth?redirect=1", headers=SAIL).status_code == 302
+
+    def test_an_expired_token_is_401(self, app, token, monkeypatch):
+        client = app.test_client()
+        assert client.get("/auth", headers={**SAIL, **bearer(token)}).status_code == 200
+        future = forward_auth.time.time() + 91 * 86400
+        monkeypatch.setattr(forward_auth.time, "time", lambda: future)
+        assert client.get("/auth", headers={**SAIL, **bearer(token)}).status_code == 401
+
+    def test_a_revoked_token_is_401_at_the_next_recheck(self, app, browser, token, fast_recheck):
+        client = app.test_client()
+        assert client.get("/auth", headers={**SAIL, **bearer(token)}).status_code == 200
+        [token_id] = re.findall(r"/tokens/([0-9a-f]+)/revoke", browser.get("/tokens").text)
+        response = browser.post(f"/tokens/{token_id}/revoke", data={"csrf": csrf(browser)})
+        assert response.status_code == 302
+        assert "is revoked" in browser.get("/tokens").get_data(as_text=True)
+        assert client.get("/auth", headers={**SAIL, **bearer(token)}).status_code == 401
+
+    def test_revoking_needs_the_form_token(self, app, browser, token):
+        [token_id] = re.findall(r"/tokens/([0-9a-f]+)/revoke", browser.get("/tokens").text)
+        assert browser.post(f"/tokens/{token_id}/revoke", data={"csrf": "x"}).status_code == 400
+        assert len(app.extensions["gatekeeper"].access_tokens.list(RESEARCHER)) == 1
+
+    def test_sign_out_everywhere_revokes_every_token(self, app, browser, fast_recheck):
+        tokens = [token_from(create(browser, name=n)) for n in ("a", "b")]
+        client = app.test_client()
+        for token in tokens:
+            assert client.get("/auth", headers={**SAIL, **bearer(token)}).status_code == 200
+        response = browser.post("/logout/everywhere", data={"csrf": csrf(browser, "/")})
+        assert response.status_code == 200
+        assert "Your 2 personal access tokens are revoked" in response.get_data(as_text=True)
+        for token in tokens:
+            assert client.get("/auth", headers={**SAIL, **bearer(token)}).status_code == 401
+
+    def test_last_use_is_shown(self, app, browser, token):
+        assert "Never" in browser.get("/tokens").get_data(as_text=True)
+        app.test_client().get("/auth", headers={**SAIL, **bearer(token)})
+        assert "Never" not in browser.get("/tokens").get_data(as_text=True)
+
+
+class TestFailureLimit:
+    def test_past_the_limit_an_address_gets_no_lookups_others_and_known_tokens_go_on(
+        self, write_policy
+    ):
+        app = make_app(write_policy(POLICY), TOKEN_FAILURES_PER_MINUTE="3")
+        browser = signed_in(app)
+        known, fresh = token_from(create(browser, name="a")), token_from(create(browser, name="b"))
+        client = app.test_client()
+        guesser = {"X-Forwarded-For": "198.51.100.7"}
+        neighbour = {"X-Forwarded-For": "203.0.113.9, 198.51.100.7"}
+        assert client.get("/auth", headers={**SAIL, **guesser, **bearer(known)}).status_code == 200
+        for _ in range(3):
+            response = client.get("/auth", headers={**SAIL, **guesser, **bearer(new_token())})
+            assert response.status_code == 401
+        store = app.extensions["gatekeeper"].store
+        looked_up = []
+        real = store.get_token
+        store.get_token = lambda digest: looked_up.append(digest) or real(digest)
+        # The same address (the proxy appends it last): not even a real token is looked up.
+        for headers in (guesser, neighbour):
+            response = client.get("/auth", headers={**SAIL, **headers, **bearer(fresh)})
+            assert response.status_code == 401
+        assert looked_up == []
+        # A token this worker verified before goes on; other addresses are looked up.
+        assert client.get("/auth", headers={**SAIL, **guesser, **bearer(known)}).status_code == 200
+        other = {"X-Forwarded-For": "192.0.2.1"}
+        assert client.get("/auth", headers={**SAIL, **other, **bearer(fresh)}).status_code == 200
+        assert len(looked_up) == 1
