@@ -7,7 +7,7 @@ DEMO_STAMP := $(VENV)/.installed
 
 # Servers the integration tests start themselves on loopback ports, and the browser
 # the browser tests drive.
-SYSTEM_PACKAGES := redis-server redis-sentinel nginx chromium npm
+SYSTEM_PACKAGES := redis-server redis-sentinel nginx chromium npm curl wget rclone
 # axe-core, which the browser tests run in each page, from npm into node_modules/ (ignored
 # by git; --no-save writes no package.json or lock file).
 AXE := node_modules/axe-core/axe.min.js

@@ -197,7 +197,8 @@ class AccessTokens:
     the caller says so, and nothing is claimed done that was not.
     """
 
-    def __init__(self, store, hasher: TokenHasher, clock=time.time):
+    def __init__(self, store, hasher: TokenHasher | None = None, clock=time.time):
+        # No hasher: list and revoke only (a steward's command needs no SECRET_KEY).
         self.store, self.hasher, self.clock = store, hasher, clock
 
     def create(
@@ -223,6 +224,8 @@ class AccessTokens:
             raise TokenRefused(
                 f"You have {MAX_TOKENS} tokens, the most one person may hold: revoke one first."
             )
+        if self.hasher is None:
+            raise RuntimeError("AccessTokens made without a TokenHasher cannot make tokens")
         token = new_token()
         digest = self.hasher.digest(token)
         now = self.clock()

@@ -429,6 +429,71 @@ def sessions_revoke(orcid):
     click.echo(f"ended {len(ended)} session{'s' if len(ended) != 1 else ''} of {orcid}")
 
 
+@main.group()
+def tokens():
+    """Researchers' personal access tokens for scripts (need REDIS_URL)."""
+
+
+def _access_tokens(settings: Settings):
+    if not settings.redis_url:
+        raise Misuse("REDIS_URL is not set: tokens live inside the service's own process")
+    from app.access_tokens import AccessTokens
+    from app.cache import RedisStore
+
+    return AccessTokens(RedisStore.from_url(settings.redis_url))
+
+
+@tokens.command("list")
+@click.option("--orcid", "orcid", required=True, help="The researcher's ORCID iD.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def tokens_list(orcid, as_json):
+    """A researcher's live tokens: id, name, datasets, created, expires, last used.
+
+    Never the tokens themselves: only their digests are kept. Exits 0, 1 when Redis did
+    not answer, 2 for misuse.
+    """
+    settings = _settings()
+    orcid = _orcid_or_misuse(orcid)
+    listed = _access_tokens(settings).list(orcid)
+    if listed is None:
+        raise click.ClickException("Redis did not answer")
+    for info in listed:
+        datasets = list(info.record.datasets) if info.record.datasets is not None else None
+        if as_json:
+            entry = {
+                "id": info.id,
+                "name": info.record.name,
+                "datasets": datasets,
+                "created": info.created.isoformat(timespec="seconds"),
+                "expires": info.expires.isoformat(timespec="seconds"),
+                "last_used": info.used.isoformat(timespec="seconds") if info.used else None,
+            }
+            click.echo(json.dumps(entry, ensure_ascii=True))
+            continue
+        used = _when(info.used) if info.used else "never used"
+        opens = ", ".join(datasets) if datasets is not None else "every dataset"
+        echo_lines(
+            [f"{info.id} {info.record.name!r} opens {opens}; expires {_when(info.expires)}; {used}"]
+        )
+
+
+@tokens.command("revoke")
+@click.option("--orcid", "orcid", required=True, help="The researcher's ORCID iD.")
+@click.option("--name", default=None, help="Only the tokens with this name (default: all).")
+def tokens_revoke(orcid, name):
+    """Revoke a researcher's personal access tokens: refused by every worker within a second.
+
+    Exits 0 (also when none matched), 1 when Redis did not answer, 2 for misuse.
+    """
+    settings = _settings()
+    orcid = _orcid_or_misuse(orcid)
+    revoked = _access_tokens(settings).revoke(orcid, name=name)
+    if revoked is None:
+        raise click.ClickException("Redis did not answer: no token was revoked")
+    which = f" named {name!r}" if name is not None else ""
+    echo_lines([f"revoked {_plural(revoked, 'token')}{which} of {orcid}"])
+
+
 # --- issuing: this service's own qualifications on researchers' records --------------
 
 

@@ -188,6 +188,7 @@ SAMPLE = {
     "filename": "style.css",
     "dataset_key": "sail-linked",
     "qualification": "sail-dua",
+    "token_id": "0123456789ab",
 }
 
 

@@ -7,8 +7,10 @@ real proxies, workers and Redis are in tests/integration/test_access_tokens.py.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import re
 import secrets
+import time
 
 import pytest
 from hypothesis import given
@@ -23,18 +25,18 @@ from app.access_tokens import (
     is_well_formed,
     new_token,
 )
-from app.cache import session_record
+from app.cache import MemoryStore, session_record
 from app.saved_record import SavedRecord
 from app.settings import Settings
 from app.web import forward_auth
 from tests import orcid_json
-from tests.conftest import POLICY, RESEARCHER, qualified_items
+from tests.conftest import NIHR, POLICY, RESEARCHER, UKDS, qualified_items
 
 SAIL = {"X-Original-URI": "/datasets/sail/data.csv"}
 OPEN = {"X-Original-URI": "/datasets/open/data.csv"}
 
 
-def make_app(policy_path, items=None, **env):
+def make_app(policy_path, items=None, store=None, **env):
     settings = Settings.from_env(
         {
             "SECRET_KEY": "unit-test-secret-key-0123",
@@ -53,7 +55,7 @@ def make_app(policy_path, items=None, **env):
             "items": {str(i["put-code"]): i for i in items},
         }
     )
-    return create_app(settings, orcid_reader=reader)
+    return create_app(settings, orcid_reader=reader, store=store)
 
 
 def signed_in(app):
@@ -348,3 +350,45 @@ class TestFailureLimit:
         other = {"X-Forwarded-For": "192.0.2.1"}
         assert client.get("/auth", headers={**SAIL, **other, **bearer(fresh)}).status_code == 200
         assert len(looked_up) == 1
+
+
+class TestQualificationExpiry:
+    def test_a_token_stops_at_the_midnight_its_researchers_qualification_ends(
+        self, write_policy, monkeypatch, fast_recheck
+    ):
+        """Every clock of the service moved to seconds before the end of the last day the
+        researcher's Safe Researcher Training counts: the token opens the dataset until
+        midnight UTC, and not after, as the researcher's browser."""
+        today = dt.datetime.now(dt.UTC).date()
+        items = [
+            orcid_json.qualification(
+                1,
+                owner=RESEARCHER,
+                title="Safe Researcher Training",
+                src=orcid_json.source(client_id=UKDS),
+                end=today.isoformat(),
+            ),
+            orcid_json.qualification(
+                2,
+                owner=RESEARCHER,
+                title="Good Clinical Practice",
+                src=orcid_json.source(client_id=NIHR),
+            ),
+        ]
+        midnight = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+        real = time.time
+        shift = [midnight.timestamp() - 5 - real()]
+        monkeypatch.setattr(time, "time", lambda: real() + shift[0])
+        app = make_app(write_policy(POLICY), items, store=MemoryStore(clock=lambda: time.time()))
+        app.extensions["gatekeeper"].checker.clock = lambda: dt.datetime.fromtimestamp(
+            time.time(), dt.UTC
+        )
+        browser = signed_in(app)
+        token = token_from(create(browser))
+        client = app.test_client()
+        assert client.get("/auth", headers={**SAIL, **bearer(token)}).status_code == 200
+        shift[0] += 3  # two seconds before midnight: still cached, still allowed
+        assert client.get("/auth", headers={**SAIL, **bearer(token)}).status_code == 200
+        shift[0] += 3  # a second past midnight
+        assert client.get("/auth", headers={**SAIL, **bearer(token)}).status_code == 403
+        assert browser.get("/auth", headers=SAIL).status_code == 403
