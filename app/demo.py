@@ -49,7 +49,10 @@ class DemoFiles:
             return self.wsgi_app(environ, start_response)
         check = dict(environ, PATH_INFO="/auth", QUERY_STRING="", HTTP_X_ORIGINAL_URI=path)
         status, headers = self.forward_auth.answer(check, "/auth")
-        if status.startswith("401"):
+        if status.startswith("401") and headers:
+            # A script's token failed: its challenge, never the sign-in page.
+            response = Response("401 Unauthorized", 401, headers, mimetype="text/plain")
+        elif status.startswith("401"):
             response = redirect("/login?next=" + quote(path, safe="/"))
         elif not status.startswith("200"):
             response = Response(

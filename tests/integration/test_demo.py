@@ -61,6 +61,32 @@ class TestDemo:
         assert "frame-ancestors 'none'" in refused.headers["Content-Security-Policy"]
         assert refused.headers["X-Content-Type-Options"] == "nosniff"
 
+    def test_a_script_downloads_with_a_token_made_on_the_tokens_page(self, demo):
+        url, _ = demo
+        browser, _ = sign_in(url, "qualified")
+        page = browser.get(f"{url}/tokens", timeout=10)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
+        made = browser.post(
+            f"{url}/tokens", data={"csrf": csrf, "name": "demo script", "days": "7"}, timeout=10
+        )
+        assert made.status_code == 201
+        token = re.search(r'value="(gkpat_[0-9A-Za-z]+)"', made.text)[1]
+        file = requests.get(
+            f"{url}/datasets/sail-cohort/README.txt",
+            headers={"Authorization": f"Bearer {token}"},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert file.status_code == 200 and "SAIL cohort extract (demo)" in file.text
+        mistyped = token[:-1] + ("x" if token[-1] != "x" else "y")
+        wrong = requests.get(
+            f"{url}/datasets/sail-cohort/README.txt",
+            headers={"Authorization": f"Bearer {mistyped}"},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert wrong.status_code == 401 and "WWW-Authenticate" in wrong.headers
+
     def test_the_empty_persona_is_the_demos_steward(self, demo):
         url, _ = demo
         steward, _ = sign_in(url, "empty")
