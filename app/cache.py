@@ -227,6 +227,14 @@ class MemoryStore:
                     records.append(entry[0])
         return records
 
+    def session_token_of(self, orcid: str) -> str | None:
+        """The ORCID token of one of the researcher's live sessions, if any has one."""
+        for sid in sorted(self._get(session_index_key(orcid)) or ()):
+            token = session_token(self._get(session_key(orcid, sid)))
+            if token:
+                return token
+        return None
+
     def forget_orcid(self, orcid: str) -> int:
         """Drop every cached decision about one researcher; returns how many."""
         start = researcher_prefix(orcid) + "d:"
@@ -694,6 +702,22 @@ class RedisStore:
             lambda: self.redis.set(token_used_key(digest), str(when), px=max(1, int(ttl * 1000))),
             _nothing,
         )
+
+    def session_token_of(self, orcid: str) -> str | None:
+        """The ORCID token of one of the researcher's live sessions (one slot, one round
+        trip after the index); None when none has one or Redis is down."""
+
+        def call():
+            sids = sorted(self.redis.smembers(session_index_key(orcid)))
+            if not sids:
+                return None
+            keys = [session_key(orcid, sid) for sid in sids]
+            for record in self.redis.execute_command("MGET", *keys):
+                if (token := session_token(record)) is not None:
+                    return token
+            return None
+
+        return self._guarded(call, lambda: None)
 
     # -- sign-in states: single-use, and only in Redis ------------------------------------
 

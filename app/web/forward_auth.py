@@ -478,9 +478,11 @@ class ForwardAuth:
         )
         if touch:
             self.store.touch_token(digest, time.time(), record.expires - time.time())
-        # NOTE: no ORCID token of the researcher's: a cold decision reads the record as
-        # the public sees it, or with the /read-limited token kept for issuing.
-        return self.decided(key, orcid, dataset, raw, None, request)
+        # A cold decision reads the record as the researcher's live session would (its
+        # ORCID token, if they have one); else as the public sees it, or with the
+        # /read-limited token kept for issuing.
+        token = self.store.session_token_of(orcid) if raw is None else None
+        return self.decided(key, orcid, dataset, raw, token, request)
 
     def token_failed(self, address: str) -> None:
         count = self.store.hit(f"token-failures:{address}", FAILURE_WINDOW)

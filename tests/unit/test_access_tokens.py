@@ -392,3 +392,32 @@ class TestQualificationExpiry:
         shift[0] += 3  # a second past midnight
         assert client.get("/auth", headers={**SAIL, **bearer(token)}).status_code == 403
         assert browser.get("/auth", headers=SAIL).status_code == 403
+
+
+class TestColdDecision:
+    def test_a_tokens_cold_decision_reads_with_a_live_sessions_orcid_token(
+        self, write_policy, fast_recheck
+    ):
+        app = make_app(write_policy(POLICY))
+        gk = app.extensions["gatekeeper"]
+        seen = []
+        reader = gk.checker.reader
+        read = reader.read_qualifications
+
+        def recording(orcid, wanted=lambda q: True, token=None):
+            seen.append(token)
+            return read(orcid, wanted, token=token)
+
+        reader.read_qualifications = recording
+        browser = signed_in(app)
+        token = token_from(create(browser))
+        # A second session, as from another browser, holding the researcher's ORCID token.
+        assert gk.store.put_session("laptop", session_record(RESEARCHER, "orcid-token-1"), 60)
+        client = app.test_client()
+        assert client.get("/auth", headers={**SAIL, **bearer(token)}).status_code == 200
+        assert seen == ["orcid-token-1"]
+        # With no session left, the record is read as the public sees it.
+        gk.store.take_sessions_of(RESEARCHER)
+        gk.store.forget_orcid(RESEARCHER)
+        assert client.get("/auth", headers={**SAIL, **bearer(token)}).status_code == 200
+        assert seen == ["orcid-token-1", None]
