@@ -673,7 +673,9 @@ class RedisStore:
                 return 0
             with self.redis.pipeline(transaction=False) as pipe:
                 for digest in digests:
-                    pipe.delete(token_key(digest), token_used_key(digest))
+                    # execute_command: a cluster pipeline's delete() takes one key; these
+                    # two share the digest's slot.
+                    pipe.execute_command("DEL", token_key(digest), token_used_key(digest))
                 deleted = pipe.execute()
             self.redis.srem(token_index_key(orcid), *digests)
             for digest in digests:

@@ -6,7 +6,15 @@ import time
 import pytest
 from redis.crc import key_slot
 
-from app.cache import UNAVAILABLE, MemoryStore, RedisStore, session_key, session_record
+from app.cache import (
+    UNAVAILABLE,
+    MemoryStore,
+    RedisStore,
+    session_key,
+    session_record,
+    token_index_key,
+    token_key,
+)
 
 JOSIAH, OTHER = "0000-0002-1825-0097", "0000-0001-5109-3700"
 
@@ -71,6 +79,40 @@ class TestStores:
         assert [any_store.hit("r", 60) for _ in range(3)] == [1, 2, 3]
 
 
+class TestTokens:
+    def test_a_token_is_kept_listed_looked_up_with_a_decision_and_revoked(self, any_store):
+        assert any_store.put_token("d1", JOSIAH, "record-1", 60)
+        assert any_store.put_token("d2", JOSIAH, "record-2", 60)
+        assert any_store.put_token("d3", OTHER, "record-3", 60)
+        any_store.put_decision("v", JOSIAH, "ds", "allow", 60)
+        assert any_store.get_token("d1") == "record-1"
+        assert any_store.token_lookup("d1", "v", JOSIAH, "ds") == ("record-1", "allow")
+        any_store.touch_token("d2", 1234.5, 60)
+        assert any_store.tokens_of(JOSIAH) == [
+            ("d1", "record-1", None),
+            ("d2", "record-2", "1234.5"),
+        ]
+        assert any_store.delete_tokens(JOSIAH, ["d1", "nope"]) == 1
+        assert any_store.get_token("d1") is None
+        assert any_store.take_tokens_of(JOSIAH) == 1
+        assert any_store.tokens_of(JOSIAH) == []
+        assert any_store.get_token("d3") == "record-3"  # another researcher's stays
+
+    def test_a_tokens_record_and_index_expire_with_it(self, store, redis_server):
+        assert store.put_token("d1", JOSIAH, "record", 30)
+        assert 0 < redis_server.client.pttl(token_key("d1")) <= 30_000
+        assert 0 < redis_server.client.pttl(token_index_key(JOSIAH)) <= 30_000
+        assert store.put_token("d2", JOSIAH, "record", 90)  # the index lives as long as its longest
+        assert redis_server.client.pttl(token_index_key(JOSIAH)) > 30_000
+
+    def test_the_session_token_of_a_live_session(self, any_store):
+        assert any_store.session_token_of(JOSIAH) is None
+        any_store.put_session("s1", session_record(JOSIAH, None), 60)
+        assert any_store.session_token_of(JOSIAH) is None
+        any_store.put_session("s2", session_record(JOSIAH, "orcid-token"), 60)
+        assert any_store.session_token_of(JOSIAH) == "orcid-token"
+
+
 class TestRedisOutage:
     def test_a_stopped_redis_is_a_miss_and_falls_back_to_memory(
         self, redis_server, redis_url, caplog
@@ -88,6 +130,22 @@ class TestRedisOutage:
         lock.release()
         warnings = [r for r in caplog.records if "Redis unavailable" in r.getMessage()]
         assert len(warnings) == 1  # once per interval, not once per call
+
+    def test_tokens_fail_closed_a_second_after_redis_last_confirmed_them(
+        self, redis_server, redis_url
+    ):
+        store = RedisStore.from_url(redis_url)
+        assert store.put_token("seen", JOSIAH, "record", 60)
+        assert store.put_token("unseen", JOSIAH, "record", 60)
+        assert store.get_token("seen") == "record"
+        redis_server.stop()
+        assert store.get_token("seen") is UNAVAILABLE  # seen within the grace
+        assert store.get_token("unseen") is None
+        assert store.token_lookup("unseen", "v", JOSIAH, "d") == (None, None)
+        assert store.put_token("new", JOSIAH, "record", 60) is False
+        assert store.tokens_of(JOSIAH) is None and store.take_tokens_of(JOSIAH) is None
+        time.sleep(1.1)
+        assert store.get_token("seen") is None
 
     def test_locks_exclude_each_other_across_clients(self, redis_url):
         a, b = RedisStore.from_url(redis_url), RedisStore.from_url(redis_url)

@@ -17,7 +17,7 @@ import requests
 from click.testing import CliRunner
 from redis.crc import key_slot
 
-from app.cache import RedisStore, session_index_key, session_key, session_record
+from app.cache import RedisStore, session_index_key, session_key, session_record, token_key
 from app.cli import main
 from tests.integration.conftest import free_port, sign_in, wait_until
 from tests.integration.redis_topologies import FILE, Cluster, Load, Sentinels
@@ -163,6 +163,19 @@ class TestCluster:
         lock = store.lock("v:x:d", 5)
         assert lock.acquire() and not store.lock("v:x:d", 5).acquire()
         lock.release()
+
+    def test_tokens_span_slots_and_every_token_call_works(self, cluster):
+        store = RedisStore.from_url(cluster.url())
+        digests = [f"digest-{n}" for n in range(6)]  # records in several slots
+        assert len({key_slot(token_key(d).encode()) for d in digests}) > 1
+        for digest in digests:
+            assert store.put_token(digest, JOSIAH, f"record-{digest}", 60)
+        store.put_decision("v", JOSIAH, "d", "allow", 60)
+        assert store.token_lookup(digests[0], "v", JOSIAH, "d") == (f"record-{digests[0]}", "allow")
+        assert [d for d, _, _ in store.tokens_of(JOSIAH)] == sorted(digests)
+        assert store.delete_tokens(JOSIAH, digests[:2]) == 2
+        assert store.take_tokens_of(JOSIAH) == 4
+        assert store.tokens_of(JOSIAH) == [] and store.get_token(digests[-1]) is None
 
     def test_a_slot_moved_under_load_loses_no_session_and_lets_nobody_in(
         self, cluster, start_gatekeeper, orcid
