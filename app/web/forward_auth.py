@@ -195,11 +195,11 @@ class ForwardAuth:
             return self.wsgi_app(environ, start_response)
         started = time.monotonic()
         try:
-            status, headers = self.answer(environ, path, started)
+            status, headers, key = self.judge(environ, path, started)
         except Exception:  # fail closed, and say so in the log, never to the proxy
             logger.exception("auth check failed")
             ERROR.inc()
-            status, headers = FORBIDDEN, []
+            status, headers, key = FORBIDDEN, [], None
         if status is OK:
             # NOTE: no body. No proxy shows it to anyone, and nginx keeps its connection to
             # us for the next check only after an answer without one (auth_request never
@@ -214,6 +214,7 @@ class ForwardAuth:
                 body = status.encode()
             headers.append(("Content-Length", str(len(body))))
         headers.append(("Cache-Control", "no-store"))
+        headers.append(("X-Accel-Expires", self.cache_for(key)))
         start_response(status, headers)
         LATENCY.observe(time.monotonic() - started)
         return [body]
@@ -224,6 +225,33 @@ class ForwardAuth:
         ``started`` is when the WSGI call began (monotonic): the latest the request can
         have arrived, for a cold decision's budget.
         """
+        status, headers, _ = self.judge(environ, path, started)
+        return status, headers
+
+    def cache_for(self, key) -> str:
+        """``X-Accel-Expires`` for the answer remembered under ``key``: how long nginx's
+        auth cache (docs/proxies/nginx.conf) may serve it; "0" (never) for anything else.
+
+        NOTE: an absolute second, ``@N``, which nginx serves until that second ends. N is
+        the second in which the answer was last confirmed against the store (or, if
+        sooner, a second before the decision lapses), so a cached copy outlives its last
+        confirmation by at most a second: the bound this worker's own memory keeps. An
+        answer confirmed in an earlier second is not cached at all. nginx's own
+        ``proxy_cache_valid`` counts whole seconds from the next tick, up to two.
+        """
+        if key is None:
+            return "0"
+        remembered = self.answers.get(key)
+        if remembered is None:
+            return "0"
+        now = time.time()
+        confirmed = now - (time.monotonic() - remembered[2])
+        last = int(min(confirmed, remembered[1] - 1.0))
+        return f"@{last}" if last >= int(now) else "0"
+
+    def judge(self, environ, path, started: float | None = None) -> tuple[str, list, tuple | None]:
+        """The check's status and headers, and the key of the remembered answer behind a
+        decision's 200 or 403 (None for any other answer)."""
         if self.policy_file.refresh():
             self.answers.clear()
         policy = self.checker.policy
@@ -235,11 +263,11 @@ class ForwardAuth:
             return self.token_answer(request, credentials, dataset, policy)
         session = self.session(environ)
         if session is None:
-            return self.unauthenticated(request)
+            return *self.unauthenticated(request), None
         sid, orcid = session[0], session[1]
         if dataset is None:
             NO_DATASET.inc()
-            return FORBIDDEN, []  # no dataset owns this URL: fail closed
+            return FORBIDDEN, [], None  # no dataset owns this URL: fail closed
         key = (self.checker.cache_version(policy), sid, orcid, dataset.key)
         remembered = self.answers.get(key)
         if (
@@ -252,15 +280,19 @@ class ForwardAuth:
         else:
             allowed = self.lookup(key, sid, orcid, dataset.key, request)
             if allowed is None:
-                return self.unauthenticated(request)
+                return *self.unauthenticated(request), None
+        return *self.decision_answer(request, allowed, orcid, dataset.key), key
+
+    def decision_answer(self, request, allowed: bool, orcid: str, dataset: str):
+        """200 with the researcher's identity, or the refusal."""
         if not allowed:
             DENY.inc()
-            return self.refused(request, dataset.key)
+            return self.refused(request, dataset)
         ALLOW.inc()
         return OK, [
             ("X-Auth-Request-User", orcid),
             ("X-Orcid-Id", orcid),
-            ("X-Auth-Request-Dataset", dataset.key),
+            ("X-Auth-Request-Dataset", dataset),
         ]
 
     def refused(self, request, dataset: str) -> tuple[str, list]:
@@ -378,7 +410,7 @@ class ForwardAuth:
 
     # -- personal access tokens (app/access_tokens.py) ------------------------------------
 
-    def token_answer(self, request, credentials: str, dataset, policy) -> tuple[str, list]:
+    def token_answer(self, request, credentials: str, dataset, policy):
         """The check for a request carrying a token: the researcher's own decision.
 
         401 (never a redirect) for a token that is malformed, unknown, expired or revoked;
@@ -390,18 +422,18 @@ class ForwardAuth:
         if found is None:
             found = self.verify_token(request, credentials)
             if found is None:
-                return self.unauthenticated(request)
+                return *self.unauthenticated(request), None
         digest, record = found[0], found[1]
         if not record.is_live(time.time()):
             TOKEN_EXPIRED.inc()
             self.tokens.pop(credentials)
-            return self.unauthenticated(request)
+            return *self.unauthenticated(request), None
         if dataset is None:
             NO_DATASET.inc()
-            return FORBIDDEN, []
+            return FORBIDDEN, [], None
         if not record.opens(dataset.key):
             DENY.inc()
-            return FORBIDDEN, []  # outside the token's own list, whatever the decision
+            return FORBIDDEN, [], None  # outside the token's own list, whatever the decision
         orcid = record.orcid
         key = (self.checker.cache_version(policy), "token", digest, orcid, dataset.key)
         remembered = self.answers.get(key)
@@ -416,16 +448,8 @@ class ForwardAuth:
         else:
             allowed = self.token_lookup(key, credentials, found, request)
             if allowed is None:
-                return self.unauthenticated(request)
-        if not allowed:
-            DENY.inc()
-            return FORBIDDEN, []
-        ALLOW.inc()
-        return OK, [
-            ("X-Auth-Request-User", orcid),
-            ("X-Orcid-Id", orcid),
-            ("X-Auth-Request-Dataset", dataset.key),
-        ]
+                return *self.unauthenticated(request), None
+        return *self.decision_answer(request, allowed, orcid, dataset.key), key
 
     def verify_token(self, request, credentials: str):
         """The remembered entry for a header seen here first; None when it opens nothing.

@@ -154,12 +154,17 @@ class Nginx(Proxy):
                     "127.0.0.1:8000": self.gatekeeper,
                     "127.0.0.1:8081": self.files,
                     "/var/log/nginx/orcid-gatekeeper.access.log": str(self.access_log),
+                    "/var/cache/nginx/orcid-gatekeeper": str(self.tmp / "auth-cache"),
                 },
             )
         )
         main = self.tmp / "nginx.conf"
+        # As root, nginx's workers run as nobody, who cannot enter pytest's private
+        # temporary folders (the auth cache among them): keep them root, as the test is.
+        user = "user root;\n" if os.geteuid() == 0 else ""
         main.write_text(
             "daemon off;\n"
+            f"{user}"
             "worker_processes 1;\n"
             f"pid {self.tmp}/nginx.pid;\n"
             f"error_log {self.log_path} info;\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 
 import pytest
 
@@ -158,3 +159,55 @@ class TestLatencyHistogram:
         assert client.get("/").status_code == 200
         assert client.get("/healthz").status_code == 200
         assert latency_count() == before
+
+
+class TestAnswerCacheHeader:
+    """``X-Accel-Expires``: how long nginx's auth cache may serve an answer (at most the
+    rest of the second in which the answer was last confirmed against the store)."""
+
+    def test_a_decisions_answer_may_be_cached_until_the_end_of_this_second(self, app):
+        browser = signed_in(app)
+        for accept in (BROWSER_ACCEPT, CURL_ACCEPT):
+            before = int(time.time())
+            response = check(browser, accept=accept)
+            assert response.status_code == 403
+            expires = response.headers["X-Accel-Expires"]
+            assert expires.startswith("@") and before <= int(expires[1:]) <= int(time.time())
+
+    @pytest.mark.parametrize("uri", [SAIL_FILE, "/elsewhere/f"], ids=["signed-out", "no-dataset"])
+    def test_other_answers_are_never_cached(self, app, uri):
+        client = app.test_client() if uri == SAIL_FILE else signed_in(app)
+        response = check(client, uri)
+        assert response.status_code in (401, 403)
+        assert response.headers["X-Accel-Expires"] == "0"
+
+    @pytest.mark.parametrize(
+        "fraction, cached", [(0.95, True), (0.5, False)], ids=["same-second", "second-before"]
+    )
+    def test_only_the_second_of_the_last_confirmation_counts(
+        self, app, monkeypatch, fraction, cached
+    ):
+        """A remembered answer confirmed 0.9 s ago: cacheable only when that was still in
+        the current second."""
+        browser = signed_in(app)
+        check(browser)  # decided and remembered
+        answers = app.wsgi_app.answers
+        [key] = list(answers._entries)
+        allowed, until, _ = answers.get(key)
+        answers.put(key, (allowed, until, time.monotonic() - 0.9), 0)
+        now = int(time.time()) + 5 + fraction
+        monkeypatch.setattr(time, "time", lambda: now)
+        response = check(browser)
+        assert response.status_code == 403
+        assert response.headers["X-Accel-Expires"] == (f"@{int(now)}" if cached else "0")
+
+    def test_an_answer_whose_decision_lapses_within_the_second_is_not_cached(self, app):
+        browser = signed_in(app)
+        check(browser)
+        answers = app.wsgi_app.answers
+        [key] = list(answers._entries)
+        allowed, _until, checked = answers.get(key)
+        answers.put(key, (allowed, time.time() + 0.5, checked), 0)
+        response = check(browser)
+        assert response.status_code == 403
+        assert response.headers["X-Accel-Expires"] == "0"

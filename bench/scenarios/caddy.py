@@ -1,0 +1,17 @@
+"""caddy: a small file through Caddy, protected by `forward_auth` against unprotected.
+
+The docs' config for Caddy (docs/proxies/), rendered as tests/integration/proxies.py
+does, plus one unprotected route to the same file server. How: bench/scenarios/_proxy.py.
+"""
+
+from __future__ import annotations
+
+from bench.harness import Context, Report
+from bench.scenarios._proxy import measure
+
+TITLE = "a file through Caddy forward_auth vs unprotected"
+NEEDS_NGINX = True  # the file server
+
+
+def run(ctx: Context) -> Report:
+    return measure(ctx, "caddy", label="Caddy")
