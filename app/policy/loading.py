@@ -332,6 +332,7 @@ def load_policy(path: str | Path) -> Policy:
         sources=checker.sources,
         qualifications=checker.qualifications,
         datasets=checker.datasets,
+        organisation=checker.organisation,
         version=_version([d.data for d in documents]),
         files=tuple(str(f) for f in files),
     )
@@ -348,7 +349,9 @@ END_DATE_MEANINGS = ("expiry", "completion")
 # Bounds that keep date arithmetic inside datetime's range and mean something.
 MAX_AGE_DAYS = 36_500  # a hundred years
 MAX_CACHE_TTL = 31_536_000  # a year, in seconds
-TOP_KEYS = ("version", *SECTIONS)
+TOP_KEYS = ("version", "organisation", *SECTIONS)
+# GA4GH URL claims (visa value and source) are opaque strings of at most 255 characters.
+MAX_CLAIM_URL = 255
 SOURCE_KEYS = ("name", "client_ids")
 QUALIFICATION_KEYS = (
     "title",
@@ -361,6 +364,7 @@ QUALIFICATION_KEYS = (
     "end_date",
     "description",
     "issue",
+    "researcher_status",
 )
 ISSUE_KEYS = (
     "title",
@@ -376,7 +380,8 @@ ISSUE_ORGANIZATION_KEYS = ("name", "city", "country", "ror")
 # version of the terms accepted (so that a new version writes a new item).
 TEMPLATE_PLACEHOLDER = re2.compile(r"\{orcid\}|\{version\}")
 COUNTRY_CODE = re2.compile(r"^[A-Z]{2}$")
-DATASET_KEYS = ("title", "paths", "require", "cache_ttl", "description")
+DATASET_KEYS = ("title", "paths", "require", "cache_ttl", "description", "visa")
+VISA_KEYS = ("value", "source")
 
 
 class _Issued:
@@ -401,6 +406,8 @@ class _Checker:
         self.references: list[tuple[_Document, tuple, str, str]] = []
         self.warnings: list[Problem] = []
         self.misspelt_sections: set[str] = set()
+        self.organisation: str | None = None
+        self.organisation_in: str | None = None
 
     def problem(self, doc: _Document, path: tuple, message: str):
         self.problems.append(Problem(doc.file, doc.line(path), _dotted(path), message))
@@ -440,6 +447,8 @@ class _Checker:
                 self.problem(doc, ("version",), "version is missing: add 'version: 1'")
         elif data["version"] != 1 or isinstance(data["version"], bool):
             self.problem(doc, ("version",), "only version 1 is supported")
+        if "organisation" in data:
+            self.top_organisation(doc, data)
         for section, build in (
             ("sources", self.source),
             ("qualifications", self.qualification),
@@ -469,7 +478,43 @@ class _Checker:
                     continue
                 build(doc, path, name, entry)
 
+    def top_organisation(self, doc, data):
+        """``organisation:``, the steward's organisation as a URL, in one file only."""
+        value = self.claim_url(doc, (), data, "organisation")
+        if value is None:
+            return
+        if self.organisation_in is not None:
+            self.problem(
+                doc,
+                ("organisation",),
+                f"defined twice: in {self.organisation_in} and in {doc.file}",
+            )
+            return
+        self.organisation, self.organisation_in = value, doc.file
+
     # --- typed fields -------------------------------------------------------------
+
+    def claim_url(self, doc, path, entry, key) -> str | None:
+        """A GA4GH URL claim: an https (or http) URL with a host, at most 255 characters,
+        compared as an opaque string; None (and a problem) for anything else."""
+        value = entry.get(key)
+        if value is None:
+            return None
+        if (
+            not isinstance(value, str)
+            or len(value) > MAX_CLAIM_URL
+            or value != value.strip()
+            or any(not char.isprintable() or char.isspace() for char in value)
+            or _url_parts(value) is None
+        ):
+            self.problem(
+                doc,
+                (*path, key),
+                f"must be an https URL of at most {MAX_CLAIM_URL} characters, such as "
+                "https://example.org/dac",
+            )
+            return None
+        return value
 
     def string(self, doc, path, entry, key, required=False) -> str | None:
         value = entry.get(key)
@@ -652,6 +697,7 @@ class _Checker:
             end_date=end_date,
             description=self.string(doc, path, entry, "description"),
             issue=issue,
+            researcher_status=self.claim_url(doc, path, entry, "researcher_status"),
         )
         if issue is not None:
             self.check_issued_item_matches(doc, path, rule)
@@ -905,7 +951,21 @@ class _Checker:
             require=tuple(requirements),
             cache_ttl=self.positive_int(doc, path, entry, "cache_ttl", MAX_CACHE_TTL),
             description=self.string(doc, path, entry, "description"),
+            **self.dataset_visa(doc, path, entry.get("visa")),
         )
+
+    def dataset_visa(self, doc, path, raw) -> dict:
+        """``visa: {value, source}``: the URL claims of the dataset's grants."""
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.problem(doc, (*path, "visa"), "must be a mapping with value and/or source")
+            return {}
+        self.unknown_keys(doc, (*path, "visa"), raw, VISA_KEYS)
+        return {
+            "visa_value": self.claim_url(doc, (*path, "visa"), raw, "value"),
+            "visa_source": self.claim_url(doc, (*path, "visa"), raw, "source"),
+        }
 
     def requirement(self, doc, path, item) -> Requirement | None:
         if isinstance(item, str) and item.strip():

@@ -136,6 +136,9 @@ class QualificationRule:
     end_date: str = "expiry"
     # How this service writes it to a record (``issue:``); None: it never does.
     issue: IssueRule | None = None
+    # A researcher standard (a URL, such as Registered Access's) this qualification
+    # attests: a GA4GH ResearcherStatus visa while it counts (app/passports.py).
+    researcher_status: str | None = None
 
     @property
     def label(self) -> str:
@@ -224,6 +227,10 @@ class Dataset:
     require: tuple[Requirement, ...]
     cache_ttl: int | None = None
     description: str | None = None
+    # GA4GH ControlledAccessGrants visas for this dataset (``visa: {value, source}``):
+    # the dataset's URL, and the granting organisation's. None: defaults (app/passports.py).
+    visa_value: str | None = None
+    visa_source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +241,8 @@ class Policy:
     version: str
     files: tuple[str, ...] = ()
     warnings: tuple[Problem, ...] = ()  # legal but risky: policy check prints them
+    # The data steward's organisation (a URL): the source of the visas we issue.
+    organisation: str | None = None
 
     def dataset(self, key: str) -> Dataset:
         """:raises UnknownDataset: when the policy has no dataset by that name."""

@@ -201,13 +201,22 @@ class TestAnswerCacheHeader:
         assert response.status_code == 403
         assert response.headers["X-Accel-Expires"] == (f"@{int(now)}" if cached else "0")
 
-    def test_an_answer_whose_decision_lapses_within_the_second_is_not_cached(self, app):
+    @pytest.mark.parametrize("fraction", [0.2, 0.7])
+    def test_a_cached_copy_never_outlives_the_decision(self, app, monkeypatch, fraction):
+        """The decision lapses half a second from now: nginx may keep the answer only to
+        the end of a second that ends by then."""
         browser = signed_in(app)
         check(browser)
         answers = app.wsgi_app.answers
         [key] = list(answers._entries)
-        allowed, _until, checked = answers.get(key)
-        answers.put(key, (allowed, time.time() + 0.5, checked), 0)
+        now = int(time.time()) + 5 + fraction
+        allowed, _until, _checked = answers.get(key)
+        answers.put(key, (allowed, now + 0.5, time.monotonic()), 0)
+        monkeypatch.setattr(time, "time", lambda: now)
         response = check(browser)
         assert response.status_code == 403
-        assert response.headers["X-Accel-Expires"] == "0"
+        expires = response.headers["X-Accel-Expires"]
+        if fraction < 0.5:
+            assert expires == "0"  # this second ends after the decision lapses
+        else:
+            assert expires == f"@{int(now)}" and int(now) + 1 <= now + 0.5

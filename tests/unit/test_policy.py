@@ -1,4 +1,5 @@
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -369,7 +370,7 @@ class TestAuthoringHelp:
         assert [str(p) for p in raised.value.problems] == [
             f"{path}:3: qualifications.srt.titel: unknown key: did you mean 'title'? (allowed "
             "here: title, title_pattern, organization, external_id, url_prefix, sources, "
-            "max_age_days, end_date, description, issue)",
+            "max_age_days, end_date, description, issue, researcher_status)",
             f"{path}:3: qualifications.srt: needs at least one of title, title_pattern, "
             "external_id",
             f"{path}:3: qualifications.srt.sources[0]: unknown source 'self_asserted': did you "
@@ -377,7 +378,7 @@ class TestAuthoringHelp:
             f"{path}:4: qualifications.gcp.sources[0]: unknown source 'ukds' (known: "
             "self-asserted, self-issued)",
             f"{path}:6: datasets.d.cache-ttl: unknown key: did you mean 'cache_ttl'? (allowed "
-            "here: title, paths, require, cache_ttl, description)",
+            "here: title, paths, require, cache_ttl, description, visa)",
             f"{path}:6: datasets.d.require[1]: unknown qualification 'gpc': did you mean 'gcp'? "
             "(known: gcp, srt)",
         ]
@@ -398,7 +399,7 @@ class TestAuthoringHelp:
             load_policy(path)
         assert [str(p) for p in raised.value.problems] == [
             f"{path}:2: {typo}: unknown key: did you mean 'qualifications'? (allowed here: "
-            "version, sources, qualifications, datasets)"
+            "version, organisation, sources, qualifications, datasets)"
         ]
 
     def test_a_misspelt_version_is_not_also_missing(self, write_policy):
@@ -406,3 +407,68 @@ class TestAuthoringHelp:
         with pytest.raises(PolicyError) as raised:
             load_policy(path)
         assert [p.key for p in raised.value.problems] == ["verison"]
+
+
+class TestVisaSettings:
+    """``organisation``, datasets' ``visa`` and qualifications' ``researcher_status``:
+    the URL claims of the GA4GH visas this service issues (app/passports.py)."""
+
+    VALID = """
+        version: 1
+        organisation: https://example.org/dac
+        qualifications:
+          srt:
+            title: Safe Researcher Training
+            sources: [self-asserted]
+            researcher_status: https://doi.org/10.1038/s41431-018-0219-y
+        datasets:
+          sail:
+            paths: [/datasets/sail/]
+            require: [srt]
+            visa: {value: "https://example.org/datasets/sail", source: "https://example.org/dac/1"}
+          plain:
+            paths: [/datasets/plain/]
+            require: [srt]
+        """
+
+    def test_they_load(self, write_policy):
+        policy = load_policy(write_policy(self.VALID))
+        assert policy.organisation == "https://example.org/dac"
+        assert policy.qualifications["srt"].researcher_status == (
+            "https://doi.org/10.1038/s41431-018-0219-y"
+        )
+        sail, plain = policy.datasets["sail"], policy.datasets["plain"]
+        assert (sail.visa_value, sail.visa_source) == (
+            "https://example.org/datasets/sail",
+            "https://example.org/dac/1",
+        )
+        assert (plain.visa_value, plain.visa_source) == (None, None)
+
+    @pytest.mark.parametrize(
+        "old, new",
+        [
+            ("organisation: https://example.org/dac", "organisation: example.org"),
+            ("organisation: https://example.org/dac", "organisation: [https://example.org]"),
+            ("researcher_status: https://doi", "researcher_status: ftp://doi"),
+            ('source: "https://example.org/dac/1"', f'source: "https://example.org/{"x" * 250}"'),
+            ('value: "https://example.org/datasets/sail"', 'value: "https://user@evil.org/"'),
+            ('value: "https://example.org/datasets/sail"', 'value: "https://example.org/a b"'),
+        ],
+    )
+    def test_a_claim_that_is_no_short_url_is_refused_with_its_line(self, write_policy, old, new):
+        text = textwrap.dedent(self.VALID).replace(old, new)
+        assert text != textwrap.dedent(self.VALID)
+        path = write_policy(text)
+        with pytest.raises(PolicyError) as raised:
+            load_policy(path)
+        [problem] = raised.value.problems
+        assert "must be an https URL of at most 255 characters" in problem.message
+        rows = path.read_text().splitlines()
+        assert problem.line == next(n for n, row in enumerate(rows, 1) if new in row)
+
+    def test_organisation_is_said_once(self, tmp_path):
+        (tmp_path / "a.yaml").write_text("version: 1\norganisation: https://a.example\n")
+        (tmp_path / "b.yaml").write_text("version: 1\norganisation: https://b.example\n")
+        with pytest.raises(PolicyError) as raised:
+            load_policy(tmp_path)
+        assert "defined twice" in str(raised.value.problems[0])
