@@ -28,6 +28,7 @@ class Gatekeeper:
     issuer: object = None  # Issuer: adds and withdraws our qualifications on records
     access_tokens: object = None  # AccessTokens: researchers' personal access tokens
     token_hasher: object = None  # TokenHasher: the digests tokens are stored under
+    visa_signer: object = None  # VisaSigner: GA4GH visas; None when no key is set
 
 
 def create_app(settings: Settings | None = None, *, orcid_reader=None, store=None):
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
         health,
         login,
         pages,
+        passports,
         security,
         steward,
         tokens,
@@ -117,6 +119,7 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
         forget_decisions=store.forget_decisions,
     )
     hasher = TokenHasher(app.config["SECRET_KEY"])
+    visa_signer = _visa_signer(settings)
     app.extensions["gatekeeper"] = Gatekeeper(
         settings,
         policy_file,
@@ -126,6 +129,7 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
         issuer,
         access_tokens=AccessTokens(store, hasher),
         token_hasher=hasher,
+        visa_signer=visa_signer,
     )
     login.init_app(app)
     app.register_blueprint(login.bp)
@@ -134,12 +138,38 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
     app.register_blueprint(steward.bp)
     app.register_blueprint(earning.bp)
     app.register_blueprint(tokens.bp)
+    app.register_blueprint(passports.bp)
     errors.init_app(app)
     security.init_app(app)
     access_log.init_app(app)
     app.wsgi_app = forward_auth.ForwardAuth(app.wsgi_app, app)
     _log_start(settings, policy_file.current, store)
     return app
+
+
+def _visa_signer(settings):
+    """The key that signs GA4GH visas (and the older ones still published), or None.
+
+    Never generated outside the demo: a key made at start would change at each restart
+    and differ between instances, and every visa signed with it would stop verifying.
+    """
+    from app.passports import SigningKey, SigningKeyError, VisaSigner
+
+    if settings.passport_signing_key:
+        try:
+            current = SigningKey.from_file(
+                settings.passport_signing_key, "PASSPORT_SIGNING_KEY", signs=True
+            )
+            older = tuple(
+                SigningKey.from_file(path, "PASSPORT_PUBLISHED_KEYS")
+                for path in settings.published_key_files
+            )
+        except SigningKeyError as exc:
+            raise ConfigError(exc.message) from None
+        return VisaSigner(current, older)
+    if settings.demo:
+        return VisaSigner(SigningKey.generate())
+    return None
 
 
 def _log_start(settings, policy, store) -> None:

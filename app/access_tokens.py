@@ -234,6 +234,15 @@ class AccessTokens:
             return None
         return token, TokenInfo(token_id(digest), record, None)
 
+    def verify(self, token: str) -> TokenRecord | None:
+        """The live record of a token presented outside /auth, or None (malformed,
+        unknown, expired, or the store cannot say)."""
+        if self.hasher is None or not is_well_formed(token):
+            return None
+        raw = self.store.get_token(self.hasher.digest(token))
+        record = TokenRecord.from_json(raw) if isinstance(raw, str) else None
+        return record if record is not None and record.is_live(self.clock()) else None
+
     def list(self, orcid: str) -> list[TokenInfo] | None:
         """The researcher's live tokens, oldest first."""
         found = self.store.tokens_of(orcid)

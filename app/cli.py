@@ -251,6 +251,88 @@ def explain(orcid, dataset, record, policy_path, as_json):
     sys.exit(0 if decision.allowed else 1)
 
 
+@main.command()
+@click.option("--orcid", "orcid", required=True, help="The researcher's ORCID iD or its URI.")
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False),
+    help="A saved record (JSON) to read instead of the live ORCID API.",
+)
+@click.option("--policy", "policy_path", help="Policy file or directory (default: POLICY_PATH).")
+@click.option("--json", "as_json", is_flag=True, help="One visa's claims per line, as JSON.")
+def visas(orcid, record, policy_path, as_json):
+    """The GA4GH visas a researcher would get now, decoded (nothing is signed).
+
+    Decided afresh from ORCID (or --record), as the service would decide. Exits 0, 2 for
+    misuse (an invalid iD, a broken policy, no PUBLIC_URL to name as the issuer).
+    """
+    from app.access import AccessChecker
+    from app.cache import MemoryStore
+    from app.passports import VisaSettings, visa_claims
+
+    settings = _settings()
+    loaded = _policy(policy_path or settings.policy_path)
+    orcid = _orcid_or_misuse(orcid)
+    if not settings.public_url:
+        raise Misuse("PUBLIC_URL is not set: visas name it as their issuer")
+    if record:
+        try:
+            reader = SavedRecord.from_file(record)
+        except (SavedRecordError, InvalidOrcidId) as exc:
+            raise Misuse(exc.message) from None
+    else:
+        from app.orcid_client import OrcidClient
+
+        reader = OrcidClient.from_settings(settings)
+    now = dt.datetime.now(dt.UTC)
+    targets = list(loaded.datasets.values())
+    try:
+        items = reader.read_qualifications(
+            orcid, lambda q: any(loaded.is_candidate(t, q) for t in targets)
+        )
+        decisions = [
+            decide(loaded, t, items, orcid=orcid, now=now, own_client_id=settings.orcid_client_id)
+            for t in targets
+        ]
+    except SavedRecordError as exc:
+        raise Misuse(exc.message) from None
+    except OrcidError as exc:
+        decisions = [refuse_unreadable(loaded, t, orcid=orcid, error=exc, now=now) for t in targets]
+    # The service's cache bounds, which cap each visa's expiry.
+    bounds = AccessChecker(
+        None,
+        reader,
+        MemoryStore(),
+        refusal_ttl=settings.refusal_ttl,
+        max_ttl=settings.decision_ttl,
+        clock=lambda: now,
+    )
+    claims = visa_claims(
+        loaded,
+        decisions,
+        orcid=orcid,
+        settings=VisaSettings(
+            settings.public_url.rstrip("/"), settings.orcid_base_url, settings.visa_lifetime
+        ),
+        cache_until=bounds.cache_until,
+        now=now,
+    )
+    if not claims and not as_json:
+        echo_lines([f"{orcid} would get no visa now"])
+    for claim in claims:
+        if as_json:
+            click.echo(json.dumps(claim, ensure_ascii=True, sort_keys=True))
+            continue
+        visa = claim["ga4gh_visa_v1"]
+        ends = dt.datetime.fromtimestamp(claim["exp"], dt.UTC)
+        echo_lines(
+            [
+                f"{visa['type']} {visa['value']} (source {visa['source']}, by {visa['by']}) "
+                f"until {_when(ends)}"
+            ]
+        )
+
+
 @main.group()
 def record():
     """Work with saved ORCID records (the files explain --record reads)."""

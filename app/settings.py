@@ -86,6 +86,16 @@ class Settings:
     # keys, comma-separated, newest first; older ones still decrypt (key rotation). None:
     # this service never keeps such a token, so it cannot issue qualifications.
     write_token_key: str | None = field(default=None, metadata={"env": "WRITE_TOKEN_KEY"})
+    # GA4GH Passport visas (app/passports.py): the signing key (a PEM file: RSA of 2048
+    # bits or more, or EC P-256), older keys still published in our JWKS during a
+    # rotation (comma-separated PEM files), and how long a visa lasts at most. No key:
+    # no visas (the demo makes one per run).
+    passport_signing_key: str | None = field(default=None, metadata={"env": "PASSPORT_SIGNING_KEY"})
+    # NOTE: a string, not a tuple: tuple settings are lower-cased, and these are paths.
+    passport_published_keys: str | None = field(
+        default=None, metadata={"env": "PASSPORT_PUBLISHED_KEYS"}
+    )
+    visa_lifetime: int = field(default=3600, metadata={"env": "VISA_LIFETIME"})
     # Personal access tokens (scripts): failed lookups per client address and minute
     # before that address's unknown tokens are refused unasked for the rest of it.
     token_failures_per_minute: int = field(
@@ -159,6 +169,8 @@ class Settings:
         ):
             if value <= 0:
                 found.append(f"{name}: must be greater than 0")
+        if not 60 <= self.visa_lifetime <= 86400:
+            found.append("VISA_LIFETIME: must be between 60 and 86400 seconds")
         if self.write_token_key is not None and not self.write_token_keys:
             found.append(
                 "WRITE_TOKEN_KEY: each comma-separated key must be a Fernet key (32 bytes, "
@@ -184,6 +196,7 @@ class Settings:
                     f"PUBLIC_URL: {self.public_url!r} must be https (ORCID requires HTTPS "
                     "redirect URIs); plain http only on loopback or with GATEKEEPER_DEMO=1"
                 )
+        found.extend(self.passport_problems())
         if "/read-limited" in self.orcid_scope.split() and "//pub." in self.orcid_api_url:
             found.append(
                 "ORCID_SCOPE: /read-limited needs the member API; set ORCID_API_URL to "
@@ -202,6 +215,28 @@ class Settings:
                 f"{'is not an ORCID iD' if len(bad) == 1 else 'are not ORCID iDs'} "
                 "(16 digits in four groups with a valid check digit, like 0000-0002-1825-0097)"
             )
+        return found
+
+    def passport_problems(self) -> list[str]:
+        """What is wrong with the visa signing keys (each file is read and parsed)."""
+        from app.passports import SigningKey, SigningKeyError
+
+        found = []
+        files = (
+            [("PASSPORT_SIGNING_KEY", self.passport_signing_key)]
+            if self.passport_signing_key
+            else []
+        )
+        if self.published_key_files and not self.passport_signing_key:
+            found.append("PASSPORT_PUBLISHED_KEYS: needs PASSPORT_SIGNING_KEY, the key that signs")
+        files += [("PASSPORT_PUBLISHED_KEYS", path) for path in self.published_key_files]
+        for name, path in files:
+            try:
+                SigningKey.from_file(path, name, signs=name == "PASSPORT_SIGNING_KEY")
+            except SigningKeyError as exc:
+                found.append(exc.message)
+        if self.passport_signing_key and not self.public_url and not self.demo:
+            found.append("PUBLIC_URL: required with PASSPORT_SIGNING_KEY (visas name it as iss)")
         return found
 
     def page_problems(self) -> list[str]:
@@ -266,6 +301,12 @@ class Settings:
         except ValueError:
             return ()
         return keys
+
+    @property
+    def published_key_files(self) -> tuple[str, ...]:
+        """PASSPORT_PUBLISHED_KEYS as paths, in order."""
+        raw = self.passport_published_keys or ""
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
 
     @property
     def stewards(self) -> frozenset[str]:

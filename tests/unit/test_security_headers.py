@@ -190,6 +190,14 @@ def _as_steward(go):
     return run
 
 
+def _passport_page(client, csrf):
+    """The decoded passport a browser sees (the app gets a signing key first)."""
+    from app.passports import SigningKey, VisaSigner
+
+    client.application.extensions["gatekeeper"].visa_signer = VisaSigner(SigningKey.generate())
+    return client.get("/ga4gh/passport", headers={"Accept": "text/html"})
+
+
 # (id, reader, signed in, request, expected status)
 PAGES = [
     ("index", "allowed", False, _get("/"), 200),
@@ -268,6 +276,7 @@ PAGES = [
     ("token-created", "allowed", True, _post("/tokens", name="laptop", days="90"), 201),
     ("token-refused", "allowed", True, _post("/tokens", name="", days="90"), 400),
     ("token-revoke", "allowed", True, _post("/tokens/0123456789ab/revoke"), 302),
+    ("passport", "allowed", True, _passport_page, 200),
 ]
 
 
