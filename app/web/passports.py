@@ -39,6 +39,11 @@ def _json(data, status: int = 200, **headers) -> Response:
     return response
 
 
+@bp.app_context_processor
+def _passport_helpers():
+    return {"passports_enabled": _gatekeeper().visa_signer is not None}
+
+
 @bp.get(JWKS_PATH)
 def jwks():
     """Our public keys: the signing key and any older one still published."""

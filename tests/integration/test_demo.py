@@ -87,6 +87,21 @@ class TestDemo:
         )
         assert wrong.status_code == 401 and "WWW-Authenticate" in wrong.headers
 
+    def test_a_qualified_researcher_reads_their_passport_decoded_and_raw(self, demo):
+        url, _ = demo
+        browser, _ = sign_in(url, "qualified")
+        assert "GA4GH Passport" in browser.get(f"{url}/", timeout=10).text
+        page = browser.get(f"{url}/ga4gh/passport", headers={"Accept": "text/html"}, timeout=30)
+        assert page.status_code == 200
+        assert "ControlledAccessGrants" in page.text
+        assert f"{url}/datasets/sail-cohort/" in page.text
+        raw = browser.get(f"{url}/ga4gh/passport?format=json", timeout=30).json()
+        assert raw["ga4gh_passport_v1"] and all(
+            visa.count(".") == 2 for visa in raw["ga4gh_passport_v1"]
+        )
+        keys = requests.get(f"{url}/.well-known/jwks.json", timeout=10).json()["keys"]
+        assert len(keys) == 1 and keys[0]["alg"] == "ES256"
+
     def test_the_empty_persona_is_the_demos_steward(self, demo):
         url, _ = demo
         steward, _ = sign_in(url, "empty")

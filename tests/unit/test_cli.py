@@ -416,3 +416,44 @@ class TestSeveralPaths:
         result = runner.invoke(main, ["policy", "check", str(policy_file), str(REPO / "policies")])
         assert result.exit_code == 0, result.output
         assert len(result.stdout.splitlines()) == 2
+
+
+class TestVisas:
+    RECORD = str(Path(__file__).parents[2] / "app" / "examples" / "record-0000-0002-1825-0097.json")
+    ENV = {"PUBLIC_URL": "https://data.example.org", "POLICY_PATH": "policies/"}
+
+    def test_the_visas_a_researcher_would_get_in_words(self, runner):
+        result = runner.invoke(
+            main, ["visas", "--orcid", RESEARCHER, "--record", self.RECORD], env=self.ENV
+        )
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith(
+            "ControlledAccessGrants https://data.example.org/datasets/survey-microdata/ "
+            "(source https://data.example.org, by dac) until "
+        )
+        assert "sail-cohort" not in result.output  # refused: no grant
+
+    def test_as_json_one_visa_per_line_with_the_specs_claims(self, runner):
+        result = runner.invoke(
+            main,
+            ["visas", "--orcid", RESEARCHER, "--record", self.RECORD, "--json"],
+            env={**self.ENV, "VISA_LIFETIME": "120"},
+        )
+        assert result.exit_code == 0, result.output
+        [line] = result.output.splitlines()
+        claims = json.loads(line)
+        assert claims["iss"] == "https://data.example.org"
+        assert claims["sub"] == f"https://orcid.org/{RESEARCHER}"
+        assert claims["exp"] <= claims["iat"] + 120
+        assert claims["ga4gh_visa_v1"]["by"] == "dac"
+
+    @pytest.mark.parametrize(
+        "args, env, says",
+        [
+            (["--orcid", "0000-0002-1825-0096"], ENV, "check digit"),
+            (["--orcid", RESEARCHER], {"POLICY_PATH": "policies/", "PUBLIC_URL": ""}, "PUBLIC_URL"),
+        ],
+    )
+    def test_misuse_is_exit_2(self, runner, args, env, says):
+        result = runner.invoke(main, ["visas", *args, "--record", self.RECORD], env=env)
+        assert result.exit_code == 2 and says in result.output
