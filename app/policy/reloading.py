@@ -35,6 +35,7 @@ class PolicyFile:
         self.current = load_policy(self.path)
         self._stamp = self._fingerprint()
         self._checked = self._clock()
+        self._confirmed = time.time()  # when the files were last seen as loaded (wall clock)
         self.last_error: PolicyError | None = None
         self._lock = threading.Lock()
         self._loading: threading.Thread | None = None
@@ -88,10 +89,32 @@ class PolicyFile:
         self._checked = now
         stamp = self._fingerprint()
         if stamp == self._stamp:
+            self._confirmed = time.time()
             return
         self._stamp = stamp
         self._loading = threading.Thread(target=self._reload, name="policy-reload", daemon=True)
         self._loading.start()
+
+    def confirmed_this_second(self, policy) -> bool:
+        """Whether ``policy`` is in force and its files were seen unchanged during the
+        current second of the wall clock, looking now if they were not (a few stat
+        calls, at most once a second): what lets nginx cache an answer to the end of
+        this second (app/web/forward_auth.py ``cache_for``). False during a reload.
+        """
+        now = time.time()
+        if policy is not self.current or self._loading is not None:
+            return False
+        if int(self._confirmed) == int(now):
+            return True
+        with self._lock:
+            if self._loading is not None or policy is not self.current:
+                return False
+            if self._fingerprint() != self._stamp:
+                self._checked = float("-inf")  # changed: reload at once
+                self._start_reload_if_changed()
+                return False
+            self._confirmed = now
+            return True
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for a reload in progress; True when the policy changed (tests, the CLI)."""

@@ -194,6 +194,7 @@ class ForwardAuth:
         if path != "/auth" and not path.startswith("/auth/"):
             return self.wsgi_app(environ, start_response)
         started = time.monotonic()
+        policy = self.checker.policy  # the answer's, unless a reload swaps it meanwhile
         try:
             status, headers, key = self.judge(environ, path, started)
         except Exception:  # fail closed, and say so in the log, never to the proxy
@@ -214,7 +215,7 @@ class ForwardAuth:
                 body = status.encode()
             headers.append(("Content-Length", str(len(body))))
         headers.append(("Cache-Control", "no-store"))
-        headers.append(("X-Accel-Expires", self.cache_for(key)))
+        headers.append(("X-Accel-Expires", self.cache_for(key, policy)))
         start_response(status, headers)
         LATENCY.observe(time.monotonic() - started)
         return [body]
@@ -228,7 +229,7 @@ class ForwardAuth:
         status, headers, _ = self.judge(environ, path, started)
         return status, headers
 
-    def cache_for(self, key) -> str:
+    def cache_for(self, key, policy) -> str:
         """``X-Accel-Expires`` for the answer remembered under ``key``: how long nginx's
         auth cache (docs/proxies/nginx.conf) may serve it; "0" (never) for anything else.
 
@@ -238,8 +239,9 @@ class ForwardAuth:
         confirmation by at most a second: the bound this worker's own memory keeps. An
         answer confirmed in an earlier second is not cached at all. nginx's own
         ``proxy_cache_valid`` counts whole seconds from the next tick, up to two.
+        The policy counts as confirmed too: its files seen unchanged this second.
         """
-        if key is None:
+        if key is None or not self.policy_file.confirmed_this_second(policy):
             return "0"
         remembered = self.answers.get(key)
         if remembered is None:
@@ -270,11 +272,7 @@ class ForwardAuth:
             return FORBIDDEN, [], None  # no dataset owns this URL: fail closed
         key = (self.checker.cache_version(policy), sid, orcid, dataset.key)
         remembered = self.answers.get(key)
-        if (
-            remembered is not None
-            and time.monotonic() - remembered[2] < RECHECK_AFTER
-            and remembered[1] > time.time()
-        ):
+        if remembered is not None and is_fresh(remembered):
             HIT_MEMORY.inc()
             allowed = remembered[0]
         else:
@@ -437,11 +435,7 @@ class ForwardAuth:
         orcid = record.orcid
         key = (self.checker.cache_version(policy), "token", digest, orcid, dataset.key)
         remembered = self.answers.get(key)
-        if (
-            remembered is not None
-            and time.monotonic() - remembered[2] < RECHECK_AFTER
-            and remembered[1] > time.time()
-        ):
+        if remembered is not None and is_fresh(remembered):
             # NOTE: the token was checked when this answer was, under a second ago.
             HIT_MEMORY.inc()
             allowed = remembered[0]
@@ -566,6 +560,20 @@ class ForwardAuth:
         if target:
             login += "?next=" + quote(target, safe="")
         return "302 Found", [("Location", login)]
+
+
+def is_fresh(remembered) -> bool:
+    """Whether a remembered answer (allowed, until, checked) may be served unchecked: it
+    was confirmed against the store under RECHECK_AFTER ago, within the current second of
+    the wall clock, and its decision still holds.
+
+    NOTE: the current second, so that nginx may cache the answer to that second's end
+    (``cache_for``): an answer confirmed in the second before is checked again first.
+    That costs no more store reads than a fixed second would (one per second per answer).
+    """
+    now = time.time()
+    age = time.monotonic() - remembered[2]
+    return age < RECHECK_AFTER and age <= now % 1.0 and remembered[1] > now
 
 
 def token_of(credentials: str) -> str | None:
