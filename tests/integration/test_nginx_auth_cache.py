@@ -8,6 +8,8 @@ and no cached answer ever turns a refusal or a signed-out request into an allow.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import re
 import shutil
 import threading
@@ -18,7 +20,7 @@ import requests
 from click.testing import CliRunner
 
 from app.cli import main
-from tests.integration.conftest import REPO
+from tests.integration.conftest import EMULATOR_CLIENT, REPO, Emulator
 from tests.integration.proxies import FileServer, Sites
 from tests.integration.test_access_tokens import make_token
 
@@ -101,14 +103,16 @@ class Watcher:
         ]
 
 
-def assert_honoured(watcher: Watcher, change_returned: float, refusals: set[int]):
-    """No allow answered more than BOUND after the change returned, and watched past it."""
-    time.sleep(max(0.0, change_returned + WATCH - time.monotonic()))
+def assert_honoured(
+    watcher: Watcher, change_returned: float, refusals: set[int], bound: float = BOUND
+):
+    """No allow answered more than ``bound`` after the change returned, and watched past it."""
+    time.sleep(max(0.0, change_returned + bound + WATCH - BOUND - time.monotonic()))
     seen = watcher.after(change_returned)
     assert {status for _, status in seen} <= {200, *refusals}, seen
     allowed = [at for at, status in seen if status == 200]
-    assert max(allowed, default=0) <= BOUND, f"allowed {max(allowed):.3f} s after: {seen}"
-    assert any(at > BOUND for at, _ in seen), f"not watched long enough: {seen}"
+    assert max(allowed, default=0) <= bound, f"allowed {max(allowed):.3f} s after: {seen}"
+    assert any(at > bound for at, _ in seen), f"not watched long enough: {seen}"
     assert seen[-1][1] in refusals
 
 
@@ -228,3 +232,51 @@ class TestOneSecondBounds:
         while nginx.get(SAIL_FILE, browser).status_code != 200:
             assert time.monotonic() < deadline, "the old policy did not come back"
             time.sleep(0.1)
+
+
+@pytest.fixture
+def own_orcid():
+    """An emulator of this test's own, whose records the test changes as ORCID would."""
+    from app.emulator import create_app
+    from app.emulator.server import serve_in_thread
+
+    app = create_app(clients=[EMULATOR_CLIENT])
+    base_url, shutdown = serve_in_thread(app)
+    yield app, Emulator(base_url)
+    shutdown()
+
+
+class TestQualificationExpiry:
+    """A qualification that ends: ORCID's record (an emulator of this module's own) now
+    shows the training ended yesterday. The decision behind the cached answers lasts
+    DECISION_TTL; no cached answer outlives it by more than about a second."""
+
+    DECISION_TTL = 2
+
+    def test_the_file_stops_within_the_decisions_bound(
+        self, tmp_path_factory, own_orcid, redis_server, files
+    ):
+        from app.emulator.personas import PartialDate
+        from app.emulator.state import EXTENSION
+
+        app, emulator = own_orcid
+        sites = Sites(tmp_path_factory, emulator, redis_server, files, first_database=14)
+        try:
+            site = sites.get("nginx", DECISION_TTL=str(self.DECISION_TTL))
+            browser = site.sign_in(QUALIFIED)
+            with Watcher(site, browser, headers={"Accept": "*/*"}) as watcher:
+                warm(watcher)
+                records = app.extensions[EXTENSION].records
+                training = records.item(QUALIFIED_ORCID, 1001)  # Safe Researcher Training
+                yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+                records.replace(
+                    QUALIFIED_ORCID,
+                    dataclasses.replace(
+                        training,
+                        start=PartialDate.of(yesterday - dt.timedelta(days=400)),
+                        end=PartialDate.of(yesterday),
+                    ),
+                )
+                assert_honoured(watcher, time.monotonic(), {403}, bound=self.DECISION_TTL + BOUND)
+        finally:
+            sites.stop()
