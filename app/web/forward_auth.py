@@ -11,6 +11,11 @@
   ``X-Auth-Request-Dataset``, from which nginx (which never shows our body) redirects
   there. Anyone else (curl, scripts) gets the plain 403.
 
+A request with ``Authorization`` (a script's personal access token, Bearer or Basic) is
+judged by its token alone: the researcher's own decision, only for the token's datasets;
+401 with a challenge, never a redirect, for a token that opens nothing. Every answer says
+in ``X-Accel-Expires`` how long nginx's auth cache may keep it (``cache_for``).
+
 NOTE: this is plain WSGI middleware in front of Flask, not a blueprint. It is the hot
 path: measured in-process, a cached check costs 9 µs here against 47 µs for a bare Flask
 route, and under gunicorn it serves 125% of a bare Flask endpoint (bench/README.md).
