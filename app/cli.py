@@ -194,6 +194,21 @@ def policy_test(paths, test_paths, as_json):
     sys.exit(1 if failed else 0)
 
 
+def _record_reader(settings: Settings, record: str | None):
+    """A saved record (``--record``), or ORCID read as the service reads it.
+
+    :raises Misuse: for a saved record that cannot be read.
+    """
+    if record:
+        try:
+            return SavedRecord.from_file(record)
+        except (SavedRecordError, InvalidOrcidId) as exc:
+            raise Misuse(exc.message) from None
+    from app.orcid_client import OrcidClient  # only the live path needs requests
+
+    return OrcidClient.from_settings(settings)
+
+
 @main.command()
 @click.option("--orcid", "orcid", required=True, help="The researcher's ORCID iD or its URI.")
 @click.option("--dataset", required=True, help="The dataset's name in the policy.")
@@ -217,21 +232,7 @@ def explain(orcid, dataset, record, policy_path, as_json):
         target = loaded.dataset(dataset)
     except (InvalidOrcidId, UnknownDataset) as exc:
         raise Misuse(exc.message) from None
-    if record:
-        try:
-            reader = SavedRecord.from_file(record)
-        except (SavedRecordError, InvalidOrcidId) as exc:
-            raise Misuse(exc.message) from None
-    else:
-        from app.orcid_client import OrcidClient  # only the live path needs requests
-
-        reader = OrcidClient(
-            settings.orcid_api_url,
-            base_url=settings.orcid_base_url,
-            client_id=settings.orcid_client_id,
-            client_secret=settings.orcid_client_secret,
-            total_timeout=settings.orcid_timeout,
-        )
+    reader = _record_reader(settings, record)
     now = dt.datetime.now(dt.UTC)
     try:
         items = reader.read_qualifications(orcid, lambda q: loaded.is_candidate(target, q))
@@ -275,15 +276,7 @@ def visas(orcid, record, policy_path, as_json):
     orcid = _orcid_or_misuse(orcid)
     if not settings.public_url:
         raise Misuse("PUBLIC_URL is not set: visas name it as their issuer")
-    if record:
-        try:
-            reader = SavedRecord.from_file(record)
-        except (SavedRecordError, InvalidOrcidId) as exc:
-            raise Misuse(exc.message) from None
-    else:
-        from app.orcid_client import OrcidClient
-
-        reader = OrcidClient.from_settings(settings)
+    reader = _record_reader(settings, record)
     now = dt.datetime.now(dt.UTC)
     targets = list(loaded.datasets.values())
     try:

@@ -62,6 +62,19 @@ def _page(researcher, *, error=None, form=None, status=200):
     ), status
 
 
+def _form_sender():
+    """(the signed-in researcher, None), or (None, the answer) to a form sent signed out
+    (sign in and come back) or without its CSRF token (400)."""
+    researcher = current_researcher()
+    if researcher is None:
+        return None, redirect(url_for("login.login", next=url_for("tokens.index")))
+    if not csrf_ok():
+        return None, message_page(
+            "Please try again", "That form had expired.", ("Tokens", url_for("tokens.index")), 400
+        )
+    return researcher, None
+
+
 @bp.get("/tokens")
 def index():
     """The researcher's tokens and the form to make one."""
@@ -77,13 +90,9 @@ def create():
 
     :raise 400: without a valid CSRF token, or for a form that names no valid token.
     """
-    researcher = current_researcher()
-    if researcher is None:
-        return redirect(url_for("login.login", next=url_for("tokens.index")))
-    if not csrf_ok():
-        return message_page(
-            "Please try again", "That form had expired.", ("Tokens", url_for("tokens.index")), 400
-        )
+    researcher, refusal = _form_sender()
+    if refusal is not None:
+        return refusal
     gk = _gatekeeper()
     policy = gk.checker.policy
     form = {
@@ -130,13 +139,9 @@ def revoke(token_id):
 
     :raise 400: without a valid CSRF token.
     """
-    researcher = current_researcher()
-    if researcher is None:
-        return redirect(url_for("login.login", next=url_for("tokens.index")))
-    if not csrf_ok():
-        return message_page(
-            "Please try again", "That form had expired.", ("Tokens", url_for("tokens.index")), 400
-        )
+    researcher, refusal = _form_sender()
+    if refusal is not None:
+        return refusal
     revoked = _gatekeeper().access_tokens.revoke(researcher.orcid, token=token_id[:64])
     if revoked is None:
         return _unavailable()
