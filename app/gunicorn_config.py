@@ -89,7 +89,10 @@ class QuerylessAccessLogger(Logger):
 
         The app tells who and what through the environ (app/web/access_log.py).
         """
-        if not self.access_log_enabled:
+        # NOTE: not access_log_enabled alone: gunicorn counts any logconfig_dict (ours is
+        # always set) as asking for access lines, which wrote one per request with
+        # GUNICORN_ACCESSLOG unset (about 46 µs of CPU per /auth).
+        if self.cfg.accesslog is None or not self.access_log_enabled:
             return
         if self.cfg.access_log_format is not None:
             return super().access(resp, req, environ, request_time)

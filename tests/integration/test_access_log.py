@@ -107,3 +107,14 @@ class TestAccessLog:
         assert dataset_page["dataset"] == "sail-cohort"
         assert all(isinstance(e["duration_ms"], float) and e["request_id"] for e in entries)
         assert not any("?" in json.dumps(e) for e in entries), entries
+
+    def test_without_gunicorn_accesslog_no_access_line_is_written(self, start_gatekeeper, orcid):
+        gatekeeper = start_gatekeeper(workers=1)
+        browser, response = sign_in(gatekeeper.url, "qualified")
+        assert response.status_code == 302
+        for _ in range(3):
+            check = browser.get(
+                f"{gatekeeper.url}/auth", headers={"X-Original-URI": "/datasets/sail-cohort/f"}
+            )
+            assert check.status_code == 200
+        assert access_entries(gatekeeper) == []
