@@ -66,10 +66,12 @@ test: $(STAMP) system-packages axe
 screenshots: $(STAMP) system-packages axe
 	SCREENSHOTS=1 $(BIN)/python -m pytest tests/browser -q
 
-# Run by hand, never in CI (about 6 minutes; bench/README.md says what it measures).
+# Run by hand, never in CI (bench/README.md says what each scenario measures). Every
+# scenario, about 15 minutes, or one: `make bench SCENARIO=nginx-cache`; QUICK=1 for
+# smoke runs (about a minute each). Tables go to bench/results/<scenario>.md and .json.
 bench: $(STAMP)
-	@$(MAKE) --no-print-directory system-packages SYSTEM_PACKAGES="redis-server wrk"
-	$(BIN)/python bench/run.py
+	@$(MAKE) --no-print-directory system-packages SYSTEM_PACKAGES="redis-server wrk nginx"
+	$(BIN)/python bench/run.py $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis node_modules

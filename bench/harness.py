@@ -677,6 +677,10 @@ def disturbed(results: list[WrkResult], args) -> bool:
 # --- the machine, and the report ------------------------------------------------------------
 
 
+def machine_date() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="minutes")
+
+
 def machine() -> dict:
     from importlib.metadata import version
 
@@ -691,7 +695,7 @@ def machine() -> dict:
         [shutil.which("redis-server"), "--version"], capture_output=True, text=True
     ).stdout.strip()
     return {
-        "date": dt.datetime.now().astimezone().isoformat(timespec="minutes"),
+        "date": machine_date(),
         "cpu": f"{os.cpu_count()} x {cpu}",
         "os": platform.platform(),
         "python": platform.python_version(),

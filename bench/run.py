@@ -43,7 +43,9 @@ def parse_args(argv=None):
     )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument(
-        "--quick", action="store_true", help="smoke runs: 3 s runs, 1 round, 3 cold checks"
+        "--quick",
+        action="store_true",
+        help="smoke runs: 3 s runs, 1 round, 3 cold checks, at most 10 s waiting for quiet",
     )
     parser.add_argument(
         "--threads",
@@ -102,10 +104,11 @@ def parse_args(argv=None):
     )
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if args.quick:
-        args.duration, args.warmup, args.rounds, args.cold = 3, 1, 1, 3
-        args.wait_quiet = min(args.wait_quiet, 10)
-        args.retries = min(args.retries, 1)
+    if args.quick:  # shorter defaults; an option given on the command line stays
+        quick = dict(duration=3, warmup=1, rounds=1, cold=3, wait_quiet=10, retries=1)
+        for name, value in quick.items():
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
     try:
         args.threads = [int(t) for t in args.threads.split(",")] if args.threads else []
     except ValueError:
@@ -155,6 +158,7 @@ def command_line(args, name: str) -> str:
 
 def run_scenario(name: str, args, info: dict) -> str:
     module = load(name)
+    info = {**info, "date": harness.machine_date()}  # when this scenario started
     logs = Path(tempfile.mkdtemp(prefix=f"gatekeeper-bench-{name}-"))
     logs.chmod(0o755)  # nginx's workers (not root) read the file and write the auth cache here
     procs = harness.Processes(logs)

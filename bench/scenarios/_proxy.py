@@ -328,7 +328,9 @@ def report(ctx, kind, label, proxy, gk, runs, target) -> Report:
                 + (" (disturbed)" if disturbed(results, args) else ""),
             ]
         )
-    ratio = median_of(runs["protected"], "rps") / median_of(runs["unprotected"], "rps")
+    protected = median_of(runs["protected"], "rps")
+    ratio = protected / median_of(runs["unprotected"], "rps")
+    alone = protected / median_of(runs["file server alone"], "rps")
     ok = target is None or ratio >= target
     verdict = f" (target ≥ {target:.0%}: {met(ok)})" if target is not None else ""
     cache_note = ""
@@ -381,7 +383,8 @@ def report(ctx, kind, label, proxy, gk, runs, target) -> Report:
             rows,
             "lrrrrrrrl",
         )
-        + f"\n\n**Protected / unprotected through {label}: {ratio:.0%}**{verdict}.\n\n"
+        + f"\n\n**Protected / unprotected through {label}: {ratio:.1%}**{verdict}. "
+        f"Protected / the file server alone: {alone:.1%}.\n\n"
         "Command (ports and the cookie elided):\n\n```\n" + runs["protected"][0].command + "\n```\n"
     )
     data = {
@@ -389,6 +392,7 @@ def report(ctx, kind, label, proxy, gk, runs, target) -> Report:
         "label": label,
         "nginx_auth_cache": getattr(proxy, "cache_found", None) and getattr(proxy, "cache", None),
         "ratio_protected_unprotected": ratio,
+        "ratio_protected_file_server_alone": alone,
         "gatekeeper": gk.command,
         "runs": {name: [r.as_dict() for r in results] for name, results in runs.items()},
     }

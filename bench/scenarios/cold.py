@@ -60,12 +60,14 @@ def run(ctx: Context) -> Report:
         commands.append(gk.command)
         try:
             cookie, _ = sign_in(gk.url, MANY_ITEMS)  # signed in before any latency is added
+            ctx.wait_quiet()
             cold = {lat: cold_decisions(stack, gk.url, cookie, lat, args.cold) for lat in latencies}
         finally:
             ctx.procs.stop(gk.process)
         measured.append((f"cold `/auth`, {args.workers} {name} workers", cold))
         data["configs"].append({"name": name, "gunicorn": gk.command, "cold": _json(cold)})
     say("")
+    ctx.wait_quiet()
     client = {lat: cold_client(stack, lat, args.cold) for lat in latencies}
     measured.append(("`OrcidClient.read_qualifications` alone", client))
     data["client"] = _json(client)
@@ -120,7 +122,7 @@ def cold_decisions(
     emulator_reset(stack)
     emulator_faults(stack, latency_ms=latency, endpoints=RECORD_KINDS)
     times = []
-    for _ in range(count):
+    for n in range(1, count + 1):
         decisions = list(stack.redis.scan_iter(match="gk:*:d:*", count=1000))
         if decisions:
             stack.redis.delete(*decisions)
@@ -129,7 +131,10 @@ def cold_decisions(
         response = requests.get(f"{gk_url}/auth", headers=headers, timeout=30)
         times.append((time.perf_counter() - start) * 1000)
         if response.status_code != 200:
-            raise BenchError(f"cold /auth for {MANY_ITEMS} answered {response.status_code}")
+            raise BenchError(
+                f"cold /auth for {MANY_ITEMS} (check {n} of {count}, ORCID +{latency} ms) "
+                f"answered {response.status_code}; the gatekeeper's log says why"
+            )
     counts = emulator_counts(stack)
     emulator_reset(stack)
     say(
