@@ -21,6 +21,7 @@ PASSPORT_PUBLISHED_KEYS for keys still published during a rotation); joserfc sig
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import secrets
@@ -127,7 +128,6 @@ class VisaSigner:
 
 def decode_unverified(token: str) -> tuple[dict, dict]:
     """(header, claims) of a JWS we made, for showing it: no verification."""
-    import base64
 
     def part(text: str) -> dict:
         return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
