@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import html
 import re
 import secrets
 import time
@@ -158,16 +159,14 @@ class TestTokensPage:
         assert response.status_code == 201
         assert response.headers["Cache-Control"] == "private, no-store"
         token = token_from(response)
-        page = response.get_data(as_text=True)
+        page = html.unescape(response.get_data(as_text=True))  # the text a reader copies
         for example in (
             f'curl -fO -H "Authorization: Bearer {token}" https://data.example.org/datasets/sail/FILE',
             f'wget --header="Authorization: Bearer {token}"',
             f"--http-url https://data.example.org/datasets/sail/ --http-headers "
             f'"Authorization,Bearer {token}"',
         ):
-            assert example.replace('"', "&#34;") in page or example in page.replace("&#34;", '"'), (
-                example
-            )
+            assert example in page, example
         listing = browser.get("/tokens").get_data(as_text=True)
         assert "cluster login node" in listing and token not in listing
         store = app.extensions["gatekeeper"].store
