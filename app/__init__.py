@@ -29,6 +29,7 @@ class Gatekeeper:
     access_tokens: object = None  # AccessTokens: researchers' personal access tokens
     token_hasher: object = None  # TokenHasher: the digests tokens are stored under
     visa_signer: object = None  # VisaSigner: GA4GH visas; None when no key is set
+    token_failures: object = None  # TokenFailures: unknown tokens per client address
 
 
 def create_app(settings: Settings | None = None, *, orcid_reader=None, store=None):
@@ -130,6 +131,7 @@ def create_app(settings: Settings | None = None, *, orcid_reader=None, store=Non
         access_tokens=AccessTokens(store, hasher),
         token_hasher=hasher,
         visa_signer=visa_signer,
+        token_failures=forward_auth.TokenFailures(store, settings.token_failures_per_minute),
     )
     login.init_app(app)
     app.register_blueprint(login.bp)

@@ -163,6 +163,36 @@ def size_of(*parts) -> int:
     return total
 
 
+class TokenFailures:
+    """Lookups of unknown tokens, per client address: counted in the store (shared by
+    every worker and instance); past ``limit`` in a window, this worker looks up no token
+    from that address until the window ends. /auth and /ga4gh/passport share one count.
+
+    NOTE: a worker stops once it sees the count past the limit, so one address gets at
+    most ``limit`` + (workers x instances) lookups a window; a token a worker verified
+    before is not looked up, so it goes on.
+    """
+
+    def __init__(self, store, limit: int, window: int = FAILURE_WINDOW):
+        self.store, self.limit, self.window = store, limit, window
+        self._blocked = Memo(64 * 1024)  # client address -> no lookups until (monotonic)
+
+    def blocks(self, address: str) -> bool:
+        until = self._blocked.get(address)
+        return until is not None and until > time.monotonic()
+
+    def failed(self, address: str) -> None:
+        count = self.store.hit(f"token-failures:{address}", self.window)
+        if count >= self.limit:
+            until = time.monotonic() + self.window
+            self._blocked.put(address, until, size_of(address, until))
+            if count == self.limit:
+                logger.warning(
+                    "token lookups refused for a minute: too many unknown tokens",
+                    extra={"client": address[:64], "failures": count},
+                )
+
+
 class ForwardAuth:
     def __init__(self, wsgi_app, flask_app):
         self.wsgi_app = wsgi_app
@@ -179,8 +209,7 @@ class ForwardAuth:
         # (monotonic): as for cookies, only headers that verified are remembered.
         self.tokens = Memo()
         self.hasher = gk.token_hasher
-        self.failure_limit = self.settings.token_failures_per_minute
-        self.limited = Memo(64 * 1024)  # client address -> no token lookups until (monotonic)
+        self.failures = gk.token_failures
         # (version, sid, iD, dataset) -> (allowed, cached until (Unix), last checked (monotonic))
         self.answers = Memo()
         # Cold decisions this worker works on at once (set_cold_slots: its threads less
@@ -462,8 +491,7 @@ class ForwardAuth:
             TOKEN_MALFORMED.inc()
             return None
         address = request.client_address
-        blocked = self.limited.get(address)
-        if blocked is not None and blocked > time.monotonic():
+        if self.failures.blocks(address):
             TOKEN_LIMITED.inc()
             return None
         digest = self.hasher.digest(token)
@@ -472,7 +500,7 @@ class ForwardAuth:
         if record is None or not record.is_live(time.time()):
             if stored is not UNAVAILABLE:
                 (TOKEN_UNKNOWN if record is None else TOKEN_EXPIRED).inc()
-                self.token_failed(address)
+                self.failures.failed(address)
             return None
         TOKEN_VERIFIED.inc()
         now = time.monotonic()
@@ -506,17 +534,6 @@ class ForwardAuth:
         # /read-limited token kept for issuing.
         token = self.store.session_token_of(orcid) if raw is None else None
         return self.decided(key, orcid, dataset, raw, token, request)
-
-    def token_failed(self, address: str) -> None:
-        count = self.store.hit(f"token-failures:{address}", FAILURE_WINDOW)
-        if count >= self.failure_limit:
-            until = time.monotonic() + FAILURE_WINDOW
-            self.limited.put(address, until, size_of(address, until))
-            if count == self.failure_limit:
-                logger.warning(
-                    "token lookups refused for a minute: too many unknown tokens",
-                    extra={"client": address[:64], "failures": count},
-                )
 
     def session(self, environ) -> tuple[str, str, float] | None:
         """(sid, ORCID iD, expiry) from the signed session cookie, verified once per worker.
@@ -579,6 +596,17 @@ def is_fresh(remembered) -> bool:
     now = time.time()
     age = time.monotonic() - remembered[2]
     return age < RECHECK_AFTER and age <= now % 1.0 and remembered[1] > now
+
+
+def client_address(environ) -> str:
+    """The address of the proxy's client: the last X-Forwarded-For entry, which the
+    proxy in front of us appends (docs/proxies/), else the connection's peer."""
+    forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+    if forwarded:
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last[:64]
+    return environ.get("REMOTE_ADDR", "unknown")
 
 
 def token_of(credentials: str) -> str | None:
@@ -683,14 +711,7 @@ class ProxyRequest:
 
     @property
     def client_address(self) -> str:
-        """The address of the proxy's client: the last X-Forwarded-For entry, which the
-        proxy in front of us appends (docs/proxies/), else the connection's peer."""
-        forwarded = self.environ.get("HTTP_X_FORWARDED_FOR")
-        if forwarded:
-            last = forwarded.rsplit(",", 1)[-1].strip()
-            if last:
-                return last[:64]
-        return self.environ.get("REMOTE_ADDR", "unknown")
+        return client_address(self.environ)
 
     @property
     def wants_redirect(self) -> bool:

@@ -11,20 +11,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import time
 
 from flask import Blueprint, Response, current_app, render_template, request, url_for
 from werkzeug.http import parse_accept_header
 
 from app.passports import JWKS_PATH, VisaSettings, decode_unverified, visa_claims
-from app.web.forward_auth import token_of
+from app.web.forward_auth import client_address, token_of
 from app.web.login import current_researcher
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("passports", __name__)
-
-FAILURES_PER_MINUTE = 30  # tokens refused here per client address, as /auth counts them
-_blocked: dict[str, float] = {}  # client address -> no token lookups until (monotonic)
 
 
 def _gatekeeper():
@@ -115,17 +111,13 @@ def _who() -> tuple[str, str | None, tuple[str, ...] | None] | None:
     gk = _gatekeeper()
     credentials = request.headers.get("Authorization")
     if credentials is not None:
-        # The address the proxy appended last, as /auth reads it.
-        address = (request.access_route[-1] if request.access_route else "unknown")[:64]
-        if _blocked.get(address, 0.0) > time.monotonic():
+        address = client_address(request.environ)
+        if gk.token_failures.blocks(address):
             return None
         token = token_of(credentials)
         record = gk.access_tokens.verify(token) if token else None
         if record is None:
-            if gk.store.hit(f"passport-failures:{address}", 60) >= FAILURES_PER_MINUTE:
-                if len(_blocked) > 10_000:
-                    _blocked.clear()
-                _blocked[address] = time.monotonic() + 60
+            gk.token_failures.failed(address)
             return None
         return record.orcid, gk.store.session_token_of(record.orcid), record.datasets
     researcher = current_researcher()

@@ -420,3 +420,21 @@ class TestColdDecision:
         gk.store.forget_orcid(RESEARCHER)
         assert client.get("/auth", headers={**SAIL, **bearer(token)}).status_code == 200
         assert seen == ["orcid-token-1", None]
+
+
+def test_unknown_tokens_at_the_passport_count_against_auth_too(write_policy):
+    from app.passports import SigningKey, VisaSigner
+
+    app = make_app(write_policy(POLICY), TOKEN_FAILURES_PER_MINUTE="2")
+    app.extensions["gatekeeper"].visa_signer = VisaSigner(SigningKey.generate())
+    token = token_from(create(signed_in(app), name="a"))
+    client = app.test_client()
+    guesser = {"X-Forwarded-For": "198.51.100.7"}
+    for _ in range(2):
+        response = client.get("/ga4gh/passport", headers={**guesser, **bearer(new_token())})
+        assert response.status_code == 401
+    # The same address, at /auth and at the passport: no lookup, even of a real token.
+    assert client.get("/auth", headers={**SAIL, **guesser, **bearer(token)}).status_code == 401
+    assert client.get("/ga4gh/passport", headers={**guesser, **bearer(token)}).status_code == 401
+    other = {"X-Forwarded-For": "192.0.2.1"}
+    assert client.get("/ga4gh/passport", headers={**other, **bearer(token)}).status_code == 200
