@@ -209,6 +209,27 @@ def _record_reader(settings: Settings, record: str | None):
     return OrcidClient.from_settings(settings)
 
 
+def _decide_each(loaded, targets, reader, orcid: str, settings: Settings) -> list:
+    """A decision for each dataset in ``targets``, from one read of the record (one that
+    cannot be read refuses each, saying why).
+
+    :raises Misuse: for a saved record that cannot be used.
+    """
+    now = dt.datetime.now(dt.UTC)
+    try:
+        items = reader.read_qualifications(
+            orcid, lambda q: any(loaded.is_candidate(t, q) for t in targets)
+        )
+        return [
+            decide(loaded, t, items, orcid=orcid, now=now, own_client_id=settings.orcid_client_id)
+            for t in targets
+        ]
+    except SavedRecordError as exc:
+        raise Misuse(exc.message) from None
+    except OrcidError as exc:
+        return [refuse_unreadable(loaded, t, orcid=orcid, error=exc, now=now) for t in targets]
+
+
 @main.command()
 @click.option("--orcid", "orcid", required=True, help="The researcher's ORCID iD or its URI.")
 @click.option("--dataset", required=True, help="The dataset's name in the policy.")
@@ -233,16 +254,7 @@ def explain(orcid, dataset, record, policy_path, as_json):
     except (InvalidOrcidId, UnknownDataset) as exc:
         raise Misuse(exc.message) from None
     reader = _record_reader(settings, record)
-    now = dt.datetime.now(dt.UTC)
-    try:
-        items = reader.read_qualifications(orcid, lambda q: loaded.is_candidate(target, q))
-        decision = decide(
-            loaded, target, items, orcid=orcid, now=now, own_client_id=settings.orcid_client_id
-        )
-    except SavedRecordError as exc:
-        raise Misuse(exc.message) from None
-    except OrcidError as exc:
-        decision = refuse_unreadable(loaded, target, orcid=orcid, error=exc, now=now)
+    [decision] = _decide_each(loaded, [target], reader, orcid, settings)
     if as_json:
         # ensure_ascii writes everything outside printable ASCII (C0, DEL, C1, bidi and
         # every other control) as a \u escape, so JSON needs no escaping of its own.
@@ -277,20 +289,8 @@ def visas(orcid, record, policy_path, as_json):
     if not settings.public_url:
         raise Misuse("PUBLIC_URL is not set: visas name it as their issuer")
     reader = _record_reader(settings, record)
-    now = dt.datetime.now(dt.UTC)
-    targets = list(loaded.datasets.values())
-    try:
-        items = reader.read_qualifications(
-            orcid, lambda q: any(loaded.is_candidate(t, q) for t in targets)
-        )
-        decisions = [
-            decide(loaded, t, items, orcid=orcid, now=now, own_client_id=settings.orcid_client_id)
-            for t in targets
-        ]
-    except SavedRecordError as exc:
-        raise Misuse(exc.message) from None
-    except OrcidError as exc:
-        decisions = [refuse_unreadable(loaded, t, orcid=orcid, error=exc, now=now) for t in targets]
+    decisions = _decide_each(loaded, list(loaded.datasets.values()), reader, orcid, settings)
+    now = decisions[0].decided_at if decisions else dt.datetime.now(dt.UTC)
     # The service's cache bounds, which cap each visa's expiry.
     bounds = AccessChecker(
         None,
