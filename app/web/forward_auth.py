@@ -29,6 +29,7 @@ so forged or garbage cookies cost a signature check each and no memory.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import struct
 import sys
@@ -652,6 +653,11 @@ def queued_for(environ) -> float | None:
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
+# A server joins a header sent twice with a comma (gunicorn: "a,b"): a proxy that added
+# its X-Original-URI to a browser's own would hand us two URLs in one, the browser's
+# first. A comma before another path or URL is that join, never one URL we can judge.
+JOINED_URLS = re.compile(r",\s*(?:/|[A-Za-z][A-Za-z0-9+.-]*://)")
+
 # No script and no inline style: the Content-Security-Policy of the Flask pages holds.
 REFUSAL_PAGE = """<!doctype html>
 <html lang="en">
@@ -746,7 +752,10 @@ class ProxyRequest:
         names = self.query.get("dataset")
         if names:
             return policy.datasets.get(names[0])
-        found = {policy.dataset_for_path(uri) for uri in self.original_uris()}
+        uris = self.original_uris()
+        if any(JOINED_URLS.search(uri) for uri in uris):
+            return None  # a header sent twice
+        found = {policy.dataset_for_path(uri) for uri in uris}
         if len(found) != 1:
             return None  # no original URL, or sources that disagree
         return found.pop()

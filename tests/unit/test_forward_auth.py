@@ -82,6 +82,25 @@ class TestProxyRequest:
     def test_sources_that_disagree_fail_closed(self, policy, headers):
         assert dataset_of(policy, environ(**headers)) is None
 
+    @pytest.mark.parametrize(
+        "joined",
+        [
+            "/datasets/open/a,/datasets/sail/a",
+            "/datasets/open/a, /datasets/sail/a",
+            "/datasets/open/a?q=1,/datasets/sail/a",
+            "/datasets/open/a,https://files.example.org/datasets/sail/a",
+        ],
+    )
+    def test_a_header_sent_twice_fails_closed(self, policy, joined):
+        # What a server makes of X-Original-URI sent twice (gunicorn joins with ","): the
+        # first URL, a browser's, must not decide for the second, the proxy's.
+        assert dataset_of(policy, environ(X_Original_URI=joined)) is None
+        assert dataset_of(policy, environ(X_Forwarded_Uri=joined)) is None
+
+    def test_a_comma_inside_one_url_is_fine(self, policy):
+        env = environ(X_Original_URI="/datasets/open/a,b.csv?cols=x,y")
+        assert dataset_of(policy, env) == "open"
+
     def test_sources_that_agree_are_fine(self, policy):
         env = environ(X_Original_URI="/datasets/sail/a", X_Forwarded_Uri="/datasets/sail/b")
         assert dataset_of(policy, env) == "sail"
