@@ -303,8 +303,17 @@ class TestStartUp:
             (None, {"GUNICORN_WORKERS": "two"}, "GUNICORN_WORKERS"),
             (None, {"GUNICORN_TIMEOUT": "0"}, "GUNICORN_TIMEOUT"),
             (None, {"ORCID_SCOPE": "/read-all"}, "ORCID_SCOPE"),
+            (None, {"GUNICORN_HTTP_PARSER": "quick"}, "GUNICORN_HTTP_PARSER"),
         ],
-        ids=["no-secret", "no-policy", "bad-number", "gunicorn-number", "gunicorn-low", "scope"],
+        ids=[
+            "no-secret",
+            "no-policy",
+            "bad-number",
+            "gunicorn-number",
+            "gunicorn-low",
+            "scope",
+            "gunicorn-parser",
+        ],
     )
     def test_bad_settings_stop_gunicorn_with_one_line_naming_the_variable(
         self, tmp_path, emulator, unset, extra, variable
