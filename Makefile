@@ -11,6 +11,7 @@ SYSTEM_PACKAGES := redis-server redis-sentinel nginx chromium npm curl wget rclo
 # axe-core, which the browser tests run in each page, from npm into node_modules/ (ignored
 # by git; --no-save writes no package.json or lock file).
 AXE := node_modules/axe-core/axe.min.js
+comma := ,
 
 .PHONY: demo test bench screenshots install system-packages clean lint axe
 
@@ -69,8 +70,11 @@ screenshots: $(STAMP) system-packages axe
 # Run by hand, never in CI (bench/README.md says what each scenario measures). Every
 # scenario, about 15 minutes, or one: `make bench SCENARIO=nginx-cache`; QUICK=1 for
 # smoke runs (about a minute each). Tables go to bench/results/<scenario>.md and .json.
+# The servers scenario (all scenarios, with no SCENARIO) also installs the servers it
+# compares with gunicorn: uWSGI compiles, about half a minute.
 bench: $(STAMP)
 	@$(MAKE) --no-print-directory system-packages SYSTEM_PACKAGES="redis-server wrk nginx"
+	$(if $(or $(filter servers,$(subst $(comma), ,$(SCENARIO))),$(if $(SCENARIO),,all)),$(BIN)/pip install --quiet -e '.[servers]')
 	$(BIN)/python bench/run.py $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(QUICK),--quick)
 
 clean:

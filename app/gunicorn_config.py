@@ -6,6 +6,7 @@ The packaged configuration, so that a pip install runs as a checkout does:
     gunicorn -c gunicorn.conf.py 'app:create_app()'    # the checkout's file imports this
 """
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -56,6 +57,8 @@ http_parser = os.environ.get("GUNICORN_HTTP_PARSER", "").strip().lower() or "pyt
 if http_parser not in ("python", "fast", "auto"):
     _problems.append(f"GUNICORN_HTTP_PARSER: {http_parser!r} is not python, fast or auto")
     http_parser = "python"
+elif http_parser == "fast" and importlib.util.find_spec("gunicorn_h1c") is None:
+    _problems.append("GUNICORN_HTTP_PARSER: fast needs gunicorn_h1c: pip install 'gunicorn[fast]'")
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 # Unset: one JSON object per request with named fields (QuerylessAccessLogger.access).
 access_log_format = os.environ.get("GUNICORN_ACCESS_LOG_FORMAT") or None

@@ -18,6 +18,7 @@ SCENARIOS = {
     "caddy": "caddy",
     "traefik": "traefik",
     "envoy": "envoy",
+    "servers": "servers",
 }
 
 

@@ -187,6 +187,10 @@ class Gatekeeper:
 
 def gatekeeper_env(tmp_path, emulator, redis_url=None, public_url=None, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCID_", "GUNICORN_"))}
+    # The one gunicorn setting a run may choose: `GUNICORN_HTTP_PARSER=fast make test`
+    # runs the whole suite under gunicorn's C parser (gunicorn_h1c must be installed).
+    if os.environ.get("GUNICORN_HTTP_PARSER"):
+        env["GUNICORN_HTTP_PARSER"] = os.environ["GUNICORN_HTTP_PARSER"]
     env.update(
         ORCID_BASE_URL=emulator.url,
         ORCID_API_URL=f"{emulator.url}/v3.0",

@@ -345,6 +345,29 @@ class TestStartUp:
         assert len(ours) == 1 and variable in ours[0]
         assert "Traceback" not in result.stderr
 
+    def test_the_c_parser_asked_for_but_not_installed_is_one_line(self, tmp_path, emulator):
+        import subprocess
+        import sys
+
+        from tests.integration.conftest import REPO, gatekeeper_env
+
+        env = gatekeeper_env(tmp_path, emulator, GUNICORN_HTTP_PARSER="fast")
+        # As if gunicorn_h1c were not installed (the bench's servers extra installs it).
+        hide = "import sys; sys.modules['gunicorn_h1c'] = None; import app.gunicorn_config"
+        result = subprocess.run(
+            [sys.executable, "-c", hide],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 3
+        assert result.stderr.strip() == (
+            "orcid-gatekeeper: GUNICORN_HTTP_PARSER: fast needs gunicorn_h1c: "
+            "pip install 'gunicorn[fast]'"
+        )
+
 
 def test_gunicorn_removes_the_metrics_directory_it_made(start_gatekeeper, tmp_path):
     scratch = tmp_path / "tmp"
