@@ -1,5 +1,6 @@
 """`gatekeeper demo` as a newcomer runs it: one command, one URL, files behind the check."""
 
+import os
 import re
 import signal
 import subprocess
@@ -16,6 +17,8 @@ def demo():
     process = subprocess.Popen(
         [str(BIN / "gatekeeper"), "demo", "--port", str(port), "--orcid-port", str(orcid_port)],
         cwd=REPO,
+        # A demo that does not stop dumps its threads' stacks on SIGABRT (see below).
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -122,7 +125,12 @@ class TestDemo:
     def test_ctrl_c_stops_everything_and_printed_the_url_then_one_line_per_decision(self, demo):
         url, process = demo
         process.send_signal(signal.SIGINT)
-        _out, err = process.communicate(timeout=15)
+        try:
+            _out, err = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack
+            _out, err = process.communicate(timeout=15)
+            pytest.fail(f"the demo did not stop within 15 s of Ctrl-C:\n{err[-6000:]}")
         assert process.returncode == 0
         lines = [line for line in err.splitlines() if line.strip()]
         assert lines[0] == (
