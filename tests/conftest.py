@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import textwrap
 
 import pytest
@@ -10,6 +11,12 @@ import pytest
 from app.policy import load_policy
 from app.qualifications import parse_qualification
 from tests import orcid_json
+
+# A suite started as a background job (`make test &`, nohup) inherits SIGINT ignored, and
+# so would every server it starts: the demo would then sit through the Ctrl-C its test
+# sends. A handler, unlike an ignored signal, is reset to the default in a child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 RESEARCHER = "0000-0002-1825-0097"
 UKDS = "APP-UKDS000000000001"
