@@ -141,6 +141,11 @@ loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 # One JSON object per line, for our loggers and gunicorn's alike.
 logconfig_dict = logging_config(loglevel.upper())
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+# No header may set a WSGI variable, whoever sends it. gunicorn's default lets a trusted
+# peer (the proxy, on loopback) set SCRIPT_NAME, which it cuts off the path; proxies that
+# pass a browser's headers on would let a browser turn /static/metrics into /metrics.
+# Nothing is mounted under a prefix here: PUBLIC_URL says where users reach us.
+forwarder_headers = ""
 
 
 # Each worker writes its metrics here and /metrics adds them up; it must be set before

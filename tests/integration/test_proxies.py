@@ -248,6 +248,28 @@ def test_only_the_gatekeeper_pages_are_routed_to_it(walk):
     assert walk.files.seen == []
 
 
+@pytest.mark.parametrize(
+    "path, script_name",
+    [
+        ("/static/metrics", "/static"),
+        ("/steward/metrics", "/steward"),
+        ("/datasets/readyz", "/datasets"),
+        ("/static/auth", "/static"),
+    ],
+)
+def test_a_browser_cannot_move_a_page_route_onto_another_endpoint(walk, path, script_name):
+    # gunicorn lets a trusted forwarder (the proxy, on loopback) set SCRIPT_NAME with a
+    # header, and cuts it off the path: /static/metrics would reach /metrics. A browser's
+    # header of that name must not pass for the proxy's.
+    browser = walk.sign_in(QUALIFIED)
+    expected = walk.get(path, browser, headers={"X-Original-URI": SAIL_FILE})
+    headers = {"SCRIPT_NAME": script_name, "X-Original-URI": SAIL_FILE}
+    response = walk.get(path, browser, headers=headers)
+    assert response.status_code == expected.status_code, walk.explain(response)
+    assert "# HELP" not in response.text and "X-Orcid-Id" not in response.headers
+    assert walk.files.seen == []
+
+
 def raw_get(site, path, session_cookie, headers=()) -> tuple[int, str]:
     """GET ``path`` exactly as written (requests would resolve dot segments first), with
     ``headers``, (name, value) pairs, sent in order and as spelled, repeats included."""

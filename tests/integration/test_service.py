@@ -369,6 +369,18 @@ class TestStartUp:
         )
 
 
+@pytest.mark.parametrize("header", ["SCRIPT_NAME", "Script_Name"])
+def test_no_header_moves_a_request_onto_another_route(gatekeeper, header):
+    # The proxy connects from loopback, which FORWARDED_ALLOW_IPS trusts; gunicorn would
+    # take SCRIPT_NAME from such a peer's headers and cut it off the path, so a browser's
+    # header passed on by the proxy could turn /static/metrics into /metrics.
+    assert requests.get(f"{gatekeeper.url}/metrics", timeout=10).status_code == 200
+    for path, prefix in (("/static/metrics", "/static"), ("/datasets/readyz", "/datasets")):
+        response = requests.get(f"{gatekeeper.url}{path}", headers={header: prefix}, timeout=10)
+        assert response.status_code == 404, (path, response.text[:200])
+        assert "# HELP" not in response.text
+
+
 def test_gunicorn_removes_the_metrics_directory_it_made(start_gatekeeper, tmp_path):
     scratch = tmp_path / "tmp"
     scratch.mkdir()
