@@ -6,7 +6,7 @@ CPU. Each candidate serves ``app:create_app()`` unchanged, with the same setting
 processes of four threads, on loopback:
 
 - gunicorn gthread x4 with its pure-Python HTTP parser (the repo's default);
-- gunicorn gthread x4 with gunicorn's C parser, gunicorn_h1c (``--http-parser fast``);
+- gunicorn gthread x4 with gunicorn's C parser, gunicorn_h1c (``GUNICORN_HTTP_PARSER=fast``);
 - uWSGI, ``--http-socket`` (HTTP/1.0: one connection per request);
 - granian, ``--interface wsgi``.
 
@@ -36,6 +36,7 @@ dataset (tests/unit/test_forward_auth.py).
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import sys
 import time
@@ -90,10 +91,10 @@ def candidates(port: int, workers: int) -> list[Candidate]:
     gunicorn = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "app:create_app()"]
     return [
         Candidate("gunicorn gthread x4, Python parser", "gunicorn", [*gunicorn], {
-            "GUNICORN_CMD_ARGS": "--http-parser python",
+            "GUNICORN_HTTP_PARSER": "python",
         }),
         Candidate("gunicorn gthread x4, gunicorn_h1c parser", "gunicorn_h1c", [*gunicorn], {
-            "GUNICORN_CMD_ARGS": "--http-parser fast",
+            "GUNICORN_HTTP_PARSER": "fast",
         }),
         Candidate("uWSGI --http-socket, 2 x 4 threads", "uwsgi", [
             str(BIN / "uwsgi"), "--http-socket", bind, "--master", "--processes", str(workers),
@@ -160,10 +161,11 @@ def run(ctx: Context) -> Report:
             for _ in range(40):  # every worker memorises the answer
                 check_allowed(url, headers, "warm-up")
             run_wrk(url, headers, threads=ctx.args.wrk_threads, connections=32, seconds=2)
-            result = Result(spec.name, " ".join(shell(a) for a in spec.argv))
+            result = Result(spec.name, command_of(spec))
             result.probes = probe(url, cookie)
             results.append(result)
-            say(f"{spec.name}: probes {', '.join(k for k, v in result.probes.items() if v[0])}")
+            kept = [k for k, (ok, _) in result.probes.items() if ok]
+            say(f"{spec.name}: probes kept: {', '.join(kept) or 'none'}")
         for round_ in range(1, ctx.args.rounds + 1):
 
             def one_round():
@@ -266,6 +268,15 @@ def idle_keep_alive(url: str, cookie_header) -> tuple[bool, str]:
             connection.close()
     seen = f"slowest {slowest * 1000:.0f} ms"
     return statuses == {200} and slowest < 1.0, seen
+
+
+def command_of(spec: Candidate) -> str:
+    """The command as typed, the candidate's own settings first; ports left out."""
+    words = [f"{k}={shell(v)}" for k, v in spec.extra_env.items()]
+    words += [shell(a) for a in spec.argv]
+    command = " ".join(words)
+    command = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", command)
+    return re.sub(r"--port \d+", "--port PORT", command)
 
 
 def shell(arg: str) -> str:
