@@ -58,7 +58,7 @@ if http_parser not in ("python", "fast", "auto"):
     _problems.append(f"GUNICORN_HTTP_PARSER: {http_parser!r} is not python, fast or auto")
     http_parser = "python"
 elif http_parser == "fast" and importlib.util.find_spec("gunicorn_h1c") is None:
-    _problems.append("GUNICORN_HTTP_PARSER: fast needs gunicorn_h1c: pip install 'gunicorn[fast]'")
+    _problems.append("GUNICORN_HTTP_PARSER: fast needs gunicorn_h1c: pip install gunicorn_h1c")
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 # Unset: one JSON object per request with named fields (QuerylessAccessLogger.access).
 access_log_format = os.environ.get("GUNICORN_ACCESS_LOG_FORMAT") or None
@@ -141,11 +141,18 @@ loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 # One JSON object per line, for our loggers and gunicorn's alike.
 logconfig_dict = logging_config(loglevel.upper())
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
-# No header may set a WSGI variable, whoever sends it. gunicorn's default lets a trusted
-# peer (the proxy, on loopback) set SCRIPT_NAME, which it cuts off the path; proxies that
-# pass a browser's headers on would let a browser turn /static/metrics into /metrics.
-# Nothing is mounted under a prefix here: PUBLIC_URL says where users reach us.
+# No header may set SCRIPT_NAME or PATH_INFO, whoever sends it. gunicorn's default lets a
+# trusted peer (the proxy, on loopback) set SCRIPT_NAME, which it cuts off the path;
+# proxies that pass a browser's headers on would let a browser turn /static/metrics into
+# /metrics. Nothing is mounted under a prefix here: PUBLIC_URL says where users reach us.
 forwarder_headers = ""
+# Header names with underscores are dropped (X_Original_URI would read as X-Original-URI):
+# gunicorn's default, pinned so that no command-line flag quietly undoes it.
+header_map = "drop"
+# The scheme comes from X-Forwarded-Proto alone, which every proxy in docs/proxies/ sets;
+# gunicorn's default also takes X-Forwarded-Ssl and X-Forwarded-Protocol, which proxies
+# pass on from the browser untouched.
+secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
 
 
 # Each worker writes its metrics here and /metrics adds them up; it must be set before

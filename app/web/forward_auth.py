@@ -654,9 +654,10 @@ def queued_for(environ) -> float | None:
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 # A server joins a header sent twice with a comma (gunicorn: "a,b"): a proxy that added
-# its X-Original-URI to a browser's own would hand us two URLs in one, the browser's
-# first. A comma before another path or URL is that join, never one URL we can judge.
-JOINED_URLS = re.compile(r",\s*(?:/|[A-Za-z][A-Za-z0-9+.-]*://)")
+# its X-Original-URI to a browser's own would hand us two URLs in one. Either may come
+# first: a comma before another path or URL, or before a dot segment that would climb
+# out of the first URL's path (".../a,../../other/f"), is that join, never one URL.
+JOINED_URLS = re.compile(r",\s*(?:/|[A-Za-z][A-Za-z0-9+.-]*://)|,[^?#]*/\.\.?(?:[/?#]|$)")
 
 # No script and no inline style: the Content-Security-Policy of the Flask pages holds.
 REFUSAL_PAGE = """<!doctype html>

@@ -23,8 +23,8 @@ proxy never sent decide, or held up checks:
 - *repeated header*: ``X-Original-URI`` twice, the dataset and ``/elsewhere``, in both
   orders. Joined (``a,b``), the check fails closed; a server that keeps only the first,
   or only the last, lets one of them decide.
-- *idle keep-alive*: 17 connections ask once and stay open; another connection's
-  request must be answered within a second. A server that keeps a thread on an idle
+- *idle keep-alive*: 17 connections, opened one after another, each ask once and stay
+  open; every answer must come within a second. A server that keeps a thread on an idle
   connection (uWSGI's ``--http11-socket`` does, for ``--socket-timeout``) stalls checks
   behind a proxy's pool of open connections.
 
@@ -75,7 +75,7 @@ NEEDS_NGINX = False
 THREADS = 4
 TARGET_CPU_US = 120
 OTHER_URI = "/elsewhere"  # no dataset owns it: a check about it is refused
-IDLE = 16  # open connections left idle in the keep-alive probe (threads: 2 x 4)
+IDLE = 16  # connections left idle before the last one asks: more than 2 x 4 threads
 
 
 @dataclass

@@ -365,8 +365,38 @@ class TestStartUp:
         assert result.returncode == 3
         assert result.stderr.strip() == (
             "orcid-gatekeeper: GUNICORN_HTTP_PARSER: fast needs gunicorn_h1c: "
-            "pip install 'gunicorn[fast]'"
+            "pip install gunicorn_h1c"
         )
+
+
+def test_x_original_uri_sent_twice_is_refused_whichever_comes_first(gatekeeper):
+    # gunicorn joins a header sent twice ("a,b"); neither URL may decide for the other.
+    # The researcher may open the survey and not the SAIL extract.
+    import http.client
+
+    browser, _ = sign_in(gatekeeper.url, SELF_ASSERTED)
+    cookie = f"gatekeeper_session={browser.cookies['gatekeeper_session']}"
+    survey, sail = "/datasets/survey-microdata/a.csv", "/datasets/sail-cohort/a.csv"
+    relative = "../../sail-cohort/a.csv"  # after the survey's path, it climbs into SAIL
+
+    def status(*uris):
+        connection = http.client.HTTPConnection("127.0.0.1", gatekeeper.port, timeout=15)
+        try:
+            connection.putrequest("GET", "/auth")
+            connection.putheader("Cookie", cookie)
+            for uri in uris:
+                connection.putheader("X-Original-URI", uri)
+            connection.endheaders()
+            response = connection.getresponse()
+            response.read()
+            return response.status
+        finally:
+            connection.close()
+
+    assert status(survey) == 200 and status(sail) == 403
+    assert status(survey, sail) == 403
+    assert status(sail, survey) == 403
+    assert status(survey, relative) == 403
 
 
 @pytest.mark.parametrize("header", ["SCRIPT_NAME", "Script_Name"])

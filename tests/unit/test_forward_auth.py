@@ -89,17 +89,25 @@ class TestProxyRequest:
             "/datasets/open/a, /datasets/sail/a",
             "/datasets/open/a?q=1,/datasets/sail/a",
             "/datasets/open/a,https://files.example.org/datasets/sail/a",
+            # The proxy's first, then a browser's that climbs out of it.
+            "/datasets/sail/a,../../../open/x",
+            "/datasets/sail/a,x/../../open/x",
+            "/datasets/sail/a,.%2e/../../open/x",
+            "/datasets/sail/a,./../../open/x",
         ],
     )
     def test_a_header_sent_twice_fails_closed(self, policy, joined):
-        # What a server makes of X-Original-URI sent twice (gunicorn joins with ","): the
-        # first URL, a browser's, must not decide for the second, the proxy's.
+        # What a server makes of X-Original-URI sent twice (gunicorn joins with ","): one
+        # URL, a browser's, must not decide for the other, the proxy's.
         assert dataset_of(policy, environ(X_Original_URI=joined)) is None
         assert dataset_of(policy, environ(X_Forwarded_Uri=joined)) is None
 
-    def test_a_comma_inside_one_url_is_fine(self, policy):
-        env = environ(X_Original_URI="/datasets/open/a,b.csv?cols=x,y")
-        assert dataset_of(policy, env) == "open"
+    @pytest.mark.parametrize(
+        "uri",
+        ["/datasets/open/a,b.csv?cols=x,y", "/datasets/open/a,b/c.csv", "/datasets/open/a,..b"],
+    )
+    def test_a_comma_inside_one_url_is_fine(self, policy, uri):
+        assert dataset_of(policy, environ(X_Original_URI=uri)) == "open"
 
     def test_sources_that_agree_are_fine(self, policy):
         env = environ(X_Original_URI="/datasets/sail/a", X_Forwarded_Uri="/datasets/sail/b")
