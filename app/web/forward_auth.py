@@ -579,7 +579,7 @@ class ForwardAuth:
         if not (self.settings.auth_redirect or request.wants_redirect):
             return UNAUTHORIZED, []
         target = request.original_url()
-        login = (self.settings.public_url or "").rstrip("/") + "/login"
+        login = self.public_url + "/login"
         if target:
             login += "?next=" + quote(target, safe="")
         return "302 Found", [("Location", login)]
@@ -653,6 +653,13 @@ def queued_for(environ) -> float | None:
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
+
+def accepts_html(accept: str | None) -> bool:
+    """Whether an Accept header names HTML (a browser's); curl's ``*/*`` does not."""
+    parsed = parse_accept_header(accept)
+    return any(value.lower() in HTML_TYPES and quality > 0 for value, quality in parsed)
+
+
 # A server joins a header sent twice with a comma (gunicorn: "a,b"): a proxy that added
 # its X-Original-URI to a browser's own would hand us two URLs in one. Either may come
 # first: a comma before another path or URL, or before a dot segment that would climb
@@ -702,9 +709,7 @@ class ProxyRequest:
 
     @property
     def accepts_html(self) -> bool:
-        """Whether the browser's Accept names HTML; curl's ``*/*`` does not."""
-        accept = parse_accept_header(self.environ.get("HTTP_ACCEPT"))
-        return any(value.lower() in HTML_TYPES and quality > 0 for value, quality in accept)
+        return accepts_html(self.environ.get("HTTP_ACCEPT"))
 
     @property
     def credentials_scheme(self) -> str | None:

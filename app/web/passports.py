@@ -13,10 +13,9 @@ import json
 import logging
 
 from flask import Blueprint, Response, current_app, render_template, request, url_for
-from werkzeug.http import parse_accept_header
 
 from app.passports import JWKS_PATH, VisaSettings, decode_unverified, visa_claims
-from app.web.forward_auth import client_address, token_of
+from app.web.forward_auth import accepts_html, client_address, token_of
 from app.web.login import current_researcher
 
 logger = logging.getLogger(__name__)
@@ -127,7 +126,4 @@ def _who() -> tuple[str, str | None, tuple[str, ...] | None] | None:
 
 
 def _wants_page() -> bool:
-    if request.args.get("format") == "json":
-        return False
-    accept = parse_accept_header(request.headers.get("Accept"))
-    return any(value.lower() == "text/html" and quality > 0 for value, quality in accept)
+    return request.args.get("format") != "json" and accepts_html(request.headers.get("Accept"))

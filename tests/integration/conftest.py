@@ -6,6 +6,7 @@ missing binary fails loudly: these tests never skip.
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import signal
@@ -225,6 +226,22 @@ def start_gatekeeper(tmp_path, emulator):
     yield start
     for server in started:
         server.stop()
+
+
+def raw_get(port: int, path: str, headers=()) -> tuple[int, str]:
+    """GET ``path`` on loopback exactly as written (requests would resolve dot segments),
+    with ``headers``, (name, value) pairs, sent in order and as spelled, repeats included.
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    try:
+        connection.putrequest("GET", path)
+        for name, value in headers:
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        connection.close()
 
 
 def sign_in(base_url: str, persona: str, next_path: str = "/", decision: str = "authorize"):

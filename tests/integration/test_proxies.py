@@ -8,13 +8,12 @@ the file is served with the researcher's identity, and refusals stop at the prox
 
 from __future__ import annotations
 
-import http.client
 import re
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
 
-from tests.integration.conftest import sign_in
+from tests.integration.conftest import raw_get, sign_in
 from tests.integration.proxies import PROXIES, FileServer, Sites
 
 # Personas of the ORCID emulator (app/emulator/fixtures/personas.yaml) under policies/:
@@ -270,22 +269,6 @@ def test_a_browser_cannot_move_a_page_route_onto_another_endpoint(walk, path, sc
     assert walk.files.seen == []
 
 
-def raw_get(site, path, session_cookie, headers=()) -> tuple[int, str]:
-    """GET ``path`` exactly as written (requests would resolve dot segments first), with
-    ``headers``, (name, value) pairs, sent in order and as spelled, repeats included."""
-    connection = http.client.HTTPConnection("127.0.0.1", site.proxy.port, timeout=15)
-    try:
-        connection.putrequest("GET", path)
-        connection.putheader("Cookie", f"gatekeeper_session={session_cookie}")
-        for name, value in headers:
-            connection.putheader(name, value)
-        connection.endheaders()
-        response = connection.getresponse()
-        return response.status, response.read().decode(errors="replace")
-    finally:
-        connection.close()
-
-
 @pytest.mark.parametrize(
     "path, headers",
     [
@@ -323,7 +306,8 @@ def test_a_browser_cannot_have_another_url_checked_than_the_one_served(walk, pat
         response = walk.get(path, browser, headers=headers)
         status, body = response.status_code, response.text
     else:
-        status, body = raw_get(walk, path, browser.cookies["gatekeeper_session"], headers)
+        cookie = ("Cookie", f"gatekeeper_session={browser.cookies['gatekeeper_session']}")
+        status, body = raw_get(walk.proxy.port, path, [cookie, *headers])
     assert status in (400, 403, 404), (
         f"GET {path} {headers} -> {status}: {body[:200]}\n"
         f"file server saw: {[seen for seen, _ in walk.files.seen]}"

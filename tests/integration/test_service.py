@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from tests.integration.conftest import sign_in
+from tests.integration.conftest import raw_get, sign_in
 
 QUALIFIED = "qualified"
 SELF_ASSERTED = "self-asserted"
@@ -372,26 +372,14 @@ class TestStartUp:
 def test_x_original_uri_sent_twice_is_refused_whichever_comes_first(gatekeeper):
     # gunicorn joins a header sent twice ("a,b"); neither URL may decide for the other.
     # The researcher may open the survey and not the SAIL extract.
-    import http.client
-
     browser, _ = sign_in(gatekeeper.url, SELF_ASSERTED)
-    cookie = f"gatekeeper_session={browser.cookies['gatekeeper_session']}"
+    cookie = ("Cookie", f"gatekeeper_session={browser.cookies['gatekeeper_session']}")
     survey, sail = "/datasets/survey-microdata/a.csv", "/datasets/sail-cohort/a.csv"
     relative = "../../sail-cohort/a.csv"  # after the survey's path, it climbs into SAIL
 
     def status(*uris):
-        connection = http.client.HTTPConnection("127.0.0.1", gatekeeper.port, timeout=15)
-        try:
-            connection.putrequest("GET", "/auth")
-            connection.putheader("Cookie", cookie)
-            for uri in uris:
-                connection.putheader("X-Original-URI", uri)
-            connection.endheaders()
-            response = connection.getresponse()
-            response.read()
-            return response.status
-        finally:
-            connection.close()
+        headers = [cookie, *(("X-Original-URI", uri) for uri in uris)]
+        return raw_get(gatekeeper.port, "/auth", headers)[0]
 
     assert status(survey) == 200 and status(sail) == 403
     assert status(survey, sail) == 403
