@@ -77,5 +77,11 @@ bench: $(STAMP)
 	$(if $(or $(filter servers,$(subst $(comma), ,$(SCENARIO))),$(if $(SCENARIO),,all)),$(BIN)/pip install --quiet -e '.[servers]')
 	$(BIN)/python bench/run.py $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(QUICK),--quick)
 
+# What each commit is checked with before it lands: ruff's lint rules and its formatting.
+lint: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[lint]'
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis node_modules

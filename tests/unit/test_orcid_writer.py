@@ -112,9 +112,7 @@ def test_a_token_that_cannot_write_is_write_not_permitted(writer, status, body):
 @responses.activate
 def test_a_validation_error_carries_orcid_s_code_and_message(writer):
     message = "Invalid org name: the organization must have a name"
-    responses.post(
-        f"{API}/{ORCID}/qualification", status=400, json=orcid_error(400, 9046, message)
-    )
+    responses.post(f"{API}/{ORCID}/qualification", status=400, json=orcid_error(400, 9046, message))
     with pytest.raises(WriteError) as caught:
         writer.add(ORCID, "secret-token", BODY)
     assert caught.value.code == 9046

@@ -107,9 +107,7 @@ class TestIssueSection:
         issue = policy.qualifications["sail-dua"].issue
         assert issue.accept_terms is not None
         assert issue.external_id_value(ORCID) == f"sail-dua-2026-1-{ORCID}"
-        assert any(
-            "sail-dua" in req.options for d in policy.datasets.values() for req in d.require
-        )
+        assert any("sail-dua" in req.options for d in policy.datasets.values() for req in d.require)
         assert policy.qualifications["induction"].issue.steward is True
         assert policy.warnings == ()
 
