@@ -193,8 +193,9 @@ class _Judge:
     def writer(self, item: Qualification) -> str | None:
         """The client that wrote the item, or another person's iD; None: the researcher.
 
-        Legacy clients have iD-shaped IDs and appear under ``source-orcid``, so an iD there
-        that is not the researcher's is matched against trusted client IDs too.
+        Legacy clients have iD-shaped IDs and may appear under ``source-orcid`` as well as
+        ``source-client-id``, so an iD there that is not the researcher's is matched
+        against trusted client IDs too.
         """
         source = item.source
         if source.source_client_id is not None:
@@ -379,8 +380,11 @@ class _Judge:
             if end is not None and today > end:
                 failures.append(Failure("expired", f"it expired on {end.isoformat()}"))
         if rule.max_age_days is not None:
-            # Age counts from completion when the end date means completion.
-            basis = end if rule.end_date == "completion" else start
+            # Age counts from completion when the end date means completion. A partial date
+            # counts from its first day, the oldest the item can be (an end of "2024" may
+            # mean 1 January), as a partial start date does.
+            completed = item.end.first_day() if item.end else None
+            basis = completed if rule.end_date == "completion" else start
             basis = basis or (item.created.date() if item.created else None)
             if basis is None:
                 failures.append(

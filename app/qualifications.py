@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from app.errors import MalformedResponse
-from app.fuzzy_date import FuzzyDate
+from app.fuzzy_date import FIRST_YEAR, LAST_YEAR, FuzzyDate
 from app.orcid_id import is_valid_orcid_id
 
 DISAMBIGUATION_SOURCES = ("ROR", "GRID", "RINGGOLD", "FUNDREF", "LEI")
@@ -243,9 +243,11 @@ def _clean(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
-# common-3.0.xsd ``orcid-path`` (people and legacy clients) and ``client-path``.
+# common-3.0.xsd ``orcid-path`` (people and legacy clients) and ``client-path``, which
+# also takes a legacy client's iD-shaped ID: ORCID's server files whichever client calls
+# it under source-client-id (SourceManagerImpl), legacy clients included.
 _ORCID_PATH = re.compile(r"[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{3}[0-9X]")
-_CLIENT_PATH = re.compile(r"APP-[0-9A-Za-z]{16}")
+_CLIENT_PATH = re.compile(r"APP-[0-9A-Za-z]{16}|[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{3}[0-9X]")
 
 
 class _UnknownReference(Exception):
@@ -283,7 +285,7 @@ def _reference(wrapper, pattern: re.Pattern) -> str | None:
         raise _UnknownReference()
     if from_uri is not None and from_uri != found:
         raise _UnknownReference()
-    if pattern is _ORCID_PATH and not is_valid_orcid_id(found):
+    if _ORCID_PATH.fullmatch(found) and not is_valid_orcid_id(found):
         raise _UnknownReference()
     return found
 
@@ -319,7 +321,12 @@ def _millis(wrapper) -> dt.datetime | None:
         return None
     if not re.fullmatch(r"[0-9]{1,15}", raw):  # int() would take "١٧٣٥" and "1_735"
         raise ValueError(f"{raw!r} is not a time in milliseconds")
-    return dt.datetime.fromtimestamp(int(raw) / 1000, tz=dt.UTC)
+    moment = dt.datetime.fromtimestamp(int(raw) / 1000, tz=dt.UTC)
+    # ORCID stamps these from its own clock; the fuzzy dates' range also keeps the date
+    # arithmetic (an age limit added to it) inside what Python's dates can hold.
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise ValueError(f"{raw!r} is not a time between {FIRST_YEAR} and {LAST_YEAR}")
+    return moment
 
 
 def _organization(data) -> Organization | None:

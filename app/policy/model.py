@@ -26,7 +26,8 @@ SELF_ISSUED = "self-issued"
 BUILTIN_SOURCES = (SELF_ASSERTED, SELF_ISSUED)
 
 # ORCID client IDs: APP- and 16 letters or digits (common-3.0.xsd ``client-path``), or a
-# legacy client's iD-shaped ID, which ORCID reports under source-orcid (``source-type``).
+# legacy client's iD-shaped ID, which ORCID reports under source-client-id (its server
+# today) or source-orcid (``source-type``).
 CLIENT_ID = re.compile(r"^APP-[0-9A-Za-z]{16}$")
 LEGACY_CLIENT_ID = re.compile(r"^[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{3}[0-9X]$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -194,6 +194,22 @@ class TestLegacyClients:
         assert decision.allowed
         assert decision.requirements[0].candidates[0].added_by == "Old LMS"
 
+    def test_a_legacy_client_under_source_client_id_matches_its_listed_id(self, write_policy):
+        # ORCID's server files the calling client under source-client-id, legacy ones too
+        # (common-3.0.xsd client-path takes the iD shape).
+        policy = load_policy(write_policy(self.POLICY))
+        item = srt(src=orcid_json.source(client_id=LEGACY_CLIENT))
+        decision = judge(policy, "d", [item])
+        assert decision.allowed
+        assert decision.requirements[0].candidates[0].added_by == "Old LMS"
+
+    def test_an_id_shaped_client_with_a_wrong_check_digit_is_an_unknown_source(self, write_policy):
+        policy = load_policy(write_policy(self.POLICY))
+        item = srt(src=orcid_json.source(client_id=LEGACY_CLIENT[:-1] + "0"))
+        decision = judge(policy, "d", [item])
+        assert not decision.allowed
+        assert decision.requirements[0].candidates[0].added_by == "an unknown source"
+
     def test_the_researcher_is_never_a_legacy_client(self, write_policy):
         policy = load_policy(write_policy(self.POLICY.replace(LEGACY_CLIENT, RESEARCHER)))
         item = srt(src=orcid_json.source(orcid=RESEARCHER))
@@ -478,6 +494,25 @@ class TestCompletionDates:
         decision = judge(policy, "d", [srt(start="2025-01-01")])
         assert not decision.allowed
         assert decision.valid_until is None  # cached as long as any refusal
+
+    @pytest.mark.parametrize(
+        "end, allowed, valid_until",
+        [
+            ("2024", False, None),  # may have ended 1 January 2024: 730 days ran out in 2025
+            ("2024-12", True, dt.date(2026, 12, 1)),  # 730 days from 1 December 2024
+            ("2025", True, dt.date(2027, 1, 1)),
+        ],
+    )
+    def test_a_partial_completion_date_ages_from_its_first_day(
+        self, write_policy, end, allowed, valid_until
+    ):
+        policy = load_policy(write_policy(self.POLICY))
+        decision = judge(policy, "d", [srt(start="2024-01-01", end=end)])
+        assert decision.allowed is allowed
+        if allowed:
+            assert decision.requirements[0].valid_until == valid_until
+        else:
+            assert reasons(decision) == {"too_old"}
 
     def test_an_allow_lasts_until_the_age_limit_from_completion(self, write_policy):
         policy = load_policy(write_policy(self.POLICY))

@@ -72,6 +72,8 @@ class TestParsing:
             lambda d: d.update({"organization": "Org"}),
             lambda d: d.update({"external-ids": {"external-id": [{"external-id-type": "uri"}]}}),
             lambda d: d.update({"created-date": {"value": "yesterday"}}),
+            # 9999-12-31: a date Python holds, but an age limit added to it would not fit.
+            lambda d: d.update({"created-date": {"value": "253402300799000"}}),
         ],
         ids=[
             "no-put-code",
@@ -82,6 +84,7 @@ class TestParsing:
             "org-string",
             "ext-id-no-value",
             "bad-created",
+            "created-in-9999",
         ],
     )
     def test_malformed_items_raise_malformed_response(self, mutate):
