@@ -6,6 +6,7 @@ Every variable is read once, converted and checked here; a problem raises
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -101,6 +102,11 @@ class Settings:
     token_failures_per_minute: int = field(
         default=30, metadata={"env": "TOKEN_FAILURES_PER_MINUTE"}
     )
+    # Peers whose X-Forwarded-For names the client (the proxy): addresses or networks, or
+    # "*". gunicorn reads the same variable, with the same default, for X-Forwarded-Proto.
+    forwarded_allow_ips: tuple = field(
+        default=("127.0.0.1", "::1"), metadata={"env": "FORWARDED_ALLOW_IPS"}
+    )
 
     @classmethod
     def from_env(cls, environ=None) -> Settings:
@@ -171,6 +177,9 @@ class Settings:
                 found.append(f"{name}: must be greater than 0")
         if not 60 <= self.visa_lifetime <= 86400:
             found.append("VISA_LIFETIME: must be between 60 and 86400 seconds")
+        for entry in self.forwarded_allow_ips:
+            if entry != "*" and forwarder_network(entry) is None:
+                found.append(f"FORWARDED_ALLOW_IPS: {entry!r} is not an IP address, a network or *")
         if self.write_token_key is not None and not self.write_token_keys:
             found.append(
                 "WRITE_TOKEN_KEY: each comma-separated key must be a Fernet key (32 bytes, "
@@ -331,6 +340,14 @@ class Settings:
 
 def _is_loopback(hostname: str | None) -> bool:
     return hostname in ("127.0.0.1", "localhost", "::1")
+
+
+def forwarder_network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """A FORWARDED_ALLOW_IPS entry as a network (an address is a network of one)."""
+    try:
+        return ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return None
 
 
 def _convert(kind: str, raw: str):

@@ -110,7 +110,7 @@ def _who() -> tuple[str, str | None, tuple[str, ...] | None] | None:
     gk = _gatekeeper()
     credentials = request.headers.get("Authorization")
     if credentials is not None:
-        address = client_address(request.environ)
+        address = client_address(request.environ, gk.settings.forwarded_allow_ips)
         if gk.token_failures.blocks(address):
             return None
         token = token_of(credentials)

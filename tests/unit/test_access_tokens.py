@@ -251,6 +251,7 @@ class TestAuth:
             "Bearer " + "gkpat_" + "A" * 38,  # the right shape, a wrong checksum
             "Bearer not-a-token",
             "Basic !!!",
+            "Basic \xe9",  # not ASCII: werkzeug raises rather than parse it
             "Token abc",
             "Bearer",
         ],
@@ -420,6 +421,47 @@ class TestColdDecision:
         gk.store.forget_orcid(RESEARCHER)
         assert client.get("/auth", headers={**SAIL, **bearer(token)}).status_code == 200
         assert seen == ["orcid-token-1", None]
+
+
+class TestClientAddress:
+    """Failed lookups count against the address the proxy names, never one a client claims."""
+
+    def lookups(self, app, forwarded_for: list[str], peer: str) -> int:
+        store = app.extensions["gatekeeper"].store
+        looked_up = []
+        real = store.get_token
+        store.get_token = lambda digest: looked_up.append(digest) or real(digest)
+        client = app.test_client()
+        for address in forwarded_for:
+            response = client.get(
+                "/auth",
+                headers={**SAIL, "X-Forwarded-For": address, **bearer(new_token())},
+                environ_base={"REMOTE_ADDR": peer},
+            )
+            assert response.status_code == 401
+        return len(looked_up)
+
+    def test_a_peer_that_is_no_proxy_cannot_name_another_client(self, write_policy):
+        app = make_app(write_policy(POLICY), TOKEN_FAILURES_PER_MINUTE="3")
+        addresses = [f"198.51.100.{i}" for i in range(8)]
+        assert self.lookups(app, addresses, peer="192.0.2.1") == 3
+
+    @pytest.mark.parametrize("allowed", ["192.0.2.0/24", "192.0.2.1", "*"])
+    def test_a_proxy_in_forwarded_allow_ips_names_the_client(self, write_policy, allowed):
+        app = make_app(
+            write_policy(POLICY), TOKEN_FAILURES_PER_MINUTE="3", FORWARDED_ALLOW_IPS=allowed
+        )
+        addresses = [f"198.51.100.{i}" for i in range(8)]
+        assert self.lookups(app, addresses, peer="192.0.2.1") == 8
+
+
+def test_basic_credentials_that_are_not_ascii_are_401_at_the_passport(write_policy):
+    from app.passports import SigningKey, VisaSigner
+
+    app = make_app(write_policy(POLICY))
+    app.extensions["gatekeeper"].visa_signer = VisaSigner(SigningKey.generate())
+    response = app.test_client().get("/ga4gh/passport", headers={"Authorization": "Basic \xe9"})
+    assert response.status_code == 401
 
 
 def test_unknown_tokens_at_the_passport_count_against_auth_too(write_policy):

@@ -3,12 +3,15 @@ which cold checks are admitted in time."""
 
 import errno
 import gc
+import re
 import secrets
 import struct
 import time
 import tracemalloc
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app import create_app
 from app.admission import FINISH
@@ -19,9 +22,11 @@ from app.saved_record import SavedRecord
 from app.settings import Settings
 from app.web.forward_auth import (
     ENTRY_OVERHEAD,
+    JOINED_URLS,
     LAST_DATA_RECV,
     Memo,
     ProxyRequest,
+    client_address,
     queued_for,
     size_of,
 )
@@ -34,6 +39,32 @@ def environ(path="/auth", query="", raw=None, **headers):
         env["RAW_URI"] = raw
     env.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()})
     return env
+
+
+# JOINED_URLS in its plain form, which takes quadratic time on a URL of many commas.
+PLAIN_JOINED_URLS = re.compile(r",\s*(?:/|[A-Za-z][A-Za-z0-9+.-]*://)|,[^?#]*/\.\.?(?:[/?#]|$)")
+
+
+@given(st.text(alphabet=",/.?#a: ", max_size=30))
+def test_the_linear_joined_urls_decides_as_its_plain_form(text):
+    assert bool(JOINED_URLS.search(text)) == bool(PLAIN_JOINED_URLS.search(text))
+
+
+@pytest.mark.parametrize(
+    "peer, allowed, expected",
+    [
+        ("127.0.0.1", ("127.0.0.1", "::1"), "198.51.100.7"),  # the proxy, on loopback
+        ("::1", ("127.0.0.1", "::1"), "198.51.100.7"),
+        ("192.0.2.1", ("127.0.0.1", "::1"), "192.0.2.1"),  # anyone else: its own address
+        ("192.0.2.1", ("192.0.2.0/24",), "198.51.100.7"),
+        ("192.0.2.1", ("*",), "198.51.100.7"),
+        ("", ("127.0.0.1", "::1"), "unknown"),  # a Unix socket's peer: no address
+        ("", ("*",), "198.51.100.7"),
+    ],
+)
+def test_only_a_forwarder_names_the_client(peer, allowed, expected):
+    env = {"REMOTE_ADDR": peer, "HTTP_X_FORWARDED_FOR": "203.0.113.9, 198.51.100.7"}
+    assert client_address(env, allowed) == expected
 
 
 def dataset_of(policy, env):
@@ -56,6 +87,19 @@ class TestProxyRequest:
     )
     def test_the_dataset_comes_from_the_query_or_the_original_url(self, policy, env, expected):
         assert dataset_of(policy, env) == expected
+
+    @pytest.mark.parametrize(
+        "query, uri, expected",
+        [
+            ("dataset=sail", "/datasets/sail/a.csv", "sail"),
+            ("dataset=sail", "/downloads/a.csv", "sail"),  # a URL no dataset owns
+            ("dataset=open", "/datasets/sail/a.csv", None),  # another dataset's file
+            ("dataset=sail", "/datasets/sail/a,/datasets/open/b", None),  # sent twice
+        ],
+        ids=["agree", "unowned-url", "another-datasets-url", "joined"],
+    )
+    def test_the_query_never_judges_another_datasets_url(self, policy, query, uri, expected):
+        assert dataset_of(policy, environ(query=query, X_Original_URI=uri)) == expected
 
     def test_envoy_never_reads_the_browsers_query(self, policy):
         env = environ(

@@ -96,6 +96,15 @@ class TestSettings:
         environ = {"PUBLIC_URL": public_url} if public_url else {}
         assert Settings.from_env(environ).secure_cookies is secure
 
+    def test_forwarded_allow_ips_takes_addresses_networks_and_a_star(self):
+        settings = Settings.from_env({"FORWARDED_ALLOW_IPS": "10.0.0.0/8, 192.0.2.7, ::1, *"})
+        assert settings.forwarded_allow_ips == ("10.0.0.0/8", "192.0.2.7", "::1", "*")
+        assert Settings.from_env({}).forwarded_allow_ips == ("127.0.0.1", "::1")
+
+    def test_a_forwarded_allow_ips_entry_that_is_no_address_is_named(self):
+        with pytest.raises(ConfigError, match=r"FORWARDED_ALLOW_IPS: 'proxy\.local' is not"):
+            Settings.from_env({"FORWARDED_ALLOW_IPS": "127.0.0.1,proxy.local"})
+
     def test_allowed_redirect_hosts_are_a_lowercase_list(self):
         settings = Settings.from_env(
             {"ALLOWED_REDIRECT_HOSTS": "Data.Example.org, files.example.org"}
