@@ -296,13 +296,14 @@ def ref_identifier(ref, pattern):
         return "bad"
     if last is not None and last != value:
         return "bad"
-    if pattern == ORCID_FORM and not is_valid_orcid_id(value):
+    if re.fullmatch(ORCID_FORM, value) and not is_valid_orcid_id(value):
         return "bad"
     return value
 
 
 ORCID_FORM = r"[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{3}[0-9X]"
-CLIENT_FORM = r"APP-[0-9A-Za-z]{16}"
+# common-3.0.xsd client-path: a legacy client's ID has the iD's shape (and check digit).
+CLIENT_FORM = rf"APP-[0-9A-Za-z]{{16}}|{ORCID_FORM}"
 
 
 def source_of(item):
