@@ -326,6 +326,14 @@ class MemoryStore:
             return None
         return found[0]
 
+    def peek_state(self, key: str) -> str | None:
+        """The state's data, left in place."""
+        with self._guard:
+            found = self._data.get(state_key(key))
+        if found is None or found[1] <= self._clock():
+            return None
+        return found[0]
+
     def delete_state(self, key: str):
         self._delete(state_key(key))
 
@@ -737,6 +745,10 @@ class RedisStore:
         with one state cannot both read it; None if there is none, UNAVAILABLE while Redis
         is down."""
         return self._guarded(lambda: self.redis.getdel(state_key(key)), lambda: UNAVAILABLE)
+
+    def peek_state(self, key: str):
+        """The state's data, left in place; UNAVAILABLE while Redis is down."""
+        return self._guarded(lambda: self.redis.get(state_key(key)), lambda: UNAVAILABLE)
 
     def delete_state(self, key: str):
         self._guarded(lambda: self.redis.delete(state_key(key)), _nothing)

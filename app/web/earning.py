@@ -259,6 +259,8 @@ def complete(state: str):
         )
     try:
         token = orcid_client().authorize_access_token()
+        if not isinstance(token.get("access_token"), str | None):
+            raise TypeError("access_token is not a string")
     except AuthlibBaseError as exc:
         _outcome("failed", str(getattr(exc, "error", None) or type(exc).__name__)[:40], researcher)
         return message_page(
@@ -277,6 +279,17 @@ def complete(state: str):
         )
     except StoreUnavailable:
         return _store_down_page(None, back)
+    except (ValueError, TypeError, AttributeError):
+        # A 200 from ORCID's token endpoint that is no token (an HTML page, a JSON list,
+        # an expires_in that is not a number: Authlib raises these; an access_token that
+        # is not a string).
+        _outcome("unavailable", "orcid_bad_answer", researcher)
+        return message_page(
+            "ORCID gave an answer we could not read",
+            "Nothing was written to your ORCID record. Please try again in a few minutes.",
+            ("Back to the dataset", back),
+            502,
+        )
     if str(token.get("orcid") or "") != researcher.orcid:
         # Signed in at ORCID as someone else: that record is not the one we decide on.
         # The token we will not keep must not stay valid at ORCID for twenty years.

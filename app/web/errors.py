@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import render_template
+from flask import Response, render_template
+from flask.globals import request_ctx
 from werkzeug.exceptions import HTTPException
 
 from app.errors import GatekeeperError, UnknownDataset
@@ -19,25 +20,31 @@ def init_app(app):
     app.register_error_handler(Exception, _unexpected)
 
 
+def _page(title: str, message: str, status: int):
+    # A Host header werkzeug cannot route (an empty or 64-character label) leaves Flask
+    # without a URL adapter, and the page's links without URLs: the message in plain text.
+    if request_ctx and request_ctx.url_adapter is None:
+        return Response(f"{title}\n\n{message}\n", status, mimetype="text/plain")
+    return render_template("message.html", title=title, message=message), status
+
+
 def _http_error(exc: HTTPException):
-    return render_template(
-        "message.html", title=f"{exc.code} {exc.name}", message=exc.description
-    ), exc.code
+    return _page(f"{exc.code} {exc.name}", exc.description, exc.code)
 
 
 def _unknown_dataset(exc: UnknownDataset):
-    return render_template("message.html", title="No such dataset", message=exc.message), 404
+    return _page("No such dataset", exc.message, 404)
 
 
 def _gatekeeper_error(exc: GatekeeperError):
     logger.warning("request failed: %s", exc.reason)
-    return render_template("message.html", title="Something went wrong", message=exc.message), 500
+    return _page("Something went wrong", exc.message, 500)
 
 
 def _unexpected(exc: Exception):
     logger.exception("unexpected error")
-    return render_template(
-        "message.html",
-        title="Something went wrong",
-        message="An unexpected error occurred. It has been logged; please try again.",
-    ), 500
+    return _page(
+        "Something went wrong",
+        "An unexpected error occurred. It has been logged; please try again.",
+        500,
+    )

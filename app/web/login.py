@@ -67,6 +67,13 @@ class StateCache:
             raise StoreUnavailable()
         return found
 
+    def peek(self, key: str) -> str | None:
+        """Like ``get``, but the state stays."""
+        found = self._store().peek_state(key)
+        if found is UNAVAILABLE:
+            raise StoreUnavailable()
+        return found
+
     def set(self, key: str, value: str, timeout: float) -> None:
         if not self._store().put_state(key, value, timeout):
             raise StoreUnavailable()
@@ -101,9 +108,16 @@ class ServerSideState(FlaskIntegration):
         # in key order (Flask sorts), not in the order they were made.
         session[prefix + state] = {"exp": round(time.time() + self.expires_in, 6)}
 
-    def take_started_at(self, state: str) -> str | None:
-        """Where the sign-in with ``state`` started (its state is spent), or None."""
-        raw = self.cache.get(f"_state_{self.name}_{state}")
+    def clear_state_data(self, session, state):
+        # Authlib clears a callback's state before it checks it: a browser that holds no
+        # marker for the state (someone else's callback) must not spend that sign-in.
+        if f"_state_{self.name}_{state}" in session:
+            super().clear_state_data(session, state)
+
+    def started_at(self, state: str) -> str | None:
+        """Where the sign-in with ``state`` started, or None. The state stays: this browser
+        holds no marker for it, and another's callback must not spend it."""
+        raw = self.cache.peek(f"_state_{self.name}_{state}")
         try:
             started_at = json.loads(raw).get("started_at") if raw else None
         except (TypeError, ValueError, AttributeError):
@@ -169,12 +183,14 @@ def _gatekeeper():
 
 
 def allowed_hosts() -> frozenset[str]:
+    """ALLOWED_REDIRECT_HOSTS, and PUBLIC_URL's origin: its scheme and port, not any."""
     settings = _gatekeeper().settings
     hosts = set(settings.allowed_redirect_hosts)
     if settings.public_url:
         from urllib.parse import urlsplit
 
-        hosts.add(urlsplit(settings.public_url).netloc.lower())
+        public = urlsplit(settings.public_url)
+        hosts.add(f"{public.scheme.lower()}://{public.netloc.lower()}")
     return frozenset(hosts)
 
 
@@ -283,10 +299,14 @@ def callback():
         return earning.complete(state)
     integration = orcid_client().framework
     if request.args.get("error"):
-        # The researcher pressed Deny at ORCID: no session, a page that says so.
-        integration.clear_state_data(session, state)
+        # The researcher pressed Deny at ORCID: no session, a page that says so. Only a
+        # sign-in this browser started is ended and counted: anyone can send this URL.
         error = request.args["error"]
-        _sign_in_outcome("denied" if error == "access_denied" else "failed", error[:40])
+        if f"_state_{integration.name}_{state}" in session:
+            integration.clear_state_data(session, state)
+            _sign_in_outcome("denied" if error == "access_denied" else "failed", error[:40])
+        else:
+            _sign_in_outcome("failed", "no_state")  # not counted as a researcher's denial
         return render_template("denied.html"), 200
     try:
         return _complete_sign_in(integration, state)
@@ -301,7 +321,7 @@ def _complete_sign_in(integration, state: str):
     :raises StoreUnavailable: when the state cannot be read (Redis is down).
     """
     if f"_state_{integration.name}_{state}" not in session:
-        started_at = integration.take_started_at(state)
+        started_at = integration.started_at(state)
         if started_at and started_at != request.host_url:
             # The cookie that started this sign-in belongs to another host name, so the
             # browser did not send it here: say where to go, not "expired".
@@ -336,6 +356,17 @@ def _complete_sign_in(integration, state: str):
             "ORCID did not answer; please try again in a few minutes.",
             502,
             title="ORCID is not answering",
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        # ORCID's token endpoint answered 200 with something that is no token (an HTML
+        # page, a JSON list, an expires_in that is not a number): Authlib raises these.
+        _sign_in_outcome(
+            "unavailable", "orcid_bad_answer", detail=type(exc).__name__, level=logging.WARNING
+        )
+        return _sign_in_failed(
+            "ORCID's answer could not be read; please try again in a few minutes.",
+            502,
+            title="ORCID gave an answer we could not read",
         )
     try:
         orcid = parse_orcid_id(str(token.get("orcid") or token.get("userinfo", {}).get("sub")))
@@ -466,6 +497,11 @@ def start_session(
     could not keep it.
     """
     gk = _gatekeeper()
+    earlier = session.get("researcher")
+    if isinstance(earlier, dict) and isinstance(earlier.get("sid"), str):
+        # Signing in again ends the session this browser had: a copy of the old cookie
+        # must not stay signed in for the rest of its lifetime.
+        gk.store.delete_session(earlier["sid"], earlier.get("orcid"))
     session.clear()
     sid = secrets.token_urlsafe(24)
     if not gk.store.put_session(

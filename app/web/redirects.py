@@ -25,8 +25,10 @@ def safe_next(
 
     Allowed are a path on this site (one leading ``/``, no empty or dot segments, also once
     percent-decoded) and an http(s) URL whose ``host`` or ``host:port`` matches an entry of
-    ``allowed_hosts`` exactly (case aside); an entry without a port allows any port, and a
-    URL without one means its scheme's default. Anything that is not printable ASCII, holds a
+    ``allowed_hosts`` exactly (case aside), and whose path a path on this site could have;
+    an entry without a port allows any port, and a URL without one means its scheme's
+    default. An entry written as an origin (``https://host``) also pins the scheme, and
+    its default port. Anything that is not printable ASCII, holds a
     backslash or a control character (raw or percent-encoded), carries userinfo, or is longer
     than ``MAX_LENGTH`` is refused. Internationalised hosts must be listed in punycode.
     """
@@ -98,11 +100,30 @@ def _is_allowed_url(target: str, allowed_hosts) -> bool:
         return False
     host, port = split
     port = default_port if port is None else port
-    for entry in allowed_hosts:
-        allowed = _host_and_port(entry) if isinstance(entry, str) else None
-        if allowed is not None and allowed[0] == host and allowed[1] in (None, port):
-            return True
-    return False
+    if not any(_names(entry, parts.scheme, host, port) for entry in allowed_hosts):
+        return False
+    # The path must be one a local target could have: https://host//evil.com would
+    # become //evil.com wherever something takes the path alone.
+    local = target[len(parts.scheme) + 3 + len(parts.netloc) :] or "/"
+    decoded = _percent_decoded(local)
+    forms = (local, decoded, unicodedata.normalize("NFKC", decoded)) if decoded else ()
+    return bool(forms) and all(_is_local_path(form) for form in forms)
+
+
+def _names(entry, scheme: str, host: str, port: int) -> bool:
+    """Whether an allowed entry (``host``, ``host:port`` or ``scheme://host[:port]``) names
+    this scheme, host and port."""
+    if not isinstance(entry, str):
+        return False
+    pinned, _, netloc = entry.rpartition("://")
+    if pinned and pinned.lower() != scheme:
+        return False
+    allowed = _host_and_port(netloc)
+    if allowed is None or allowed[0] != host:
+        return False
+    if pinned:
+        return (allowed[1] or _DEFAULT_PORTS.get(scheme)) == port
+    return allowed[1] in (None, port)
 
 
 def _host_and_port(netloc: str) -> tuple[str, int | None] | None:

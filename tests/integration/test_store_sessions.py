@@ -63,6 +63,12 @@ class TestSignInStates:
         assert any_store.take_state("_state_orcid_s1") == '{"data": {}}'
         assert any_store.take_state("_state_orcid_s1") is None
 
+    def test_a_peeked_state_stays(self, any_store):
+        any_store.put_state("_state_orcid_s1", '{"data": {}}', 60)
+        assert any_store.peek_state("_state_orcid_s1") == '{"data": {}}'
+        assert any_store.take_state("_state_orcid_s1") == '{"data": {}}'
+        assert any_store.peek_state("_state_orcid_s1") is None
+
     def test_a_deleted_state_is_gone(self, any_store):
         any_store.put_state("_state_orcid_s1", "{}", 60)
         any_store.delete_state("_state_orcid_s1")
@@ -71,6 +77,7 @@ class TestSignInStates:
     def test_with_redis_down_no_state_is_kept_or_read(self, unreachable):
         assert unreachable.put_state("_state_orcid_s1", "{}", 60) is False
         assert unreachable.take_state("_state_orcid_s1") is UNAVAILABLE
+        assert unreachable.peek_state("_state_orcid_s1") is UNAVAILABLE
 
 
 class TestSessionBelongsTo:

@@ -1,6 +1,9 @@
 """The app factory and the edges that need no ORCID: configuration, cookies, redirects."""
 
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
+import responses
 
 from app import create_app
 from app.errors import ConfigError
@@ -14,6 +17,28 @@ def make_app(**environ):
     settings = Settings.from_env({"SECRET_KEY": "unit-test-secret-key-0123", **CLIENT, **environ})
     # A reader that must never be called: these tests make no decisions.
     return create_app(settings, orcid_reader=SavedRecord({"qualifications": {}}))
+
+
+RESEARCHER = "0000-0002-1825-0097"
+
+
+def start_sign_in(client) -> str:
+    """GET /login; the state ORCID would send back."""
+    return parse_qs(urlsplit(client.get("/login").headers["Location"]).query)["state"][0]
+
+
+def sign_in(client, state: str | None = None) -> str:
+    """Sign in through /login and /callback with ORCID's token endpoint mocked; the sid."""
+    state = state or start_sign_in(client)
+    token = {"access_token": "t", "token_type": "bearer", "expires_in": 3600}
+    responses.post(
+        "https://orcid.org/oauth/token",
+        json={**token, "scope": "/authenticate", "orcid": RESEARCHER, "name": "R"},
+    )
+    assert client.get(f"/callback?code=c&state={state}").status_code == 302
+    cookie = client.get_cookie("gatekeeper_session").value
+    serializer = client.application.session_interface.get_signing_serializer(client.application)
+    return serializer.loads(cookie)["researcher"]["sid"]
 
 
 class TestCreateApp:
@@ -56,10 +81,73 @@ class TestLogin:
         assert response.status_code == 400
         assert "expired or was already used" in response.get_data(as_text=True)
 
+    @pytest.mark.parametrize(
+        "answer",
+        [
+            {"body": "<html>Down for maintenance</html>", "content_type": "text/html"},
+            {"json": []},
+            {"json": {"access_token": "a", "token_type": "bearer", "expires_in": "soon"}},
+        ],
+        ids=["html-page", "json-list", "expires-in-not-a-number"],
+    )
+    @responses.activate
+    def test_a_token_answer_that_is_no_token_is_a_502_page(self, answer):
+        responses.post("https://orcid.org/oauth/token", status=200, **answer)
+        client = make_app().test_client()
+        state = parse_qs(urlsplit(client.get("/login").headers["Location"]).query)["state"][0]
+        response = client.get(f"/callback?code=c&state={state}")
+        assert response.status_code == 502
+        assert "could not read" in response.get_data(as_text=True)
+        assert "signed in as" not in response.get_data(as_text=True).lower()
+
+    @responses.activate
+    def test_signing_in_again_ends_the_session_the_browser_had(self):
+        app = make_app()
+        store = app.extensions["gatekeeper"].store
+        client = app.test_client()
+        first = sign_in(client)
+        assert store.get_session(first, RESEARCHER) is not None
+        second = sign_in(client)
+        assert second != first
+        assert store.get_session(second, RESEARCHER) is not None
+        assert store.get_session(first, RESEARCHER) is None  # a copied old cookie: signed out
+
+    @pytest.mark.parametrize(
+        "callback", ["/callback?error=access_denied&state={}", "/callback?code=c&state={}"]
+    )
+    @responses.activate
+    def test_another_browser_cannot_spend_a_pending_sign_in(self, callback):
+        app = make_app()
+        researcher, other = app.test_client(), app.test_client()
+        state = start_sign_in(researcher)
+        other.get(callback.format(state))  # someone who learnt the state, without its cookie
+        sid = sign_in(researcher, state)
+        assert app.extensions["gatekeeper"].store.get_session(sid, RESEARCHER) is not None
+
+    def test_after_sign_in_public_url_is_allowed_as_an_origin_not_a_host(self):
+        from app.web.login import allowed_hosts
+
+        app = make_app(
+            PUBLIC_URL="https://data.example.org", ALLOWED_REDIRECT_HOSTS="files.example.org"
+        )
+        with app.test_request_context("/"):
+            assert allowed_hosts() == {"https://data.example.org", "files.example.org"}
+
     def test_callback_with_an_error_shows_the_denied_page(self):
         response = make_app().test_client().get("/callback?error=access_denied&state=x")
         assert response.status_code == 200
         assert "You did not give permission" in response.get_data(as_text=True)
+
+
+class TestHostileHost:
+    @pytest.mark.parametrize("host", ["a..b", "x" * 64, ".example.org"])
+    def test_a_host_header_werkzeug_cannot_route_is_400_in_plain_text(self, host):
+        # No URL adapter: the error page's links cannot be built, so no page, no trace.
+        for path in ("/", "/login", "/datasets/sail-cohort", "/no-such-page"):
+            response = make_app().test_client().get(path, headers={"Host": host})
+            assert response.status_code == 400
+            assert response.mimetype == "text/plain"
+            assert "Bad Request" in response.get_data(as_text=True)
 
 
 class TestAuthWithoutSession:

@@ -621,6 +621,27 @@ class TestEarnCallback:
         client.get(f"/callback?code=c&state={state}")
         assert any(call.request.url == REVOKE_URL for call in responses.calls)
 
+    @pytest.mark.parametrize(
+        "answer",
+        [
+            {"body": "<html>Down for maintenance</html>", "content_type": "text/html"},
+            {"json": []},
+            {"json": {**token_answer(), "expires_in": "soon"}},
+            {"json": {**token_answer(), "access_token": ["WRITE-TOKEN"]}},
+        ],
+        ids=["html-page", "json-list", "expires-in-not-a-number", "access-token-a-list"],
+    )
+    @responses.activate
+    def test_a_token_answer_that_is_no_token_writes_nothing(self, web, answer):
+        responses.post(TOKEN_URL, status=200, **answer)
+        client = signed_in(web)
+        state = state_of(client.post(EARN, data=ACCEPT))
+        response = client.get(f"/callback?code=c&state={state}")
+        assert response.status_code == 502
+        assert "could not read" in response.get_data(as_text=True)
+        assert web.extensions["gatekeeper"].write_tokens.get(RESEARCHER) is None
+        assert web.extensions["gatekeeper"].issuer.writer.calls == []
+
     @responses.activate
     def test_an_earn_callback_cannot_be_replayed(self, web):
         responses.post(TOKEN_URL, json=token_answer())

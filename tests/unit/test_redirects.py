@@ -48,6 +48,9 @@ class TestSafeNext:
             ("https://data.example.org:443/x", ("data.example.org:443",)),
             ("https://DATA.Example.ORG/datasets/x", HOSTS),
             ("https://data.example.org/datasets/x", ("DATA.EXAMPLE.ORG",)),
+            ("https://data.example.org/x", ("https://data.example.org",)),
+            ("https://data.example.org:443/x", ("https://data.example.org",)),
+            ("http://localhost:8000/x", ("http://localhost:8000",)),
         ],
         ids=[
             "root",
@@ -61,6 +64,9 @@ class TestSafeNext:
             "default-port-written-out",
             "upper-case-host",
             "upper-case-allowed-entry",
+            "origin-entry",
+            "origin-entry-default-port-written-out",
+            "origin-entry-with-port",
         ],
     )
     def test_safe_target_is_returned_unchanged(self, target, allowed):
@@ -73,8 +79,31 @@ class TestSafeNext:
             ("http://gatekeeper.example.org/", {"gatekeeper.example.org:8443"}),
             ("http://data.example.org/", {"data.example.org:443"}),
             ("https://evil.com/", {"user@evil.com", "evil.com/", "[evil.com]"}),
+            # PUBLIC_URL is allowed as an origin: its scheme and port, no other.
+            ("http://data.example.org/x", ("https://data.example.org",)),
+            ("https://data.example.org:6379/", ("https://data.example.org",)),
+            ("http://data.example.org:443/", ("https://data.example.org",)),
+            ("https://localhost/x", ("http://localhost:8000",)),
+            # The host is ours, but the path is what a local target may not be.
+            ("https://data.example.org//evil.com", HOSTS),
+            ("https://data.example.org/%2F%2Fevil.com", HOSTS),
+            ("https://data.example.org/..//evil.com", HOSTS),
+            ("https://data.example.org/./x", HOSTS),
         ],
-        ids=["other-port", "implied-port-80", "http-is-port-80", "malformed-entries"],
+        ids=[
+            "other-port",
+            "implied-port-80",
+            "http-is-port-80",
+            "malformed-entries",
+            "origin-other-scheme",
+            "origin-other-port",
+            "origin-other-scheme-same-port",
+            "origin-with-port-other-scheme",
+            "empty-segment",
+            "encoded-empty-segment",
+            "dot-dot-then-empty-segment",
+            "dot-segment",
+        ],
     )
     def test_url_is_refused_when_no_entry_names_its_host_and_port(self, target, allowed):
         assert safe_next(target, allowed, default=DEFAULT) == DEFAULT
