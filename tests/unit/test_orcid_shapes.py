@@ -574,6 +574,11 @@ class TestPolicyBounds:
             ("https://evil.com/https://example.org/certs/1", False),
             ("http://example.org/certs/123", False),
             (None, False),
+            ("https://example.org/certs/..;/evil", False),  # a servlet reads ..;/ as ../
+            ("https://example.org/certs/x/.;a/1", False),
+            ("https://example.org/certs/", False),  # the folder is no certificate
+            ("https://example.org/certs/?id=1", False),
+            ("https://example.org/certs/1;v=2", True),  # a parameter, no dot segment
         ],
         ids=[
             "under",
@@ -585,6 +590,11 @@ class TestPolicyBounds:
             "other-host",
             "other-scheme",
             "none",
+            "dot-dot-with-parameter",
+            "dot-with-parameter",
+            "the-folder-itself",
+            "the-folder-with-a-query",
+            "parameter",
         ],
     )
     def test_url_prefix_compares_scheme_host_and_path(self, write_policy, url, allowed):
