@@ -102,6 +102,9 @@ class Settings:
     token_failures_per_minute: int = field(
         default=30, metadata={"env": "TOKEN_FAILURES_PER_MINUTE"}
     )
+    # Sign-ins started from one client address per minute: each keeps its state in the
+    # store for 10 minutes, so an unlimited /login would let anyone fill Redis.
+    sign_ins_per_minute: int = field(default=300, metadata={"env": "SIGN_INS_PER_MINUTE"})
     # Peers whose X-Forwarded-For names the client (the proxy): addresses or networks, or
     # "*". gunicorn reads the same variable, with the same default, for X-Forwarded-Proto.
     forwarded_allow_ips: tuple = field(
@@ -172,6 +175,7 @@ class Settings:
             ("RECHECK_INTERVAL", self.recheck_interval),
             ("DECISION_LOG_RETENTION", self.decision_log_retention),
             ("TOKEN_FAILURES_PER_MINUTE", self.token_failures_per_minute),
+            ("SIGN_INS_PER_MINUTE", self.sign_ins_per_minute),
         ):
             if value <= 0:
                 found.append(f"{name}: must be greater than 0")

@@ -31,6 +31,7 @@ from app.cache import UNAVAILABLE, session_belongs_to, session_record, session_t
 from app.errors import InvalidOrcidId
 from app.metrics import SIGN_INS
 from app.orcid_id import parse_orcid_id
+from app.web.forward_auth import client_address
 from app.web.redirects import safe_next
 
 logger = logging.getLogger(__name__)
@@ -274,7 +275,22 @@ def _template_helpers():
 
 @bp.get("/login")
 def login():
-    """Send the researcher to ORCID to sign in; ``next`` is where to return to."""
+    """Send the researcher to ORCID to sign in; ``next`` is where to return to.
+
+    :raise 429: past SIGN_INS_PER_MINUTE sign-ins started from this client address.
+    """
+    settings = _gatekeeper().settings
+    address = client_address(request.environ, settings.forwarded_allow_ips)
+    if _gatekeeper().store.hit(f"sign-ins:{address}", 60) > settings.sign_ins_per_minute:
+        _sign_in_outcome("failed", "too_many", level=logging.WARNING)
+        page, status = _sign_in_failed(
+            "More sign-ins were started from your network in the last minute than we "
+            "take. Please wait a minute and try again.",
+            429,
+            title="Too many sign-ins at once",
+            restart=False,
+        )
+        return page, status, {"Retry-After": "60"}
     session["next"] = safe_next(request.args.get("next"), allowed_hosts())
     try:
         return orcid_client().authorize_redirect(redirect_uri())

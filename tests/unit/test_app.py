@@ -124,6 +124,18 @@ class TestLogin:
         sid = sign_in(researcher, state)
         assert app.extensions["gatekeeper"].store.get_session(sid, RESEARCHER) is not None
 
+    def test_past_the_limit_an_address_starts_no_sign_in(self):
+        app = make_app(SIGN_INS_PER_MINUTE="3")
+        client = app.test_client()
+        for _ in range(3):
+            assert client.get("/login").status_code == 302
+        refused = client.get("/login")
+        assert refused.status_code == 429
+        assert refused.headers["Retry-After"] == "60"
+        assert "Location" not in refused.headers  # no state kept, nothing sent to ORCID
+        elsewhere = app.test_client().get("/login", environ_base={"REMOTE_ADDR": "192.0.2.9"})
+        assert elsewhere.status_code == 302
+
     def test_after_sign_in_public_url_is_allowed_as_an_origin_not_a_host(self):
         from app.web.login import allowed_hosts
 
