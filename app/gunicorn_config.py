@@ -140,7 +140,8 @@ logger_class = QuerylessAccessLogger
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 # One JSON object per line, for our loggers and gunicorn's alike.
 logconfig_dict = logging_config(loglevel.upper())
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+# The app's per-client limits read the same variable (app/web/clients.py); empty is unset.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "").strip() or "127.0.0.1,::1"
 # No header may set SCRIPT_NAME or PATH_INFO, whoever sends it. gunicorn's default lets a
 # trusted peer (the proxy, on loopback) set SCRIPT_NAME, which it cuts off the path;
 # proxies that pass a browser's headers on would let a browser turn /static/metrics into

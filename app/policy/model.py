@@ -185,20 +185,20 @@ class QualificationRule:
     def matches_url(self, qualification: Qualification) -> bool:
         """The item's URL lies under ``url_prefix``: same scheme and host, a path below it.
 
-        Compared on the parsed URL, so ``/certs/../other``, ``/certs/..;/other`` (a servlet
-        drops the ``;`` parameter) or ``certs@elsewhere`` is no certificate of this
-        provider, and neither is the folder itself.
+        Compared on the parsed URL, so ``/certs/../other`` or ``certs@elsewhere`` is no
+        certificate of this provider; nor is a path that servers read differently (dot
+        segments however spelt, ``;`` parameters, encoded slashes: the check's own rules,
+        app/request_path.py).
         """
         if self.url_prefix is None:
             return True
         found, wanted = _url_parts(qualification.url or ""), _url_parts(self.url_prefix)
-        if found is None or wanted is None:
+        if found is None or wanted is None or normalize_path(found[2] or "/") is None:
             return False
-        segments = [segment.split(";", 1)[0] for segment in unquote(found[2]).split("/")]
+        segments = unquote(found[2]).split("/")
         if any(segment in (".", "..") for segment in segments):
             return False
-        below = found[2].removeprefix(wanted[2]).strip("/")
-        return found[:2] == wanted[:2] and found[2].startswith(wanted[2]) and below != ""
+        return found[:2] == wanted[:2] and found[2].startswith(wanted[2])
 
     def matches_organization(self, qualification: Qualification) -> bool:
         if self.organization is None:

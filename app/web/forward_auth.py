@@ -28,8 +28,6 @@ so forged or garbage cookies cost a signature check each and no memory.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import logging
 import re
 import socket
@@ -54,7 +52,8 @@ from app.cache import UNAVAILABLE, session_belongs_to, session_token
 from app.errors import InvalidOrcidId
 from app.orcid_client import reads_ending_by
 from app.orcid_id import parse_orcid_id
-from app.settings import forwarder_network
+from app.request_path import normalize_path
+from app.web.clients import limited_address
 from app.web.security import security_headers
 
 logger = logging.getLogger(__name__)
@@ -494,7 +493,7 @@ class ForwardAuth:
         if token is None or not is_well_formed(token):
             TOKEN_MALFORMED.inc()
             return None
-        address = client_address(request.environ, self.settings.forwarded_allow_ips)
+        address = limited_address(request.environ, self.settings.forwarded_allow_ips)
         if self.failures.blocks(address):
             TOKEN_LIMITED.inc()
             return None
@@ -600,35 +599,6 @@ def is_fresh(remembered) -> bool:
     now = time.time()
     age = time.monotonic() - remembered[2]
     return age < RECHECK_AFTER and age <= now % 1.0 and remembered[1] > now
-
-
-def client_address(environ, forwarders: tuple[str, ...]) -> str:
-    """The address of the proxy's client: the last X-Forwarded-For entry, which the
-    proxy in front of us appends (docs/proxies/), when the connection's peer is one of
-    ``forwarders`` (FORWARDED_ALLOW_IPS); else the peer itself, whatever it claims."""
-    peer = environ.get("REMOTE_ADDR") or "unknown"
-    forwarded = environ.get("HTTP_X_FORWARDED_FOR")
-    if forwarded and is_forwarder(peer, forwarders):
-        last = forwarded.rsplit(",", 1)[-1].strip()
-        if last:
-            return last[:64]
-    return peer
-
-
-@functools.lru_cache(maxsize=1024)
-def is_forwarder(peer: str, forwarders: tuple[str, ...]) -> bool:
-    if "*" in forwarders:
-        return True
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:  # a Unix socket's peer has no address: only "*" trusts it
-        return False
-    return any(address in network for network in _networks(forwarders))
-
-
-@functools.lru_cache(maxsize=8)
-def _networks(forwarders: tuple[str, ...]) -> tuple:
-    return tuple(n for n in map(forwarder_network, forwarders) if n is not None)
 
 
 def token_of(credentials: str) -> str | None:
@@ -776,10 +746,12 @@ class ProxyRequest:
         return uri
 
     def dataset(self, policy):
-        """?dataset= first (never for /auth/<path>), else the original URL; None fails closed.
+        """The dataset ``?dataset=`` names (never for /auth/<path>), else the one the
+        original URL lies in; None fails closed.
 
-        An original URL that another dataset owns overrules ``?dataset=``: the check
-        fails closed rather than judge one dataset's file by another's rules.
+        With ``?dataset=``, the original URL is still read: one that another dataset owns,
+        or one that servers may read differently, fails the check closed rather than be
+        judged by the named dataset's rules.
         """
         uris = self.original_uris()
         if any(JOINED_URLS.search(uri) for uri in uris):
@@ -787,6 +759,8 @@ class ProxyRequest:
         found = {policy.dataset_for_path(uri) for uri in uris}
         names = self.query.get("dataset")
         if names:
+            if any(normalize_path(uri) is None for uri in uris):
+                return None
             named = policy.datasets.get(names[0])
             return named if found <= {named, None} else None
         if len(found) != 1:

@@ -31,7 +31,7 @@ from app.cache import UNAVAILABLE, session_belongs_to, session_record, session_t
 from app.errors import InvalidOrcidId
 from app.metrics import SIGN_INS
 from app.orcid_id import parse_orcid_id
-from app.web.forward_auth import client_address
+from app.web.clients import limited_address
 from app.web.redirects import safe_next
 
 logger = logging.getLogger(__name__)
@@ -280,7 +280,7 @@ def login():
     :raise 429: past SIGN_INS_PER_MINUTE sign-ins started from this client address.
     """
     settings = _gatekeeper().settings
-    address = client_address(request.environ, settings.forwarded_allow_ips)
+    address = limited_address(request.environ, settings.forwarded_allow_ips)
     if _gatekeeper().store.hit(f"sign-ins:{address}", 60) > settings.sign_ins_per_minute:
         _sign_in_outcome("failed", "too_many", level=logging.WARNING)
         page, status = _sign_in_failed(
@@ -354,6 +354,8 @@ def _complete_sign_in(integration, state: str):
         token = orcid_client().authorize_access_token(
             claims_options=_id_token_claims(settings), claims_cls=OrcidIDToken
         )
+        if not isinstance(token.get("access_token"), str | None):
+            raise TypeError("access_token is not a string")
         if "userinfo" in token:
             _check_at_hash(token["userinfo"], token.get("access_token"), token.get("id_token"))
     except JoseError as exc:

@@ -15,7 +15,8 @@ import logging
 from flask import Blueprint, Response, current_app, render_template, request, url_for
 
 from app.passports import JWKS_PATH, VisaSettings, decode_unverified, visa_claims
-from app.web.forward_auth import accepts_html, client_address, token_of
+from app.web.clients import limited_address
+from app.web.forward_auth import accepts_html, token_of
 from app.web.login import current_researcher
 
 logger = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def _who() -> tuple[str, str | None, tuple[str, ...] | None] | None:
     gk = _gatekeeper()
     credentials = request.headers.get("Authorization")
     if credentials is not None:
-        address = client_address(request.environ, gk.settings.forwarded_allow_ips)
+        address = limited_address(request.environ, gk.settings.forwarded_allow_ips)
         if gk.token_failures.blocks(address):
             return None
         token = token_of(credentials)

@@ -104,7 +104,8 @@ def _is_allowed_url(target: str, allowed_hosts) -> bool:
         return False
     # The path must be one a local target could have: https://host//evil.com would
     # become //evil.com wherever something takes the path alone.
-    local = target[len(parts.scheme) + 3 + len(parts.netloc) :] or "/"
+    local = target[len(parts.scheme) + 3 + len(parts.netloc) :]
+    local = local if local.startswith("/") else "/" + local  # https://host?x=1 is /?x=1
     decoded = _percent_decoded(local)
     forms = (local, decoded, unicodedata.normalize("NFKC", decoded)) if decoded else ()
     return bool(forms) and all(_is_local_path(form) for form in forms)

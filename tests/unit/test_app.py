@@ -87,8 +87,9 @@ class TestLogin:
             {"body": "<html>Down for maintenance</html>", "content_type": "text/html"},
             {"json": []},
             {"json": {"access_token": "a", "token_type": "bearer", "expires_in": "soon"}},
+            {"json": {"access_token": ["a"], "token_type": "bearer", "orcid": RESEARCHER}},
         ],
-        ids=["html-page", "json-list", "expires-in-not-a-number"],
+        ids=["html-page", "json-list", "expires-in-not-a-number", "access-token-a-list"],
     )
     @responses.activate
     def test_a_token_answer_that_is_no_token_is_a_502_page(self, answer):

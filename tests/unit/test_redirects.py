@@ -51,6 +51,8 @@ class TestSafeNext:
             ("https://data.example.org/x", ("https://data.example.org",)),
             ("https://data.example.org:443/x", ("https://data.example.org",)),
             ("http://localhost:8000/x", ("http://localhost:8000",)),
+            ("https://data.example.org?x=1", HOSTS),
+            ("https://data.example.org#top", HOSTS),
         ],
         ids=[
             "root",
@@ -67,6 +69,8 @@ class TestSafeNext:
             "origin-entry",
             "origin-entry-default-port-written-out",
             "origin-entry-with-port",
+            "no-path-a-query",
+            "no-path-a-fragment",
         ],
     )
     def test_safe_target_is_returned_unchanged(self, target, allowed):
