@@ -97,6 +97,7 @@ class Candidate:
     argv: list[str] = field(default_factory=list)
     extra_env: dict = field(default_factory=dict)
     keeps_alive: bool = True  # paced runs need kept-alive connections (report.lua)
+    supported: bool = True  # False: measured only, never a candidate to adopt
 
 
 def candidates(port: int, workers: int) -> list[Candidate]:
@@ -113,7 +114,7 @@ def candidates(port: int, workers: int) -> list[Candidate]:
         # this repo's preload_app has built the app (its Redis pool, locks) unpatched.
         Candidate("gunicorn gevent, Python parser", "gevent", [*gunicorn, "-k", "gevent"], {
             "GUNICORN_HTTP_PARSER": "python",
-        }),
+        }, supported=False),
         Candidate("uWSGI --http-socket, 2 x 4 threads", "uwsgi", [
             str(BIN / "uwsgi"), "--http-socket", bind, "--master", "--processes", str(workers),
             "--threads", str(THREADS), "--enable-threads", "--module", "app:create_app()",
@@ -148,6 +149,7 @@ class Result:
     name: str
     command: str
     keeps_alive: bool
+    supported: bool
     runs: list = field(default_factory=list)
     probes: dict = field(default_factory=dict)  # probe -> (passed, what happened)
     half: WrkResult | None = None  # paced at half of its median peak (kept-alive only)
@@ -182,7 +184,7 @@ def run(ctx: Context) -> Report:
             for _ in range(40):  # every worker memorises the answer
                 check_allowed(url, headers, "warm-up")
             run_wrk(url, headers, threads=ctx.args.wrk_threads, connections=32, seconds=2)
-            result = Result(spec.name, command_of(spec), keeps_alive=spec.keeps_alive)
+            result = Result(spec.name, command_of(spec), spec.keeps_alive, spec.supported)
             result.probes = probe(url, cookie)
             results.append(result)
             kept = [k for k, (ok, _) in result.probes.items() if ok]
@@ -339,6 +341,14 @@ def served(result: Result) -> float:
     return result.half.rps / median_of(result.runs, "rps")
 
 
+def half_cell(result: Result) -> str:
+    if result.half is None:
+        return "–"
+    if served(result) < HALF_REACHED:
+        return f"– (answered {served(result):.0%} of its peak)"
+    return ms(result.half.p99_from_schedule_ms)
+
+
 def half_note(result: Result) -> str:
     if result.half is None:
         return ""
@@ -364,13 +374,15 @@ def report(ctx: Context, results: list[Result], missing: list[str]) -> Report:
                 ms(median_of(r.runs, "p99_ms")),
                 us(median_cpu(r.runs, "server"))
                 + (" (disturbed)" if disturbed(r.runs, args) else ""),
-                f"{ms(r.half.p99_from_schedule_ms)} ({served(r):.0%} of peak)" if r.half else "–",
+                half_cell(r),
                 *(("kept" if r.probes[p][0] else "**broken**") + f" ({r.probes[p][1]})"
                   for p in probes),
             ]
         )  # fmt: skip
     safe = [r for r in results if all(ok for ok, _ in r.probes.values())]
-    fastest = min(safe, key=lambda r: median_cpu(r.runs, "server"), default=None)
+    fastest = min(
+        (r for r in safe if r.supported), key=lambda r: median_cpu(r.runs, "server"), default=None
+    )
     notes = [
         f"- {r.name}: {median_cpu(r.runs, 'server'):.0f} µs per `/auth` (target ≤ "
         f"{TARGET_CPU_US} µs: {met(median_cpu(r.runs, 'server') <= TARGET_CPU_US)}); "
@@ -380,12 +392,13 @@ def report(ctx: Context, results: list[Result], missing: list[str]) -> Report:
             if r in safe
             else "breaks: " + ", ".join(p for p in probes if not r.probes[p][0])
         )
+        + ("" if r.supported else " (measured, not supported)")
         + "."
         for r in results
     ]
     notes += [f"- {name}: not installed." for name in missing]
     if fastest is not None:
-        notes.append(f"- The cheapest server that keeps every probe: **{fastest.name}**.")
+        notes.append(f"- The cheapest supported server that keeps every probe: **{fastest.name}**.")
     markdown = (
         f"### `wrk -t{args.wrk_threads} -c{args.connections} -d{args.duration:g}s`, "
         f"{args.workers} processes, median of {args.rounds} alternating round(s); p99 at "
