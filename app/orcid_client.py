@@ -314,34 +314,7 @@ class OrcidClient:
             time.sleep(delay)
 
     def _read_body(self, response: requests.Response, deadline: float) -> bytes | None:
-        """The whole body, read chunk by chunk with the deadline checked between chunks.
-
-        None when the body is over ``max_body_bytes`` or its content-encoding is broken.
-        The response is closed either way: a connection whose body was read to its end
-        goes back to the pool, any other is dropped.
-
-        :raises OrcidUnavailable: the deadline passed before the body ended.
-        """
-        body = bytearray()
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise OrcidUnavailable()
-                _limit_socket_wait(response, min(self.read_timeout, remaining))
-                try:
-                    # read1: at most one socket read, so a dripped body is seen chunk by chunk
-                    # (read(n) would wait for all n bytes).
-                    chunk = response.raw.read1(CHUNK_BYTES, decode_content=True)
-                except urllib3.exceptions.DecodeError:
-                    return None
-                if not chunk:
-                    return bytes(body)
-                body += chunk
-                if len(body) > self.max_body_bytes:
-                    return None
-        finally:
-            response.close()
+        return read_body(response, deadline, self.max_body_bytes, self.read_timeout)
 
     def _backoff(self, attempt: int) -> float:
         base = self.backoff * (2**attempt)
@@ -372,6 +345,23 @@ class OrcidClient:
         # Others may be waiting on this fetch: running out of time here must not cancel it.
         return _await([fetch], deadline, cancel=False)[0]
 
+    def _token_body(self, response: requests.Response, deadline: float) -> requests.Response:
+        """The token answer's body, read as a record's is (deadline, size cap), before
+        Authlib parses it.
+
+        :raises OrcidUnavailable: a redirect, the deadline passed, or a body over the cap.
+        """
+        if response.is_redirect:
+            response.close()
+            raise OrcidUnavailable()
+        body = self._read_body(response, deadline)
+        if body is None:
+            raise OrcidUnavailable()
+        # NOTE: requests' Response.json() reads ``_content`` once it is set: Authlib's
+        # parser then takes the bounded body instead of reading the socket again.
+        response._content = body
+        return response
+
     def _fetch_token(self, deadline: float) -> str:
         """Fetch a ``/read-public`` token and keep it; runs on the executor."""
         try:
@@ -382,12 +372,19 @@ class OrcidClient:
                 scope="/read-public",
                 token_endpoint_auth_method="client_secret_post",
             )
+            oauth.register_compliance_hook(
+                "access_token_response", lambda response: self._token_body(response, deadline)
+            )
             try:
+                # Not followed: a redirect would post our client secret to wherever it
+                # points. The body is read by the hook, within the deadline and the cap.
                 token = oauth.fetch_token(
                     f"{self.base_url}/oauth/token",
                     grant_type="client_credentials",
                     timeout=(min(self.connect_timeout, remaining), remaining),
                     headers={"Accept": "application/json"},
+                    allow_redirects=False,
+                    stream=True,
                 )
             except requests.RequestException as exc:
                 raise OrcidUnavailable() from exc
@@ -399,7 +396,7 @@ class OrcidClient:
             finally:
                 oauth.close()
             access_token = token.get("access_token")
-            if not access_token:
+            if not isinstance(access_token, str) or not access_token:
                 raise MalformedResponse("ORCID's token answer has no access_token.")
             expires_in = float(token.get("expires_in") or 3600)
             with self._token_lock:
@@ -432,6 +429,40 @@ def _await(futures: list[Future], deadline: float, *, cancel: bool = True) -> li
     return [future.result() for future in futures]
 
 
+def read_body(
+    response: requests.Response, deadline: float, max_bytes: int, read_timeout: float
+) -> bytes | None:
+    """The whole body of a ``stream=True`` response, read chunk by chunk with the deadline
+    checked between chunks.
+
+    None when the body is over ``max_bytes`` (decoded) or its content-encoding is broken.
+    The response is closed either way: a connection whose body was read to its end goes
+    back to the pool, any other is dropped.
+
+    :raises OrcidUnavailable: the deadline passed before the body ended.
+    """
+    body = bytearray()
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise OrcidUnavailable()
+            _limit_socket_wait(response, min(read_timeout, remaining))
+            try:
+                # read1: at most one socket read, so a dripped body is seen chunk by chunk
+                # (read(n) would wait for all n bytes).
+                chunk = response.raw.read1(CHUNK_BYTES, decode_content=True)
+            except urllib3.exceptions.DecodeError:
+                return None
+            if not chunk:
+                return bytes(body)
+            body += chunk
+            if len(body) > max_bytes:
+                return None
+    finally:
+        response.close()
+
+
 def _limit_socket_wait(response: requests.Response, seconds: float) -> None:
     """Let the socket wait at most ``seconds`` for the next bytes of this body.
 
@@ -450,7 +481,7 @@ def _retry_after(response: requests.Response) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # isdigit alone takes "²", which float refuses
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

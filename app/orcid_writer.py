@@ -18,17 +18,21 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import time
 
 import requests
 
 from app.errors import GatekeeperError, OrcidUnavailable
+from app.orcid_client import read_body
 from app.policy.model import QualificationRule
 
 logger = logging.getLogger(__name__)
 
 ORCID_JSON = "application/vnd.orcid+json"
 WRITE_TIMEOUT = 10.0  # seconds per write: a person waits on it, no proxy does
-_PUT_CODE = re.compile(r"/qualification/([0-9]+)/?$")
+_PUT_CODE = re.compile(r"/qualification/([0-9]{1,18})/?$")  # int() refuses 4,300 digits
+# ORCID's answers to a write are a Location or a short error: anything longer is no answer.
+MAX_ANSWER_BYTES = 256 * 1024
 
 
 class WriteError(GatekeeperError):
@@ -171,23 +175,36 @@ class OrcidWriter:
         return True
 
     def _send(self, method: str, path: str, token: str, body: dict | None):
+        """ORCID's answer, its body read within ``timeout`` in all and at most
+        ``MAX_ANSWER_BYTES`` long.
+
+        :raises OrcidUnavailable: no answer in time, or one too long to be ORCID's.
+        """
         headers = {"Accept": ORCID_JSON, "Authorization": f"Bearer {token}"}
         if body is not None:
             headers["Content-Type"] = ORCID_JSON
+        deadline = time.monotonic() + self.timeout
         try:
-            return self.session.request(
+            response = self.session.request(
                 method,
                 self.api_url + path,
                 json=body,
                 headers=headers,
                 timeout=self.timeout,
                 allow_redirects=False,
+                stream=True,
             )
+            answer = read_body(response, deadline, MAX_ANSWER_BYTES, self.timeout)
         except requests.RequestException as exc:
             logger.warning(
                 "ORCID write failed", extra={"method": method, "error": type(exc).__name__}
             )
             raise OrcidUnavailable() from None
+        if answer is None:
+            logger.warning("ORCID write failed", extra={"method": method, "error": "answer"})
+            raise OrcidUnavailable()
+        response._content = answer  # read here, bounded; .json() and .text take it
+        return response
 
 
 def _refusal(response: requests.Response) -> Exception:

@@ -258,7 +258,7 @@ def complete(state: str):
             400,
         )
     try:
-        token = orcid_client().authorize_access_token()
+        token = orcid_client().authorize_access_token(allow_redirects=False)  # as sign-in
         if not isinstance(token.get("access_token"), str | None):
             raise TypeError("access_token is not a string")
     except AuthlibBaseError as exc:

@@ -351,8 +351,11 @@ def _complete_sign_in(integration, state: str):
             )
     settings = _gatekeeper().settings
     try:
+        # A redirect is not followed: it would post our client secret wherever it points.
         token = orcid_client().authorize_access_token(
-            claims_options=_id_token_claims(settings), claims_cls=OrcidIDToken
+            claims_options=_id_token_claims(settings),
+            claims_cls=OrcidIDToken,
+            allow_redirects=False,
         )
         if not isinstance(token.get("access_token"), str | None):
             raise TypeError("access_token is not a string")
@@ -729,7 +732,9 @@ def revoke_at_orcid(tokens: list[str]) -> bool:
             if left <= 0:
                 return False
             try:
-                response = client.revoke_token(url, token=token, timeout=min(REVOKE_TIMEOUT, left))
+                response = client.revoke_token(
+                    url, token=token, timeout=min(REVOKE_TIMEOUT, left), allow_redirects=False
+                )
             except RequestException as exc:
                 logger.warning("ORCID token revocation failed: %s", type(exc).__name__)
                 confirmed = False

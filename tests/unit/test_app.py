@@ -88,18 +88,28 @@ class TestLogin:
             {"json": []},
             {"json": {"access_token": "a", "token_type": "bearer", "expires_in": "soon"}},
             {"json": {"access_token": ["a"], "token_type": "bearer", "orcid": RESEARCHER}},
+            # Not followed: a redirect would post the client secret wherever it points.
+            {"status": 307, "headers": {"Location": "https://elsewhere.example/token"}},
         ],
-        ids=["html-page", "json-list", "expires-in-not-a-number", "access-token-a-list"],
+        ids=[
+            "html-page",
+            "json-list",
+            "expires-in-not-a-number",
+            "access-token-a-list",
+            "redirect",
+        ],
     )
     @responses.activate
     def test_a_token_answer_that_is_no_token_is_a_502_page(self, answer):
-        responses.post("https://orcid.org/oauth/token", status=200, **answer)
+        responses.post("https://orcid.org/oauth/token", **{"status": 200, **answer})
+        responses.post("https://elsewhere.example/token", json={"access_token": "stolen"})
         client = make_app().test_client()
         state = parse_qs(urlsplit(client.get("/login").headers["Location"]).query)["state"][0]
         response = client.get(f"/callback?code=c&state={state}")
         assert response.status_code == 502
         assert "could not read" in response.get_data(as_text=True)
         assert "signed in as" not in response.get_data(as_text=True).lower()
+        assert not any("elsewhere" in call.request.url for call in responses.calls)
 
     @responses.activate
     def test_signing_in_again_ends_the_session_the_browser_had(self):

@@ -413,6 +413,15 @@ class TestRetries:
 
         assert calls_to(orcid, self.SUMMARY) == 1
 
+    def test_a_retry_after_that_is_no_ascii_number_is_ignored(self, orcid, client):
+        # "²" passes str.isdigit(), and float() refuses it.
+        orcid.add(responses.GET, self.SUMMARY, status=503, headers={"Retry-After": "²"}, body="")
+
+        with pytest.raises(OrcidUnavailable):
+            client.read_qualifications(RESEARCHER)
+
+        assert calls_to(orcid, self.SUMMARY) > 1  # retried on the client's own backoff
+
     @pytest.mark.parametrize(
         "failure",
         [requests.ConnectionError("refused"), requests.ReadTimeout("read timed out")],
@@ -704,6 +713,28 @@ class TestClientCredentials:
             app_client.read_qualifications(RESEARCHER)
 
         assert len(orcid.calls) == 1
+
+    def test_a_token_endpoint_that_redirects_is_not_followed(self, orcid, app_client):
+        elsewhere = "https://elsewhere.example/oauth/token"
+        orcid.add(responses.POST, TOKEN_URL, status=307, headers={"Location": elsewhere})
+        orcid.add(responses.POST, elsewhere, json=load("token-client-credentials.json"))
+
+        with pytest.raises(OrcidUnavailable):
+            app_client.read_qualifications(RESEARCHER)
+
+        assert [call.request.url for call in orcid.calls] == [TOKEN_URL]  # no secret sent on
+
+    def test_a_token_answer_over_the_size_cap_is_unavailable(self, orcid, make_client):
+        app_client = make_client(
+            client_id=CLIENT_ID, client_secret=CLIENT_SECRET, max_body_bytes=4096
+        )
+        answer = {**load("token-client-credentials.json"), "padding": "x" * 8192}
+        orcid.add(responses.POST, TOKEN_URL, json=answer)
+
+        with pytest.raises(OrcidUnavailable):
+            app_client.read_qualifications(RESEARCHER)
+
+        assert len(orcid.calls) == 1  # ORCID's API is never asked without a token
 
     def test_researchers_token_bypasses_the_client_token(self, orcid, app_client):
         orcid.add(responses.POST, TOKEN_URL, json=load("token-client-credentials.json"))

@@ -66,6 +66,21 @@ def test_a_201_without_location_is_an_error_not_a_guess(writer):
 
 
 @responses.activate
+def test_a_location_with_a_put_code_too_long_to_be_one_is_an_error(writer):
+    location = f"{API}/{ORCID}/qualification/{'9' * 5000}"  # int() refuses 4,300 digits
+    responses.post(f"{API}/{ORCID}/qualification", status=201, headers={"Location": location})
+    with pytest.raises(WriteError, match="Location"):
+        writer.add(ORCID, "t", BODY)
+
+
+@responses.activate
+def test_an_answer_too_long_to_be_orcid_s_is_unavailable(writer):
+    responses.post(f"{API}/{ORCID}/qualification", status=400, body="x" * (300 * 1024))
+    with pytest.raises(OrcidUnavailable):
+        writer.add(ORCID, "t", BODY)
+
+
+@responses.activate
 def test_409_9021_means_already_added(writer):
     responses.post(f"{API}/{ORCID}/qualification", status=409, json=orcid_error(409, 9021))
     with pytest.raises(AlreadyAdded) as caught:
