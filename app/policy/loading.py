@@ -175,6 +175,15 @@ def did_you_mean(name, choices) -> str | None:
     return close[0] if close and close[0] != name else None
 
 
+MAX_SUGGESTIONS = 20  # "did you mean" for this many unknown references per load
+MAX_LISTED = 30  # known names listed in one message
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(names[:MAX_LISTED])
+    return shown + (f", and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
+
+
 def suggestion(name, choices) -> str:
     """``: did you mean 'x'?`` for a misspelt name, or "" when nothing is close."""
     meant = did_you_mean(name, choices)
@@ -983,27 +992,36 @@ class _Checker:
         return None
 
     def check_references(self):
+        # difflib compares a misspelt name with every known one: for the first few only,
+        # or a file of thousands of unknown names would take minutes to report.
+        suggestions = MAX_SUGGESTIONS
+
+        def hint(name, names) -> str:
+            nonlocal suggestions
+            suggestions -= 1
+            return suggestion(name, names) if suggestions >= 0 else ""
+
+        source_names = sorted(self.sources) + list(BUILTIN_SOURCES)
+        qualification_names = sorted(self.qualifications)
         for doc, path, kind, name in self.references:
             if kind == "source":
                 if "sources" in self.misspelt_sections and name not in BUILTIN_SOURCES:
                     continue
                 if name not in self.sources and name not in BUILTIN_SOURCES:
-                    names = sorted(self.sources) + list(BUILTIN_SOURCES)
                     self.problem(
                         doc,
                         path,
-                        f"unknown source {name!r}{suggestion(name, names)} "
-                        f"(known: {', '.join(names)})",
+                        f"unknown source {name!r}{hint(name, source_names)} "
+                        f"(known: {_listed(source_names)})",
                     )
             elif "qualifications" in self.misspelt_sections:
                 continue
             elif name not in self.qualifications:
-                names = sorted(self.qualifications)
                 self.problem(
                     doc,
                     path,
-                    f"unknown qualification {name!r}{suggestion(name, names)} "
-                    f"(known: {', '.join(names) or 'none'})",
+                    f"unknown qualification {name!r}{hint(name, qualification_names)} "
+                    f"(known: {_listed(qualification_names) or 'none'})",
                 )
         owners: dict[str, str] = {}
         for dataset in self.datasets.values():
@@ -1024,19 +1042,35 @@ class _Checker:
         Longest prefix wins, so nesting is legal; but a request a proxy or backend reads
         differently from us (see request_path.py) could be judged by the shorter prefix.
         """
-        prefixes = [(p, d) for d in self.datasets.values() for p in d.paths]
-        for prefix, dataset in prefixes:
+        owners: dict[str, list[Dataset]] = {}
+        for dataset in self.datasets.values():
+            for prefix in dataset.paths:
+                owners.setdefault(prefix, []).append(dataset)
+        for dataset in self.datasets.values():
             doc, path = self.dataset_origin[dataset.key]
-            where = (*path, "paths", dataset.paths.index(prefix))
-            if prefix == "/":
-                self.warning(
-                    doc,
-                    where,
-                    "a dataset at / guards every URL that no other dataset claims; "
-                    "give each dataset its own prefix",
-                )
-            for outer, other in prefixes:
-                if other is dataset or outer == prefix or not _path_has_prefix(prefix, outer):
+            for index, prefix in enumerate(dataset.paths):
+                self.check_nesting(doc, (*path, "paths", index), prefix, dataset, owners)
+
+    def check_nesting(self, doc, where, prefix: str, dataset, owners: dict) -> None:
+        if prefix == "/":
+            self.warning(
+                doc,
+                where,
+                "a dataset at / guards every URL that no other dataset claims; "
+                "give each dataset its own prefix",
+            )
+        # The prefixes a path under this one also lies under: each shorter one that ends at
+        # a "/" (with or without it), and this one with a "/" added. Looked up, not
+        # compared with every other prefix: thousands of paths stay linear.
+        outers = {prefix[: i + 1] for i, c in enumerate(prefix) if c == "/"}
+        outers |= {prefix[:i] for i, c in enumerate(prefix) if c == "/" and i}
+        outers.add(prefix + "/")
+        outers.discard(prefix)
+        for outer in sorted(outers, key=len):
+            if not _path_has_prefix(prefix, outer):
+                continue
+            for other in owners.get(outer, ()):
+                if other is dataset:
                     continue
                 missing = [r.label for r in dataset.require if r not in other.require]
                 if missing:
