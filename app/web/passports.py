@@ -11,9 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 
 from flask import Blueprint, Response, current_app, render_template, request, url_for
 
+from app.orcid_client import reads_ending_by
 from app.passports import JWKS_PATH, VisaSettings, decode_unverified, visa_claims
 from app.web.clients import limited_address
 from app.web.forward_auth import accepts_html, token_of
@@ -70,8 +72,11 @@ def passport():
     orcid, orcid_token, datasets = who
     policy = gk.checker.policy
     keys = [key for key in policy.datasets if datasets is None or key in datasets]
-    decisions = [gk.checker.check(orcid, key, token=orcid_token) for key in keys]
     settings = gk.settings
+    # Every dataset's ORCID read ends by one deadline: in turn, each with its own
+    # ORCID_TIMEOUT, a hung ORCID would hold the answer for that many times over.
+    with reads_ending_by(time.monotonic() + settings.orcid_timeout):
+        decisions = [gk.checker.check(orcid, key, token=orcid_token) for key in keys]
     issuer = (settings.public_url or request.host_url).rstrip("/")
     claims = visa_claims(
         policy,

@@ -464,6 +464,28 @@ def test_basic_credentials_that_are_not_ascii_are_401_at_the_passport(write_poli
     assert response.status_code == 401
 
 
+def test_the_passport_reads_every_dataset_under_one_deadline(write_policy):
+    from app.orcid_client import caller_deadline
+    from app.passports import SigningKey, VisaSigner
+
+    app = make_app(write_policy(POLICY))
+    gk = app.extensions["gatekeeper"]
+    gk.visa_signer = VisaSigner(SigningKey.generate())
+    seen = []
+    real = gk.checker.reader.read_qualifications
+
+    def spy(*args, **kwargs):
+        seen.append(caller_deadline())
+        return real(*args, **kwargs)
+
+    gk.checker.reader.read_qualifications = spy
+    before = time.monotonic()
+    assert signed_in(app).get("/ga4gh/passport").status_code == 200
+    assert len(seen) == len(gk.checker.policy.datasets) > 1
+    assert len(set(seen)) == 1  # one deadline for all, not one each
+    assert before < seen[0] <= time.monotonic() + gk.settings.orcid_timeout
+
+
 def test_unknown_tokens_at_the_passport_count_against_auth_too(write_policy):
     from app.passports import SigningKey, VisaSigner
 
