@@ -258,7 +258,8 @@ def complete(state: str):
             400,
         )
     try:
-        token = orcid_client().authorize_access_token(allow_redirects=False)  # as sign-in
+        # A redirect is not followed: it would post our client secret wherever it points.
+        token = orcid_client().authorize_access_token(allow_redirects=False)
         if not isinstance(token.get("access_token"), str | None):
             raise TypeError("access_token is not a string")
     except AuthlibBaseError as exc:

@@ -279,9 +279,9 @@ def login():
 
     :raise 429: past SIGN_INS_PER_MINUTE sign-ins started from this client address.
     """
-    settings = _gatekeeper().settings
-    address = limited_address(request.environ, settings.forwarded_allow_ips)
-    if _gatekeeper().store.hit(f"sign-ins:{address}", 60) > settings.sign_ins_per_minute:
+    gk = _gatekeeper()
+    address = limited_address(request.environ, gk.settings.forwarded_allow_ips)
+    if gk.store.hit(f"sign-ins:{address}", 60) > gk.settings.sign_ins_per_minute:
         _sign_in_outcome("failed", "too_many", level=logging.WARNING)
         page, status = _sign_in_failed(
             "More sign-ins were started from your network in the last minute than we "
