@@ -112,8 +112,13 @@ class ServerSideState(FlaskIntegration):
     def clear_state_data(self, session, state):
         # Authlib clears a callback's state before it checks it: a browser that holds no
         # marker for the state (someone else's callback) must not spend that sign-in.
-        if f"_state_{self.name}_{state}" in session:
+        if self.started_here(session, state):
             super().clear_state_data(session, state)
+
+    def started_here(self, session, state: str) -> bool:
+        """Whether this browser started the sign-in with ``state`` (its cookie holds the
+        state's marker)."""
+        return f"_state_{self.name}_{state}" in session
 
     def started_at(self, state: str) -> str | None:
         """Where the sign-in with ``state`` started, or None. The state stays: this browser
@@ -318,7 +323,7 @@ def callback():
         # The researcher pressed Deny at ORCID: no session, a page that says so. Only a
         # sign-in this browser started is ended and counted: anyone can send this URL.
         error = request.args["error"]
-        if f"_state_{integration.name}_{state}" in session:
+        if integration.started_here(session, state):
             integration.clear_state_data(session, state)
             _sign_in_outcome("denied" if error == "access_denied" else "failed", error[:40])
         else:
@@ -336,7 +341,7 @@ def _complete_sign_in(integration, state: str):
 
     :raises StoreUnavailable: when the state cannot be read (Redis is down).
     """
-    if f"_state_{integration.name}_{state}" not in session:
+    if not integration.started_here(session, state):
         started_at = integration.started_at(state)
         if started_at and started_at != request.host_url:
             # The cookie that started this sign-in belongs to another host name, so the

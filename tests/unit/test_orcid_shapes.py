@@ -187,18 +187,12 @@ class TestLegacyClients:
         require: [srt]
     """
 
-    def test_a_legacy_client_under_source_orcid_matches_its_listed_id(self, write_policy):
+    # ORCID's server files the calling client under source-client-id, legacy ones too
+    # (common-3.0.xsd client-path takes the iD shape); older items have it as source-orcid.
+    @pytest.mark.parametrize("where", ["orcid", "client_id"])
+    def test_a_legacy_client_matches_its_listed_id(self, write_policy, where):
         policy = load_policy(write_policy(self.POLICY))
-        item = srt(src=orcid_json.source(orcid=LEGACY_CLIENT))
-        decision = judge(policy, "d", [item])
-        assert decision.allowed
-        assert decision.requirements[0].candidates[0].added_by == "Old LMS"
-
-    def test_a_legacy_client_under_source_client_id_matches_its_listed_id(self, write_policy):
-        # ORCID's server files the calling client under source-client-id, legacy ones too
-        # (common-3.0.xsd client-path takes the iD shape).
-        policy = load_policy(write_policy(self.POLICY))
-        item = srt(src=orcid_json.source(client_id=LEGACY_CLIENT))
+        item = srt(src=orcid_json.source(**{where: LEGACY_CLIENT}))
         decision = judge(policy, "d", [item])
         assert decision.allowed
         assert decision.requirements[0].candidates[0].added_by == "Old LMS"
