@@ -208,8 +208,8 @@ class ForwardAuth:
         self.public_url = (self.settings.public_url or "").rstrip("/")
         self.page_headers = list(security_headers(self.settings.orcid_base_url).items())
         self.sessions = Memo()  # verified cookie -> (sid, iD, expiry)
-        # Verified Authorization header -> [digest, TokenRecord, last checked, last touched]
-        # (monotonic): as for cookies, only headers that verified are remembered.
+        # Verified token -> [digest, TokenRecord, last checked, last touched] (monotonic):
+        # as for cookies, only tokens that verified are remembered.
         self.tokens = Memo()
         self.hasher = gk.token_hasher
         self.failures = gk.token_failures
@@ -452,16 +452,21 @@ class ForwardAuth:
         403 for a dataset outside the token's list, or one the researcher is refused.
         Like a cookie, a token verified once is remembered by this worker and checked
         against the store again once a second, with the decision, in one round trip.
+
+        NOTE: remembered by the token, not the header: Basic takes any user name, so one
+        token has endless spellings, and each would otherwise take a place in the memory
+        (pushing out other scripts' tokens). Parsing the header costs about a µs.
         """
-        found = self.tokens.get(credentials)
+        token = token_of(credentials)
+        found = self.tokens.get(token) if token is not None else None
         if found is None:
-            found = self.verify_token(request, credentials)
+            found = self.verify_token(request, token)
             if found is None:
                 return *self.unauthenticated(request), None
         digest, record = found[0], found[1]
         if not record.is_live(time.time()):
             TOKEN_EXPIRED.inc()
-            self.tokens.pop(credentials)
+            self.tokens.pop(token)
             return *self.unauthenticated(request), None
         if dataset is None:
             NO_DATASET.inc()
@@ -477,19 +482,18 @@ class ForwardAuth:
             HIT_MEMORY.inc()
             allowed = remembered[0]
         else:
-            allowed = self.token_lookup(key, credentials, found, request)
+            allowed = self.token_lookup(key, token, found, request)
             if allowed is None:
                 return *self.unauthenticated(request), None
         return *self.decision_answer(request, allowed, orcid, dataset.key), key
 
-    def verify_token(self, request, credentials: str):
-        """The remembered entry for a header seen here first; None when it opens nothing.
+    def verify_token(self, request, token: str | None):
+        """The remembered entry for a token seen here first; None when it opens nothing.
 
         A malformed token (wrong shape, failed checksum) costs no store lookup. A lookup
         that finds nothing counts against the client's address; past the limit, that
         address's unknown tokens are refused unasked until the window ends.
         """
-        token = token_of(credentials)
         if token is None or not is_well_formed(token):
             TOKEN_MALFORMED.inc()
             return None
@@ -508,10 +512,10 @@ class ForwardAuth:
         TOKEN_VERIFIED.inc()
         now = time.monotonic()
         found = [digest, record, now, now - TOUCH_EVERY]
-        self.tokens.put(credentials, found, size_of(credentials, tuple(found)) + 400)
+        self.tokens.put(token, found, size_of(token, tuple(found)) + 400)
         return found
 
-    def token_lookup(self, key, credentials, found, request) -> bool | None:
+    def token_lookup(self, key, token, found, request) -> bool | None:
         """Token and decision in one store round trip; None when the token is gone."""
         digest, orcid, dataset = key[2], key[3], key[4]
         stored, raw = self.store.token_lookup(digest, key[0], orcid, dataset)
@@ -520,23 +524,23 @@ class ForwardAuth:
         else:
             record = TokenRecord.from_json(stored)
         if record is None or record.orcid != orcid or not record.is_live(time.time()):
-            self.tokens.pop(credentials)
+            self.tokens.pop(token)
             self.answers.pop(key)
             return None  # revoked, expired, or signed out everywhere
         now = time.monotonic()
         touch = now - found[3] >= TOUCH_EVERY
         self.tokens.put(
-            credentials,
+            token,
             [digest, record, now, now if touch else found[3]],
-            size_of(credentials, tuple(found)) + 400,
+            size_of(token, tuple(found)) + 400,
         )
         if touch:
             self.store.touch_token(digest, time.time(), record.expires - time.time())
         # A cold decision reads the record as the researcher's live session would (its
         # ORCID token, if they have one); else as the public sees it, or with the
         # /read-limited token kept for issuing.
-        token = self.store.session_token_of(orcid) if raw is None else None
-        return self.decided(key, orcid, dataset, raw, token, request)
+        orcid_token = self.store.session_token_of(orcid) if raw is None else None
+        return self.decided(key, orcid, dataset, raw, orcid_token, request)
 
     def session(self, environ) -> tuple[str, str, float] | None:
         """(sid, ORCID iD, expiry) from the signed session cookie, verified once per worker.

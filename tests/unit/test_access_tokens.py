@@ -363,6 +363,21 @@ class TestFailureLimit:
         assert client.get("/auth", headers={**SAIL, **other, **bearer(fresh)}).status_code == 200
         assert len(looked_up) == 1
 
+    def test_one_token_in_many_spellings_is_looked_up_once_and_held_once(self, app, token):
+        # Basic takes any user name: were the memory keyed by the header, each spelling
+        # would take a place (and push out other scripts' tokens).
+        store = app.extensions["gatekeeper"].store
+        looked_up = []
+        real = store.get_token
+        store.get_token = lambda digest: looked_up.append(digest) or real(digest)
+        client = app.test_client()
+        spellings = [bearer(token), {"Authorization": f"bearer  {token}"}, basic(token, "")]
+        spellings += [basic(f"user {n}", token) for n in range(50)]
+        for headers in spellings:
+            assert client.get("/auth", headers={**SAIL, **headers}).status_code == 200
+        assert len(looked_up) == 1
+        assert list(app.wsgi_app.tokens._entries) == [token]
+
 
 class TestQualificationExpiry:
     def test_a_token_stops_at_the_midnight_its_researchers_qualification_ends(
