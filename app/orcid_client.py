@@ -7,7 +7,9 @@ time, so a check answers within ``total_timeout`` seconds even while ORCID is fa
 requests' read timeout bounds each socket read, not a whole answer: a server dripping its
 body a byte at a time never trips it. So bodies are streamed with the deadline checked
 between chunks and their size capped, and the caller waits on the worker threads no longer
-than the deadline, so it answers on time even while a worker is stuck in a slow read.
+than the deadline, so it answers on time even while a worker is in a slow read. Where
+urllib3 loops inside one read (headers, a gzip header, a chunk-size line), the socket is
+shut down at the deadline (app/http_deadlines.py), so no worker stays stuck past it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from contextvars import ContextVar
 import requests
 import urllib3
 from authlib.common.errors import AuthlibBaseError
-from authlib.integrations.requests_client import OAuth2Session
 
 from app import metrics
 from app.errors import (
@@ -39,6 +40,7 @@ from app.errors import (
     TooManyCandidates,
     error_from_orcid,
 )
+from app.http_deadlines import DeadlineOAuth2Session, ending_by, mount_deadlines
 from app.orcid_id import parse_orcid_id
 from app.qualifications import Qualification, UnreadableItem, parse_summaries, read_item
 
@@ -139,10 +141,7 @@ class OrcidClient:
 
     @staticmethod
     def _new_session(pool_size: int) -> requests.Session:
-        session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
+        session = mount_deadlines(requests.Session(), pool_size)
         session.headers.update({"Accept": ORCID_JSON, "User-Agent": "orcid-gatekeeper"})
         return session
 
@@ -277,13 +276,14 @@ class OrcidClient:
             started = time.monotonic()
             failure = None
             try:
-                response = self.session.request(
-                    method, url, timeout=timeout, allow_redirects=False, stream=True, **kwargs
-                )
-                if response.status_code in RETRY_STATUSES:
-                    response.close()  # unread, so its connection is dropped rather than pooled
-                else:
-                    body = self._read_body(response, deadline)
+                with ending_by(deadline):
+                    response = self.session.request(
+                        method, url, timeout=timeout, allow_redirects=False, stream=True, **kwargs
+                    )
+                    if response.status_code in RETRY_STATUSES:
+                        response.close()  # unread: its connection is dropped, not pooled
+                    else:
+                        body = self._read_body(response, deadline)
             except TRANSPORT_ERRORS as exc:
                 metrics.ORCID_CALLS.labels(endpoint, "error").inc()
                 logger.warning("ORCID %s failed: %s", path, type(exc).__name__)
@@ -366,7 +366,7 @@ class OrcidClient:
         """Fetch a ``/read-public`` token and keep it; runs on the executor."""
         try:
             remaining = max(0.1, deadline - time.monotonic())
-            oauth = OAuth2Session(
+            oauth = DeadlineOAuth2Session(
                 self.client_id,
                 self.client_secret,
                 scope="/read-public",
@@ -378,15 +378,16 @@ class OrcidClient:
             try:
                 # Not followed: a redirect would post our client secret to wherever it
                 # points. The body is read by the hook, within the deadline and the cap.
-                token = oauth.fetch_token(
-                    f"{self.base_url}/oauth/token",
-                    grant_type="client_credentials",
-                    timeout=(min(self.connect_timeout, remaining), remaining),
-                    headers={"Accept": "application/json"},
-                    allow_redirects=False,
-                    stream=True,
-                )
-            except requests.RequestException as exc:
+                with ending_by(deadline):
+                    token = oauth.fetch_token(
+                        f"{self.base_url}/oauth/token",
+                        grant_type="client_credentials",
+                        timeout=(min(self.connect_timeout, remaining), remaining),
+                        headers={"Accept": "application/json"},
+                        allow_redirects=False,
+                        stream=True,
+                    )
+            except TRANSPORT_ERRORS as exc:  # urllib3's: a reset while the hook reads
                 raise OrcidUnavailable() from exc
             except (AuthlibBaseError, ValueError) as exc:
                 raise OrcidError(

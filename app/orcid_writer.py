@@ -23,7 +23,8 @@ import time
 import requests
 
 from app.errors import GatekeeperError, OrcidUnavailable
-from app.orcid_client import read_body
+from app.http_deadlines import ending_by, session_with_deadlines
+from app.orcid_client import TRANSPORT_ERRORS, read_body
 from app.policy.model import QualificationRule
 
 logger = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class OrcidWriter:
     def __init__(self, api_url: str, timeout: float = WRITE_TIMEOUT, session=None):
         self.api_url = api_url.rstrip("/")
         self.timeout = timeout
-        self.session = session or requests.Session()
+        self.session = session or session_with_deadlines()
 
     def add(self, orcid: str, token: str, body: dict) -> int:
         """Add an item; its put-code, from ``Location``.
@@ -185,17 +186,18 @@ class OrcidWriter:
             headers["Content-Type"] = ORCID_JSON
         deadline = time.monotonic() + self.timeout
         try:
-            response = self.session.request(
-                method,
-                self.api_url + path,
-                json=body,
-                headers=headers,
-                timeout=self.timeout,
-                allow_redirects=False,
-                stream=True,
-            )
-            answer = read_body(response, deadline, MAX_ANSWER_BYTES, self.timeout)
-        except requests.RequestException as exc:
+            with ending_by(deadline):
+                response = self.session.request(
+                    method,
+                    self.api_url + path,
+                    json=body,
+                    headers=headers,
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                    stream=True,
+                )
+                answer = read_body(response, deadline, MAX_ANSWER_BYTES, self.timeout)
+        except TRANSPORT_ERRORS as exc:  # urllib3's too: a reset while the body is read
             logger.warning(
                 "ORCID write failed", extra={"method": method, "error": type(exc).__name__}
             )

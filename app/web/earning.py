@@ -39,12 +39,14 @@ from flask import (
 from requests import RequestException
 
 from app.errors import GatekeeperError
+from app.http_deadlines import DeadlinePassed
 from app.issuing import NoWriteToken
 from app.orcid_writer import qualification_body
 from app.web.login import (
     StoreUnavailable,
     csrf_ok,
     current_researcher,
+    exchange_code,
     message_page,
     orcid_client,
     redirect_uri,
@@ -258,8 +260,7 @@ def complete(state: str):
             400,
         )
     try:
-        # A redirect is not followed: it would post our client secret wherever it points.
-        token = orcid_client().authorize_access_token(allow_redirects=False)
+        token = exchange_code()
         if not isinstance(token.get("access_token"), str | None):
             raise TypeError("access_token is not a string")
     except AuthlibBaseError as exc:
@@ -270,7 +271,7 @@ def complete(state: str):
             ("Back to the dataset", back),
             400,
         )
-    except RequestException:
+    except (RequestException, DeadlinePassed):
         _outcome("unavailable", "orcid_unreachable", researcher)
         return message_page(
             "ORCID is not answering",

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 import redis
 from authlib.common.errors import AuthlibBaseError
-from authlib.integrations.flask_client import FlaskIntegration, OAuth
-from authlib.integrations.requests_client import OAuth2Session
+from authlib.integrations.flask_client import FlaskIntegration, FlaskOAuth2App, OAuth
 from authlib.oidc.core import CodeIDToken
 from authlib.oidc.core.util import create_half_hash
 from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
@@ -29,6 +28,7 @@ from requests import RequestException
 
 from app.cache import UNAVAILABLE, session_belongs_to, session_record, session_token
 from app.errors import InvalidOrcidId
+from app.http_deadlines import DeadlineOAuth2Session, DeadlinePassed, ending_by
 from app.metrics import SIGN_INS
 from app.orcid_id import parse_orcid_id
 from app.web.clients import limited_address
@@ -41,6 +41,9 @@ STATE_TTL = 600  # seconds a sign-in may take at ORCID before its state is forgo
 # Sign-ins started (in other tabs, say) whose callbacks still count; older ones are
 # dropped, which is what keeps the pre-login cookie from growing with each /login.
 MAX_PENDING = 3
+# Seconds for a callback's whole exchange with ORCID (the code for a token; with openid,
+# the discovery document and signing keys too): a person waits on it.
+EXCHANGE_BUDGET = 10.0
 REVOKE_TIMEOUT = 5.0  # seconds per token revocation at ORCID
 REVOKE_BUDGET = 10.0  # seconds for all of a researcher's tokens together
 
@@ -135,8 +138,24 @@ def _expiry(marker) -> float:
     return marker.get("exp", 0) if isinstance(marker, dict) else 0
 
 
+class _OrcidApp(FlaskOAuth2App):
+    client_cls = DeadlineOAuth2Session  # its exchanges end within an ending_by() deadline
+
+
 class _OAuth(OAuth):
     framework_integration_cls = ServerSideState
+    oauth2_client_cls = _OrcidApp
+
+
+def exchange_code(**kwargs) -> dict:
+    """The token for the code this callback brought, within ``EXCHANGE_BUDGET`` in all.
+
+    A redirect is not followed: it would post our client secret wherever it points.
+
+    :raises DeadlinePassed: ORCID's answers did not end within the budget.
+    """
+    with ending_by(time.monotonic() + EXCHANGE_BUDGET):
+        return orcid_client().authorize_access_token(allow_redirects=False, **kwargs)
 
 
 def orcid_client():
@@ -356,12 +375,7 @@ def _complete_sign_in(integration, state: str):
             )
     settings = _gatekeeper().settings
     try:
-        # A redirect is not followed: it would post our client secret wherever it points.
-        token = orcid_client().authorize_access_token(
-            claims_options=_id_token_claims(settings),
-            claims_cls=OrcidIDToken,
-            allow_redirects=False,
-        )
+        token = exchange_code(claims_options=_id_token_claims(settings), claims_cls=OrcidIDToken)
         if not isinstance(token.get("access_token"), str | None):
             raise TypeError("access_token is not a string")
         if "userinfo" in token:
@@ -376,7 +390,7 @@ def _complete_sign_in(integration, state: str):
         # A missing, spent or foreign state (mismatching_state), or a code ORCID refused.
         _sign_in_outcome("failed", str(getattr(exc, "error", None) or type(exc).__name__)[:40])
         return _sign_in_failed("This sign-in link has expired or was already used.", 400)
-    except RequestException:
+    except (RequestException, DeadlinePassed):
         _sign_in_outcome("unavailable", "orcid_unreachable", level=logging.WARNING)
         return _sign_in_failed(
             "ORCID did not answer; please try again in a few minutes.",
@@ -727,7 +741,7 @@ def revoke_at_orcid(tokens: list[str]) -> bool:
     url = settings.orcid_base_url.rstrip("/") + "/oauth/revoke"
     deadline = time.monotonic() + REVOKE_BUDGET
     confirmed = True
-    with OAuth2Session(
+    with DeadlineOAuth2Session(
         settings.orcid_client_id,
         settings.orcid_client_secret,
         revocation_endpoint_auth_method="client_secret_post",
@@ -737,10 +751,11 @@ def revoke_at_orcid(tokens: list[str]) -> bool:
             if left <= 0:
                 return False
             try:
-                response = client.revoke_token(
-                    url, token=token, timeout=min(REVOKE_TIMEOUT, left), allow_redirects=False
-                )
-            except RequestException as exc:
+                with ending_by(time.monotonic() + min(REVOKE_TIMEOUT, left)):
+                    response = client.revoke_token(
+                        url, token=token, timeout=min(REVOKE_TIMEOUT, left), allow_redirects=False
+                    )
+            except (RequestException, DeadlinePassed) as exc:
                 logger.warning("ORCID token revocation failed: %s", type(exc).__name__)
                 confirmed = False
                 continue

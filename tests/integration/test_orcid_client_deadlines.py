@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import socketserver
@@ -15,6 +16,7 @@ from app.errors import (
     OrcidUnavailable,
 )
 from app.orcid_client import MAX_BODY_BYTES, OrcidClient
+from app.orcid_writer import OrcidWriter
 from tests import orcid_json
 from tests.conftest import RESEARCHER
 
@@ -279,6 +281,92 @@ class TestSlowOrcid:
         assert len(server.connections) == 1
 
 
+def first_then(first, then):
+    """An answer that is ``first`` for the first request and ``then`` for the rest."""
+    calls = []
+
+    def answer(handler, method, path):
+        calls.append(path)
+        (first if len(calls) == 1 else then)(handler, method, path)
+
+    return answer
+
+
+def gzipped_with_comment(body: bytes, comment: bytes) -> tuple[bytes, bytes, bytes]:
+    """(head, comment, rest) of ``body`` gzipped with a header comment (RFC 1952 FCOMMENT):
+    urllib3 decodes nothing until the comment ends, so ``read1`` waits inside for it."""
+    member = gzip.compress(body, mtime=0)
+    start = member[:3] + bytes([member[3] | 0x10]) + member[4:10]
+    return start, comment, b"\0" + member[10:]
+
+
+def stuck_inside_one_read(body: bytes = PADDED_SUMMARY) -> list[Drip]:
+    """Answers of ``body`` whose dripped part urllib3 reads inside one call of ours (400
+    bytes at 20 a second: 20 s), where only the socket's shutdown can stop the thread."""
+    head, comment, rest = gzipped_with_comment(body, b"c" * 400)
+    return [
+        Drip(
+            b"HTTP/1.1 200 OK\r\nX-Slow: ",
+            b"a" * 400,
+            b"\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+            % (ORCID_TYPE.encode(), len(body), body),
+        ),
+        Drip(
+            http_head(Content_Encoding="gzip", Content_Length=len(head + comment + rest)) + head,
+            comment,
+            rest,
+        ),
+        Drip(
+            http_head(Transfer_Encoding="chunked"),
+            b"0" * 400,  # leading zeros of the chunk-size line
+            b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body),
+        ),
+    ]
+
+
+STUCK_IDS = ["headers", "gzip-comment", "chunk-size-line"]
+
+
+class TestNoReaderStuckPastItsDeadline:
+    @pytest.mark.parametrize("drip", stuck_inside_one_read(), ids=STUCK_IDS)
+    def test_the_reader_is_free_for_the_next_read_after_the_deadline(self, loopback, drip):
+        # One reader thread: were it still stuck in the drip, the next read would wait
+        # behind it and miss its own deadline.
+        server = loopback.serve(first_then(drip, record(qualifications(1))))
+        client = loopback.client(server, total_timeout=1.0, max_concurrency=1)
+
+        with pytest.raises(OrcidUnavailable):
+            client.read_qualifications(RESEARCHER)
+        assert drip.hung_up.wait(timeout=10)  # the socket was shut down mid-drip
+
+        assert [q.put_code for q in client.read_qualifications(RESEARCHER)] == [1]
+        assert not drip.finished.is_set() and drip.sent < 400
+
+    @pytest.mark.parametrize("drip", stuck_inside_one_read(), ids=STUCK_IDS)
+    def test_a_write_gives_up_at_its_timeout(self, loopback, drip):
+        # A write runs in a web thread, which no deadline of a caller's frees.
+        writer = OrcidWriter(loopback.serve(drip).url + "/v3.0", timeout=1.0)
+
+        with pytest.raises(OrcidUnavailable):
+            writer.delete(RESEARCHER, RESEARCHER_TOKEN, 7)
+
+        assert not drip.finished.is_set() and drip.sent < 400
+        writer.session.close()
+
+    def test_the_token_fetch_gives_up_at_its_deadline(self, loopback):
+        drip = stuck_inside_one_read()[0]
+        token_endpoint = loopback.serve(first_then(drip, Silent()))
+        client = TestSlowTokenEndpoint.app_client(
+            loopback, loopback.serve(record(qualifications(1))), token_endpoint, max_concurrency=1
+        )
+
+        with pytest.raises(OrcidUnavailable):
+            client.read_qualifications(RESEARCHER)
+
+        assert drip.hung_up.wait(timeout=10)
+        assert not drip.finished.is_set() and drip.sent < 400
+
+
 class TestSlowTokenEndpoint:
     @staticmethod
     def app_client(loopback, orcid: LoopbackServer, token_endpoint: LoopbackServer, **settings):
@@ -343,3 +431,65 @@ class TestSlowTokenEndpoint:
 
         assert [type(result) for result in outcomes] == [OrcidUnavailable] * 2
         assert token_endpoint.requests == [("POST", "/oauth/token")]
+
+
+class TestSignInExchangeDeadline:
+    """The callback's code exchange and the revocations run in a web thread: each ends by
+    its budget however ORCID drips, so no researcher (or thread) waits on it for long."""
+
+    TOKEN = json.dumps(
+        {
+            "access_token": RESEARCHER_TOKEN,
+            "token_type": "bearer",
+            "expires_in": 3600,
+            "scope": "/authenticate",
+            "orcid": RESEARCHER,
+            "name": "Josiah",
+        }
+    ).encode()
+
+    @staticmethod
+    def app(orcid: LoopbackServer):
+        from app import create_app
+        from app.saved_record import SavedRecord
+        from app.settings import Settings
+
+        settings = Settings.from_env(
+            {
+                "SECRET_KEY": "unit-test-secret-key-0123",
+                "ORCID_CLIENT_ID": CLIENT_ID,
+                "ORCID_CLIENT_SECRET": CLIENT_SECRET,
+                "ORCID_BASE_URL": orcid.url,
+            }
+        )
+        return create_app(settings, orcid_reader=SavedRecord({"qualifications": {}}))
+
+    @pytest.mark.parametrize("kind", range(3), ids=STUCK_IDS)
+    def test_a_dripped_token_answer_is_a_502_page_at_the_budget(self, loopback, monkeypatch, kind):
+        from urllib.parse import parse_qs, urlsplit
+
+        from app.web import login
+
+        monkeypatch.setattr(login, "EXCHANGE_BUDGET", 1.0)
+        drip = stuck_inside_one_read(self.TOKEN)[kind]
+        client = self.app(loopback.serve(drip)).test_client()
+        location = client.get("/login").headers["Location"]
+        state = parse_qs(urlsplit(location).query)["state"][0]
+
+        response = client.get(f"/callback?code=c&state={state}")
+
+        assert response.status_code == 502, response.get_data(as_text=True)
+        assert "ORCID did not answer" in response.get_data(as_text=True)
+        assert not drip.finished.is_set() and drip.sent < 400
+
+    def test_a_dripped_revocation_ends_at_its_timeout(self, loopback, monkeypatch):
+        from app.web import login
+
+        monkeypatch.setattr(login, "REVOKE_TIMEOUT", 1.0)
+        drip = stuck_inside_one_read(b"{}")[0]
+        app = self.app(loopback.serve(drip))
+
+        with app.test_request_context():
+            assert login.revoke_at_orcid([RESEARCHER_TOKEN]) is False
+
+        assert not drip.finished.is_set() and drip.sent < 400

@@ -1,0 +1,234 @@
+"""A deadline for a whole HTTP exchange, enforced on the socket.
+
+Socket timeouts bound each ``recv``, not an answer: http.client reads headers line by
+line, and urllib3 loops inside one ``read1`` while a gzip header's comment or a chunk-size
+line arrives. A server that sends a byte a little faster than the read timeout holds the
+reading thread there for as long as it likes, whatever deadline its caller keeps. The
+caller answers on time (it waits no longer than its deadline), but the thread stays stuck:
+enough such reads and every ORCID reader (or web thread) is held.
+
+So a session made by :func:`session_with_deadlines` watches each connection used inside
+``ending_by(deadline)``: when the deadline passes, one thread per process shuts that
+socket down, which ends a blocked ``recv`` at once. ``ending_by`` then raises
+:class:`DeadlinePassed` (a urllib3 ``HTTPError``), whatever the exchange made of the
+cut: http.client takes headers cut short as ended, and urllib3 a cut chunk-size line as
+the last chunk (``000``), so a shut-down answer can look complete, or merely malformed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import requests
+import urllib3
+from authlib.integrations.requests_client import OAuth2Session
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+_current = threading.local()  # .watch: the innermost ending_by() of this thread
+
+
+class DeadlinePassed(urllib3.exceptions.TimeoutError):
+    """The deadline passed while an exchange was under way; its socket was shut down."""
+
+
+class _Watch:
+    __slots__ = ("connection", "cut", "deadline", "done", "expired")
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self.connection: HTTPConnection | None = None  # set when a request goes out on it
+        self.expired = False  # the deadline passed before the block ended
+        self.cut = False  # and an exchange of the block's was shut down for it
+        self.done = False
+
+    def shut(self) -> None:
+        """Shut the watched connection's socket down (the deadline passed; under the
+        reaper's lock, as ``done`` is set, so a finished block's socket is never shut)."""
+        if self.done:
+            return
+        self.expired = True  # first: a socket connected after this is shut by getresponse
+        connection = self.connection
+        if connection is not None and connection._deadline_watch is self:
+            _shut_down(connection, self)  # else never used, or the pool gave it to another
+
+
+def _shut_down(connection: HTTPConnection, watch: _Watch) -> None:
+    watch.cut = True
+    sock = connection.sock
+    if sock is not None:
+        try:
+            # NOTE: the plain socket's shutdown even for TLS: SSLSocket.shutdown also
+            # drops its SSL object, which the reading thread may be using.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
+
+
+class _Reaper:
+    """One thread per process that shuts sockets down at their watches' deadlines."""
+
+    def __init__(self):
+        self._pid = os.getpid()
+        self._condition = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._order = itertools.count()  # ties in deadline never compare watches
+        self._thread: threading.Thread | None = None
+
+    def finish(self, watch: _Watch) -> None:
+        with self._condition:
+            watch.done = True
+
+    def add(self, watch: _Watch) -> None:
+        with self._condition:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="http-deadlines", daemon=True
+                )
+                self._thread.start()
+            heapq.heappush(self._heap, (watch.deadline, next(self._order), watch))
+            if self._heap[0][2] is watch:
+                self._condition.notify()  # a sooner deadline than the thread sleeps to
+
+    def _run(self) -> None:
+        with self._condition:
+            while True:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)  # finished in time: nothing to do
+                if not self._heap:
+                    self._condition.wait()
+                    continue
+                wait = self._heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self._condition.wait(wait)
+                    continue
+                heapq.heappop(self._heap)[2].shut()
+
+
+_reaper: _Reaper | None = None
+_reaper_lock = threading.Lock()
+
+
+def _the_reaper() -> _Reaper:
+    # Made on first use, and again in a forked child: a thread does not survive fork.
+    global _reaper
+    with _reaper_lock:
+        if _reaper is None or _reaper._pid != os.getpid():
+            _reaper = _Reaper()
+        return _reaper
+
+
+@contextmanager
+def ending_by(deadline: float) -> Iterator[None]:
+    """HTTP exchanges this thread starts inside end by ``deadline`` (monotonic): their
+    socket is shut down then, on sessions from :func:`session_with_deadlines`.
+
+    Read the whole answer inside (``stream=True`` bodies included): a body read after the
+    block is no longer watched.
+
+    :raises DeadlinePassed: the deadline shut an exchange down (whatever the block raised
+        then is its cause: what was read may be cut short).
+    """
+    watch = _Watch(deadline)
+    outer = getattr(_current, "watch", None)
+    _current.watch = watch
+    reaper = _the_reaper()
+    reaper.add(watch)
+    try:
+        yield
+    except Exception as exc:
+        if _finish(reaper, watch, outer):
+            raise DeadlinePassed("the deadline passed during an exchange") from exc
+        raise
+    except BaseException:  # an exit or interrupt stays what it is
+        _finish(reaper, watch, outer)
+        raise
+    if _finish(reaper, watch, outer):
+        raise DeadlinePassed("the deadline passed during an exchange")
+
+
+def _finish(reaper: _Reaper, watch: _Watch, outer: _Watch | None) -> bool:
+    """End the block's watch; whether the deadline cut one of its exchanges."""
+    reaper.finish(watch)
+    _current.watch = outer
+    return watch.cut
+
+
+class _Watched:
+    """Connections that put themselves under the current thread's watch per request."""
+
+    _deadline_watch: _Watch | None = None
+
+    def request(self, *args, **kwargs):
+        watch = getattr(_current, "watch", None)
+        self._deadline_watch = watch
+        if watch is not None:
+            watch.connection = self
+        return super().request(*args, **kwargs)
+
+    def getresponse(self):
+        watch = self._deadline_watch
+        if watch is not None and watch.expired:
+            _shut_down(self, watch)  # connected after the deadline passed: fail at once
+        return super().getresponse()
+
+
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class DeadlineAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, with connections watched inside :func:`ending_by`."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if proxy.lower().startswith(("http://", "https://")):  # SOCKS pools stay their own
+            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
+
+
+def mount_deadlines(session: requests.Session, pool_size: int = 10) -> requests.Session:
+    """``session`` with HTTP and HTTPS through a :class:`DeadlineAdapter`."""
+    adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=pool_size)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+def session_with_deadlines(pool_size: int = 10) -> requests.Session:
+    """A requests session whose exchanges inside :func:`ending_by` end by its deadline."""
+    return mount_deadlines(requests.Session(), pool_size)
+
+
+class DeadlineOAuth2Session(OAuth2Session):
+    """Authlib's requests session, with its exchanges watched inside :func:`ending_by`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        mount_deadlines(self, pool_size=1)
