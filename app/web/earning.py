@@ -51,6 +51,7 @@ from app.web.login import (
     orcid_client,
     redirect_uri,
     revoke_at_orcid,
+    too_many_sign_ins,
 )
 from app.write_tokens import WRITE_SCOPE, WriteToken
 
@@ -195,6 +196,17 @@ def accept(dataset_key, qualification):
             return _write(researcher.orcid, pending)
     except redis.RedisError:
         return _store_down_page(dataset)
+    if too_many_sign_ins():
+        _outcome("failed", "too_many", researcher)
+        page, status = message_page(
+            "Too many requests at once",
+            "More trips to ORCID were started from your network in the last minute than "
+            "we take. Nothing was written to your ORCID record. Please wait a minute and "
+            "try again.",
+            ("Back to the terms", _terms_url(dataset, rule)),
+            429,
+        )
+        return page, status, {"Retry-After": "60"}
     try:
         response = orcid_client().authorize_redirect(redirect_uri(), scope=EARN_SCOPE)
     except StoreUnavailable:

@@ -297,15 +297,25 @@ def _template_helpers():
     return {"csrf_token": csrf_token, "researcher": current_researcher, "sign_in_url": sign_in_url}
 
 
+def too_many_sign_ins() -> bool:
+    """Counts one more trip to ORCID (a sign-in, or an earn's permission) from this
+    client's address; whether that is past SIGN_INS_PER_MINUTE.
+
+    NOTE: each trip keeps its state in Redis for ten minutes, and a client that keeps
+    sending its old cookie prunes none of them: this count is what bounds them.
+    """
+    gk = _gatekeeper()
+    address = limited_address(request.environ, gk.settings.forwarded_allow_ips)
+    return gk.store.hit(f"sign-ins:{address}", 60) > gk.settings.sign_ins_per_minute
+
+
 @bp.get("/login")
 def login():
     """Send the researcher to ORCID to sign in; ``next`` is where to return to.
 
     :raise 429: past SIGN_INS_PER_MINUTE sign-ins started from this client address.
     """
-    gk = _gatekeeper()
-    address = limited_address(request.environ, gk.settings.forwarded_allow_ips)
-    if gk.store.hit(f"sign-ins:{address}", 60) > gk.settings.sign_ins_per_minute:
+    if too_many_sign_ins():
         _sign_in_outcome("failed", "too_many", level=logging.WARNING)
         page, status = _sign_in_failed(
             "More sign-ins were started from your network in the last minute than we "

@@ -11,6 +11,7 @@ endpoint by ``responses``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import secrets
 import textwrap
@@ -554,6 +555,27 @@ class TestEarnCsrfAndAuthorization:
         client = signed_in(web)
         response = client.post(EARN, data={**ACCEPT, "version": "0"})
         assert response.status_code == 400
+
+    def test_past_the_limit_an_address_asks_orcid_for_no_more_permissions(self, web):
+        # Each trip keeps a state in Redis for ten minutes; a client that keeps its old
+        # cookie prunes none, so the count of trips per address is what bounds them.
+        gk = web.extensions["gatekeeper"]
+        gk.settings = dataclasses.replace(gk.settings, sign_ins_per_minute=3)
+        client = signed_in(web)
+        for _ in range(3):
+            assert client.post(EARN, data=ACCEPT).status_code == 302
+        with client.session_transaction() as session:
+            pending = dict(session["earn"])
+        refused = client.post(EARN, data=ACCEPT)
+        assert refused.status_code == 429
+        assert refused.headers["Retry-After"] == "60"
+        assert "Nothing was written" in refused.get_data(as_text=True)
+        with client.session_transaction() as session:
+            assert session["earn"] == pending  # no new state
+        assert client.get("/login").status_code == 429  # one count with sign-ins
+        other = signed_in(web)
+        response = other.post(EARN, data=ACCEPT, environ_base={"REMOTE_ADDR": "192.0.2.9"})
+        assert response.status_code == 302
 
     def test_a_qualification_the_dataset_does_not_need_is_404(self, web):
         client = signed_in(web)
