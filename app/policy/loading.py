@@ -6,6 +6,7 @@ loads nothing. Risky but legal choices come back as warnings on the policy.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import hashlib
 import json
@@ -80,10 +81,15 @@ def _read_document(
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(Problem(display, 1, "(file)", f"cannot read the file: {exc}"))
         return None
+    lines: dict[tuple, int] = {}
     try:
         loader = (loader_class or SafeLoader)(text)
         try:
             node = loader.get_single_node()
+            if node is not None:
+                # NOTE: before construction, which flattens merge keys (<<: *base) into
+                # the mapping: a key that overrides a merged one would look defined twice.
+                _collect_lines(node, (), lines, display, problems)
             data = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
@@ -94,9 +100,6 @@ def _read_document(
         # PyYAML reads 2025-02-30 as a date and fails building it, with no line.
         problems.append(_bad_date_problem(text, display))
         return None
-    lines: dict[tuple, int] = {}
-    if node is not None:
-        _collect_lines(node, (), lines, display, problems)
     return _Document(display, data, lines)
 
 
@@ -114,7 +117,7 @@ def _collect_lines(node, path, lines, display, problems, seen=None):
     if isinstance(node, yaml.MappingNode):
         keys_here: dict = {}
         for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            key = _key_of(key_node)
             line = key_node.start_mark.line + 1
             if key in keys_here:
                 problems.append(
@@ -134,11 +137,45 @@ def _collect_lines(node, path, lines, display, problems, seen=None):
             _collect_lines(item, (*path, index), lines, display, problems, seen)
 
 
+def _key_of(node):
+    """A mapping key as the loaded data holds it: ``true:`` is True, ``2024:`` is 2024."""
+    if not isinstance(node, yaml.ScalarNode):
+        return None
+    if node.tag == "tag:yaml.org,2002:str":
+        return node.value
+    try:
+        return yaml.constructor.SafeConstructor().construct_object(node)
+    except (yaml.YAMLError, ValueError):  # the merge key <<, or a date no calendar has
+        return node.value
+
+
 def _dotted(path: tuple) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int) and not isinstance(part, bool):
+            out += f"[{part}]"
+            continue
+        shown = _as_written(part)
+        out += f".{shown}" if out else shown
     return out or "(top)"
+
+
+def _kind(value) -> str:
+    """What YAML made of a plain value, in a steward's words."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, dt.date):
+        return "a date"
+    return "nothing (null)" if value is None else type(value).__name__
+
+
+def _as_written(key) -> str:
+    # YAML reads the keys true, no, null and ~ as True, False and None: show YAML's words.
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return "null" if key is None else str(key)
 
 
 def is_test_file(path: Path) -> bool:
@@ -197,6 +234,19 @@ def yaml_problem(exc: yaml.YAMLError, text: str, display: str) -> Problem:
     slip that caused it; the usual slips are a tab, a key out of line, a missing colon
     and an unclosed bracket or quote, each told apart here from the text itself.
     """
+    if isinstance(exc, yaml.reader.ReaderError):
+        # No mark, only an offset; its text spans lines and names "<unicode string>".
+        before = text[: exc.position]
+        line, column = before.count("\n"), exc.position - (before.rfind("\n") + 1)
+        character = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return Problem(
+            display,
+            line + 1,
+            "(yaml)",
+            f"YAML syntax error at column {column + 1}: the character U+{character:04X}, "
+            "which YAML does not allow; hint: delete it (an editor that shows invisible "
+            "characters will find it)",
+        )
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     context = getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
@@ -471,7 +521,13 @@ class _Checker:
                 continue
             for name, entry in entries.items():
                 path = (section, name)
-                if not isinstance(name, str) or not NAME.match(name):
+                if not isinstance(name, str):
+                    self.problem(
+                        doc,
+                        path,
+                        f"YAML reads this name as {_kind(name)}, not as text: put it in quotes",
+                    )
+                elif not NAME.match(name):
                     self.problem(doc, path, "names use letters, digits, '-', '_' and '.'")
                     continue
                 if section == "sources" and name in BUILTIN_SOURCES:

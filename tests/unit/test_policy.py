@@ -334,6 +334,12 @@ class TestAuthoringHelp:
                 4,
                 "'2025-02-30' is not a date in the calendar",
             ),
+            (
+                "version: 1\nqualifications:\n  srt:\n    title: a\x00b\n",
+                4,
+                "YAML syntax error at column 13: the character U+0000, which YAML does not "
+                "allow; hint: delete it",
+            ),
         ],
         ids=[
             "tab",
@@ -344,6 +350,7 @@ class TestAuthoringHelp:
             "quote",
             "colon-in-value",
             "no-such-day",
+            "nul",
         ],
     )
     def test_yaml_errors_say_where_what_and_how_to_fix_it(self, write_policy, text, line, message):
@@ -353,6 +360,48 @@ class TestAuthoringHelp:
         [problem] = raised.value.problems
         assert (problem.line, problem.key) == (line, "(yaml)")
         assert message in problem.message
+
+    def test_a_key_that_overrides_a_merged_one_is_no_duplicate(self, write_policy):
+        policy = load_policy(
+            write_policy(
+                """
+                version: 1
+                qualifications:
+                  srt: {title: X, sources: [self-asserted]}
+                datasets:
+                  sail: &common
+                    paths: [/sail/]
+                    require: [srt]
+                    cache_ttl: 60
+                  other:
+                    <<: *common
+                    paths: [/other/]
+                """
+            )
+        )
+        assert policy.dataset("other").cache_ttl == 60
+        assert policy.dataset_for_path("/other/x").key == "other"
+        assert policy.dataset_for_path("/sail/x").key == "sail"
+
+    @pytest.mark.parametrize(
+        "name, kind, written",
+        [
+            ("true", "true or false", "true"),
+            ("no", "true or false", "false"),
+            ("2024", "a number", "2024"),
+            ("~", "nothing (null)", "null"),
+            ("2024-01-01", "a date", "2024-01-01"),
+        ],
+    )
+    def test_a_name_yaml_reads_as_no_text_says_to_quote_it(self, write_policy, name, kind, written):
+        text = "version: 1\nqualifications:\n  srt: {title: X, sources: [self-asserted]}\n"
+        text += f"datasets:\n  {name}: {{paths: [/d/], require: [srt]}}\n"
+        with pytest.raises(PolicyError) as raised:
+            load_policy(write_policy(text))
+        [problem] = raised.value.problems
+        assert problem.line == 5
+        assert problem.message == f"YAML reads this name as {kind}, not as text: put it in quotes"
+        assert problem.key in (f"datasets.{written}", f"datasets[{written}]")
 
     def test_unknown_keys_and_names_suggest_what_was_meant(self, write_policy):
         path = write_policy(
