@@ -39,7 +39,6 @@ from flask import (
 from requests import RequestException
 
 from app.errors import GatekeeperError
-from app.http_deadlines import DeadlinePassed
 from app.issuing import NoWriteToken
 from app.orcid_writer import qualification_body
 from app.web.login import (
@@ -49,7 +48,7 @@ from app.web.login import (
     exchange_code,
     message_page,
     orcid_client,
-    redirect_uri,
+    redirect_to_orcid,
     revoke_at_orcid,
     too_many_sign_ins,
 )
@@ -208,9 +207,18 @@ def accept(dataset_key, qualification):
         )
         return page, status, {"Retry-After": "60"}
     try:
-        response = orcid_client().authorize_redirect(redirect_uri(), scope=EARN_SCOPE)
+        response = redirect_to_orcid(scope=EARN_SCOPE)
     except StoreUnavailable:
         return _store_down_page(dataset)
+    except (RequestException, ValueError, TypeError, AttributeError):
+        # ORCID's discovery document (openid) did not come in time, or is none.
+        _outcome("unavailable", "orcid_unreachable", researcher)
+        return message_page(
+            "ORCID is not answering",
+            "Nothing was written to your ORCID record. Please try again in a few minutes.",
+            ("Back to the terms", _terms_url(dataset, rule)),
+            502,
+        )
     state = parse_qs(urlsplit(response.location).query).get("state", [""])[0]
     # One per state, the newest few: an earn started in another tab (or accepted twice)
     # still comes back as an earn, never as a sign-in with a token that can write.
@@ -283,7 +291,7 @@ def complete(state: str):
             ("Back to the dataset", back),
             400,
         )
-    except (RequestException, DeadlinePassed):
+    except RequestException:  # DeadlinePassed among them
         _outcome("unavailable", "orcid_unreachable", researcher)
         return message_page(
             "ORCID is not answering",

@@ -28,7 +28,7 @@ from requests import RequestException
 
 from app.cache import UNAVAILABLE, session_belongs_to, session_record, session_token
 from app.errors import InvalidOrcidId
-from app.http_deadlines import DeadlineOAuth2Session, DeadlinePassed, ending_by
+from app.http_deadlines import DeadlineOAuth2Session, ending_by
 from app.metrics import SIGN_INS
 from app.orcid_id import parse_orcid_id
 from app.web.clients import limited_address
@@ -147,12 +147,24 @@ class _OAuth(OAuth):
     oauth2_client_cls = _OrcidApp
 
 
+def redirect_to_orcid(**kwargs):
+    """The redirect to ORCID's authorize page; with openid, after ORCID's discovery
+    document (read once per worker), within ``EXCHANGE_BUDGET``.
+
+    :raises RequestException: no discovery document in time (``DeadlinePassed`` too).
+    :raises ValueError, TypeError, AttributeError: one came, but it is none.
+    :raises StoreUnavailable: the sign-in's state cannot be kept.
+    """
+    with ending_by(time.monotonic() + EXCHANGE_BUDGET):
+        return orcid_client().authorize_redirect(redirect_uri(), **kwargs)
+
+
 def exchange_code(**kwargs) -> dict:
     """The token for the code this callback brought, within ``EXCHANGE_BUDGET`` in all.
 
     A redirect is not followed: it would post our client secret wherever it points.
 
-    :raises DeadlinePassed: ORCID's answers did not end within the budget.
+    :raises RequestException: ORCID did not answer in time (``DeadlinePassed`` too).
     """
     with ending_by(time.monotonic() + EXCHANGE_BUDGET):
         return orcid_client().authorize_access_token(allow_redirects=False, **kwargs)
@@ -327,10 +339,29 @@ def login():
         return page, status, {"Retry-After": "60"}
     session["next"] = safe_next(request.args.get("next"), allowed_hosts())
     try:
-        return orcid_client().authorize_redirect(redirect_uri())
+        return redirect_to_orcid()
     except StoreUnavailable:
         _sign_in_outcome("unavailable", "store_unavailable", level=logging.WARNING)
         return _sign_in_failed("We cannot sign you in just now.", 503)
+    except RequestException:
+        _sign_in_outcome("unavailable", "orcid_unreachable", level=logging.WARNING)
+        return _sign_in_failed(
+            "ORCID did not answer; please try again in a few minutes.",
+            502,
+            title="ORCID is not answering",
+            restart=False,
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        # ORCID's discovery document (openid) is no JSON object: Authlib raises these.
+        _sign_in_outcome(
+            "unavailable", "orcid_bad_answer", detail=type(exc).__name__, level=logging.WARNING
+        )
+        return _sign_in_failed(
+            "ORCID's answer could not be read; please try again in a few minutes.",
+            502,
+            title="ORCID gave an answer we could not read",
+            restart=False,
+        )
 
 
 @bp.get("/callback")
@@ -400,7 +431,7 @@ def _complete_sign_in(integration, state: str):
         # A missing, spent or foreign state (mismatching_state), or a code ORCID refused.
         _sign_in_outcome("failed", str(getattr(exc, "error", None) or type(exc).__name__)[:40])
         return _sign_in_failed("This sign-in link has expired or was already used.", 400)
-    except (RequestException, DeadlinePassed):
+    except RequestException:  # DeadlinePassed among them
         _sign_in_outcome("unavailable", "orcid_unreachable", level=logging.WARNING)
         return _sign_in_failed(
             "ORCID did not answer; please try again in a few minutes.",
@@ -760,12 +791,13 @@ def revoke_at_orcid(tokens: list[str]) -> bool:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
+            timeout = min(REVOKE_TIMEOUT, left)
             try:
-                with ending_by(time.monotonic() + min(REVOKE_TIMEOUT, left)):
+                with ending_by(time.monotonic() + timeout):
                     response = client.revoke_token(
-                        url, token=token, timeout=min(REVOKE_TIMEOUT, left), allow_redirects=False
+                        url, token=token, timeout=timeout, allow_redirects=False
                     )
-            except (RequestException, DeadlinePassed) as exc:
+            except RequestException as exc:  # DeadlinePassed among them
                 logger.warning("ORCID token revocation failed: %s", type(exc).__name__)
                 confirmed = False
                 continue

@@ -449,7 +449,7 @@ class TestSignInExchangeDeadline:
     ).encode()
 
     @staticmethod
-    def app(orcid: LoopbackServer):
+    def app(orcid: LoopbackServer, **environ):
         from app import create_app
         from app.saved_record import SavedRecord
         from app.settings import Settings
@@ -460,6 +460,7 @@ class TestSignInExchangeDeadline:
                 "ORCID_CLIENT_ID": CLIENT_ID,
                 "ORCID_CLIENT_SECRET": CLIENT_SECRET,
                 "ORCID_BASE_URL": orcid.url,
+                **environ,
             }
         )
         return create_app(settings, orcid_reader=SavedRecord({"qualifications": {}}))
@@ -479,6 +480,23 @@ class TestSignInExchangeDeadline:
         response = client.get(f"/callback?code=c&state={state}")
 
         assert response.status_code == 502, response.get_data(as_text=True)
+        assert "ORCID did not answer" in response.get_data(as_text=True)
+        assert not drip.finished.is_set() and drip.sent < 400
+
+    @pytest.mark.parametrize("kind", range(3), ids=STUCK_IDS)
+    def test_a_dripped_discovery_document_is_a_502_page_at_the_budget(
+        self, loopback, monkeypatch, kind
+    ):
+        # With openid, /login reads ORCID's discovery document first (once per worker).
+        from app.web import login
+
+        monkeypatch.setattr(login, "EXCHANGE_BUDGET", 1.0)
+        drip = stuck_inside_one_read(b'{"issuer": "x"}')[kind]
+        app = self.app(loopback.serve(drip), ORCID_SCOPE="openid")
+
+        response = app.test_client().get("/login")
+
+        assert response.status_code == 502
         assert "ORCID did not answer" in response.get_data(as_text=True)
         assert not drip.finished.is_set() and drip.sent < 400
 

@@ -3,6 +3,7 @@
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 import responses
 
 from app import create_app
@@ -110,6 +111,24 @@ class TestLogin:
         assert "could not read" in response.get_data(as_text=True)
         assert "signed in as" not in response.get_data(as_text=True).lower()
         assert not any("elsewhere" in call.request.url for call in responses.calls)
+
+    @pytest.mark.parametrize(
+        "answer",
+        [
+            {"body": "<html>Down for maintenance</html>", "content_type": "text/html"},
+            {"json": ["not", "a", "document"]},
+            {"body": requests.ConnectionError("refused")},
+        ],
+        ids=["html-page", "json-list", "unreachable"],
+    )
+    @responses.activate
+    def test_a_discovery_document_that_is_none_is_a_502_page_at_login(self, answer):
+        # With openid, /login reads ORCID's discovery document before sending anyone on.
+        responses.get("https://orcid.org/.well-known/openid-configuration", **answer)
+        response = make_app(ORCID_SCOPE="openid").test_client().get("/login")
+        assert response.status_code == 502
+        assert "Location" not in response.headers
+        assert "ORCID" in response.get_data(as_text=True)
 
     @responses.activate
     def test_signing_in_again_ends_the_session_the_browser_had(self):

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import redis
+import requests
 import responses
 from cryptography.fernet import Fernet
 
@@ -576,6 +577,21 @@ class TestEarnCsrfAndAuthorization:
         other = signed_in(web)
         response = other.post(EARN, data=ACCEPT, environ_base={"REMOTE_ADDR": "192.0.2.9"})
         assert response.status_code == 302
+
+    @pytest.mark.parametrize(
+        "failure", [requests.ConnectionError("refused"), ValueError("no JSON document")]
+    )
+    def test_orcid_unreadable_before_the_trip_is_a_502_page(self, web, monkeypatch, failure):
+        # With openid, the trip to ORCID first reads its discovery document.
+        from app.web import earning
+
+        def fails(**kwargs):
+            raise failure
+
+        monkeypatch.setattr(earning, "redirect_to_orcid", fails)
+        response = signed_in(web).post(EARN, data=ACCEPT)
+        assert response.status_code == 502
+        assert "Nothing was written" in response.get_data(as_text=True)
 
     def test_a_qualification_the_dataset_does_not_need_is_404(self, web):
         client = signed_in(web)
