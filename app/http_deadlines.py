@@ -9,9 +9,10 @@ enough such reads and every ORCID reader (or web thread) is held.
 
 So a session made by :func:`session_with_deadlines` watches each connection used inside
 ``ending_by(deadline)``: when the deadline passes, one thread per process shuts that
-socket down, which ends a blocked ``recv`` (a proxy tunnel's too) at once. ``ending_by`` then raises :class:`DeadlinePassed` (a ``requests`` Timeout and a
-urllib3 ``HTTPError``), whatever the exchange made of the cut: http.client takes headers
-cut short as ended, and urllib3 a cut chunk-size line as the last chunk (``000``), so a
+socket down, which ends a blocked ``recv`` (a proxy tunnel's too) at once.
+``ending_by`` then raises :class:`DeadlinePassed` (a ``requests`` Timeout and a urllib3
+``HTTPError``), whatever the exchange made of the cut: http.client takes headers cut
+short as ended, and urllib3 a cut chunk-size line as the last chunk (``000``), so a
 shut-down answer can look complete, or merely malformed.
 
 NOTE: three waits cannot be cut. A name lookup (``getaddrinfo``): the resolver's own
@@ -68,8 +69,11 @@ class _Watch:
             return
         self.expired = True  # first: a connection tagged after this shuts itself
         connection = self.connection
-        if connection is not None and connection._deadline_watch is self:
-            _cut(connection, self)
+        if connection is None or connection._deadline_watch is not self:
+            return
+        if connection.sock is None and not connection._deadline_connecting:
+            return  # closed after a failed exchange: nothing under way to stop
+        _cut(connection, self)
 
 
 def _cut(connection: HTTPConnection, watch: _Watch) -> None:
@@ -197,6 +201,7 @@ class _Watched:
     and as each request goes out, and leave it as they go back to the pool."""
 
     _deadline_watch: _Watch | None = None
+    _deadline_connecting = False  # in connect(): no socket yet, or not yet as self.sock
 
     def _tag(self) -> None:
         watch = getattr(_current, "watch", None)
@@ -209,7 +214,11 @@ class _Watched:
 
     def connect(self):
         self._tag()  # the TCP connect and a proxy's tunnel are watched too
-        super().connect()
+        self._deadline_connecting = True
+        try:
+            super().connect()
+        finally:
+            self._deadline_connecting = False
         watch = self._deadline_watch
         if watch is not None and watch.expired:
             _cut(self, watch)  # the deadline passed while no socket was there to shut

@@ -235,10 +235,16 @@ def yaml_problem(exc: yaml.YAMLError, text: str, display: str) -> Problem:
     and an unclosed bracket or quote, each told apart here from the text itself.
     """
     if isinstance(exc, yaml.reader.ReaderError):
-        # No mark, only an offset; its text spans lines and names "<unicode string>".
-        before = text[: exc.position]
-        line, column = before.count("\n"), exc.position - (before.rfind("\n") + 1)
-        character = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        # No mark, only an offset (in bytes from libyaml, in characters from PyYAML); its
+        # text spans lines and names "<unicode string>". The first character YAML
+        # refuses is the one it stopped at.
+        found = yaml.reader.Reader.NON_PRINTABLE.search(text)
+        position = found.start() if found else 0
+        before = text[:position]
+        line, column = before.count("\n"), position - (before.rfind("\n") + 1)
+        character = ord(found[0]) if found else exc.character
+        if isinstance(character, str):
+            character = ord(character)
         return Problem(
             display,
             line + 1,
@@ -522,12 +528,17 @@ class _Checker:
             for name, entry in entries.items():
                 path = (section, name)
                 if not isinstance(name, str):
-                    self.problem(
-                        doc,
-                        path,
-                        f"YAML reads this name as {_kind(name)}, not as text: put it in quotes",
+                    # Shown as written (datasets.2024, not the list index datasets[2024]).
+                    self.problems.append(
+                        Problem(
+                            doc.file,
+                            doc.line(path),
+                            f"{section}.{_as_written(name)}",
+                            f"YAML reads this name as {_kind(name)}, not as text: put it in quotes",
+                        )
                     )
-                elif not NAME.match(name):
+                    continue
+                if not NAME.match(name):
                     self.problem(doc, path, "names use letters, digits, '-', '_' and '.'")
                     continue
                 if section == "sources" and name in BUILTIN_SOURCES:

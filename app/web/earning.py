@@ -38,7 +38,7 @@ from flask import (
 )
 from requests import RequestException
 
-from app.errors import GatekeeperError
+from app.errors import GatekeeperError, MalformedResponse
 from app.issuing import NoWriteToken
 from app.orcid_writer import qualification_body
 from app.web.login import (
@@ -155,6 +155,8 @@ def accept(dataset_key, qualification):
     ask ORCID for permission.
 
     :raise 400: without a valid CSRF token, or when the terms were not accepted.
+    :raise 429: past SIGN_INS_PER_MINUTE trips to ORCID from this client address.
+    :raise 502: with openid, ORCID's discovery document did not come, or is none.
     """
     dataset, rule = _issuable(dataset_key, qualification)
     researcher = current_researcher()
@@ -210,11 +212,18 @@ def accept(dataset_key, qualification):
         response = redirect_to_orcid(scope=EARN_SCOPE)
     except StoreUnavailable:
         return _store_down_page(dataset)
-    except (RequestException, ValueError, TypeError, AttributeError):
-        # ORCID's discovery document (openid) did not come in time, or is none.
+    except RequestException:  # with openid: no discovery document in time
         _outcome("unavailable", "orcid_unreachable", researcher)
         return message_page(
             "ORCID is not answering",
+            "Nothing was written to your ORCID record. Please try again in a few minutes.",
+            ("Back to the terms", _terms_url(dataset, rule)),
+            502,
+        )
+    except MalformedResponse:  # with openid: a discovery document that is none
+        _outcome("unavailable", "orcid_bad_answer", researcher)
+        return message_page(
+            "ORCID gave an answer we could not read",
             "Nothing was written to your ORCID record. Please try again in a few minutes.",
             ("Back to the terms", _terms_url(dataset, rule)),
             502,
@@ -301,10 +310,10 @@ def complete(state: str):
         )
     except StoreUnavailable:
         return _store_down_page(None, back)
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, MalformedResponse):
         # A 200 from ORCID's token endpoint that is no token (an HTML page, a JSON list,
         # an expires_in that is not a number: Authlib raises these; an access_token that
-        # is not a string).
+        # is not a string), or with openid, keys that are no key set (exchange_code).
         _outcome("unavailable", "orcid_bad_answer", researcher)
         return message_page(
             "ORCID gave an answer we could not read",

@@ -27,7 +27,7 @@ from joserfc.errors import InvalidClaimError, JoseError
 from requests import RequestException
 
 from app.cache import UNAVAILABLE, session_belongs_to, session_record, session_token
-from app.errors import InvalidOrcidId
+from app.errors import InvalidOrcidId, MalformedResponse
 from app.http_deadlines import DeadlineOAuth2Session, ending_by
 from app.metrics import SIGN_INS
 from app.orcid_id import parse_orcid_id
@@ -152,11 +152,16 @@ def redirect_to_orcid(**kwargs):
     document (read once per worker), within ``EXCHANGE_BUDGET``.
 
     :raises RequestException: no discovery document in time (``DeadlinePassed`` too).
-    :raises ValueError, TypeError, AttributeError: one came, but it is none.
+    :raises MalformedResponse: one came, but it is no JSON object.
     :raises StoreUnavailable: the sign-in's state cannot be kept.
     """
+    client = orcid_client()
     with ending_by(time.monotonic() + EXCHANGE_BUDGET):
-        return orcid_client().authorize_redirect(redirect_uri(), **kwargs)
+        try:
+            client.load_server_metadata()
+        except (ValueError, TypeError) as exc:  # not JSON; JSON but no object (a list)
+            raise MalformedResponse("ORCID's OpenID discovery document is none.") from exc
+    return client.authorize_redirect(redirect_uri(), **kwargs)
 
 
 def exchange_code(**kwargs) -> dict:
@@ -165,9 +170,16 @@ def exchange_code(**kwargs) -> dict:
     A redirect is not followed: it would post our client secret wherever it points.
 
     :raises RequestException: ORCID did not answer in time (``DeadlinePassed`` too).
+    :raises MalformedResponse: with openid, ORCID's keys are no key set, or its discovery
+        document names none.
     """
     with ending_by(time.monotonic() + EXCHANGE_BUDGET):
-        return orcid_client().authorize_access_token(allow_redirects=False, **kwargs)
+        try:
+            return orcid_client().authorize_access_token(allow_redirects=False, **kwargs)
+        except (KeyError, RuntimeError) as exc:
+            # Authlib: KeyError from a JWKS without "keys", RuntimeError from a
+            # discovery document without "jwks_uri".
+            raise MalformedResponse("ORCID's OpenID signing keys could not be read.") from exc
 
 
 def orcid_client():
@@ -326,6 +338,8 @@ def login():
     """Send the researcher to ORCID to sign in; ``next`` is where to return to.
 
     :raise 429: past SIGN_INS_PER_MINUTE sign-ins started from this client address.
+    :raise 502: with openid, ORCID's discovery document did not come, or is none.
+    :raise 503: Redis cannot keep the sign-in's state.
     """
     if too_many_sign_ins():
         _sign_in_outcome("failed", "too_many", level=logging.WARNING)
@@ -351,11 +365,8 @@ def login():
             title="ORCID is not answering",
             restart=False,
         )
-    except (ValueError, TypeError, AttributeError) as exc:
-        # ORCID's discovery document (openid) is no JSON object: Authlib raises these.
-        _sign_in_outcome(
-            "unavailable", "orcid_bad_answer", detail=type(exc).__name__, level=logging.WARNING
-        )
+    except MalformedResponse:
+        _sign_in_outcome("unavailable", "orcid_bad_answer", level=logging.WARNING)
         return _sign_in_failed(
             "ORCID's answer could not be read; please try again in a few minutes.",
             502,
@@ -438,9 +449,10 @@ def _complete_sign_in(integration, state: str):
             502,
             title="ORCID is not answering",
         )
-    except (ValueError, TypeError, AttributeError) as exc:
+    except (ValueError, TypeError, AttributeError, MalformedResponse) as exc:
         # ORCID's token endpoint answered 200 with something that is no token (an HTML
         # page, a JSON list, an expires_in that is not a number): Authlib raises these.
+        # Or, with openid, its keys are no key set (exchange_code).
         _sign_in_outcome(
             "unavailable", "orcid_bad_answer", detail=type(exc).__name__, level=logging.WARNING
         )

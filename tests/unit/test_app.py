@@ -128,7 +128,54 @@ class TestLogin:
         response = make_app(ORCID_SCOPE="openid").test_client().get("/login")
         assert response.status_code == 502
         assert "Location" not in response.headers
-        assert "ORCID" in response.get_data(as_text=True)
+        unreachable = isinstance(answer["body"], Exception) if "body" in answer else False
+        title = (
+            "ORCID is not answering" if unreachable else "ORCID gave an answer we could not read"
+        )
+        assert title in response.get_data(as_text=True)
+
+    @pytest.mark.parametrize(
+        "discovery, keys",
+        [({"jwks_uri": "https://orcid.org/oauth/jwks"}, {}), ({}, None)],
+        ids=["keys-no-key-set", "no-jwks-uri"],
+    )
+    @responses.activate
+    def test_signing_keys_that_are_none_are_a_502_page_at_the_callback(self, discovery, keys):
+        from joserfc import jwt
+        from joserfc.jwk import RSAKey
+
+        responses.get(
+            "https://orcid.org/.well-known/openid-configuration",
+            json={
+                "issuer": "https://orcid.org",
+                "authorization_endpoint": "https://orcid.org/oauth/authorize",
+                "token_endpoint": "https://orcid.org/oauth/token",
+                **discovery,
+            },
+        )
+        if keys is not None:
+            responses.get("https://orcid.org/oauth/jwks", json=keys)
+        client = make_app(ORCID_SCOPE="openid").test_client()
+        state = start_sign_in(client)
+        id_token = jwt.encode(
+            {"alg": "RS256", "kid": "k1"},
+            {"iss": "https://orcid.org", "sub": RESEARCHER, "aud": CLIENT["ORCID_CLIENT_ID"]},
+            RSAKey.generate_key(2048),
+        )
+        responses.post(
+            "https://orcid.org/oauth/token",
+            json={
+                "access_token": "t",
+                "token_type": "bearer",
+                "expires_in": 3600,
+                "id_token": id_token,
+                "orcid": RESEARCHER,
+                "scope": "openid",
+            },
+        )
+        response = client.get(f"/callback?code=c&state={state}")
+        assert response.status_code == 502
+        assert "ORCID gave an answer we could not read" in response.get_data(as_text=True)
 
     @responses.activate
     def test_signing_in_again_ends_the_session_the_browser_had(self):

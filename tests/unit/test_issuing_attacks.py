@@ -29,6 +29,7 @@ from app.access import AccessChecker
 from app.cache import MemoryStore, RedisStore, session_record
 from app.decision import decide
 from app.decision_log import MemoryDecisionLog
+from app.errors import MalformedResponse
 from app.issuing import Issuer, NoWriteToken
 from app.orcid_writer import AlreadyAdded, NotOurItem, WriteError
 from app.policy import load_policy
@@ -579,9 +580,13 @@ class TestEarnCsrfAndAuthorization:
         assert response.status_code == 302
 
     @pytest.mark.parametrize(
-        "failure", [requests.ConnectionError("refused"), ValueError("no JSON document")]
+        "failure, title",
+        [
+            (requests.ConnectionError("refused"), "ORCID is not answering"),
+            (MalformedResponse("no discovery document"), "ORCID gave an answer we could not read"),
+        ],
     )
-    def test_orcid_unreadable_before_the_trip_is_a_502_page(self, web, monkeypatch, failure):
+    def test_orcid_unreadable_before_the_trip_is_a_502_page(self, web, monkeypatch, failure, title):
         # With openid, the trip to ORCID first reads its discovery document.
         from app.web import earning
 
@@ -592,6 +597,7 @@ class TestEarnCsrfAndAuthorization:
         response = signed_in(web).post(EARN, data=ACCEPT)
         assert response.status_code == 502
         assert "Nothing was written" in response.get_data(as_text=True)
+        assert title in response.get_data(as_text=True)
 
     def test_a_qualification_the_dataset_does_not_need_is_404(self, web):
         client = signed_in(web)

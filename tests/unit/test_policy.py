@@ -340,6 +340,13 @@ class TestAuthoringHelp:
                 "YAML syntax error at column 13: the character U+0000, which YAML does not "
                 "allow; hint: delete it",
             ),
+            (
+                # libyaml counts bytes: the accents before it must not move it.
+                "version: 1\nqualifications:\n  srt:\n    title: Università éééé\n"
+                "    description: a\x07b\n",
+                5,
+                "YAML syntax error at column 19: the character U+0007",
+            ),
         ],
         ids=[
             "tab",
@@ -351,6 +358,7 @@ class TestAuthoringHelp:
             "colon-in-value",
             "no-such-day",
             "nul",
+            "bell-after-accents",
         ],
     )
     def test_yaml_errors_say_where_what_and_how_to_fix_it(self, write_policy, text, line, message):
@@ -395,13 +403,15 @@ class TestAuthoringHelp:
     )
     def test_a_name_yaml_reads_as_no_text_says_to_quote_it(self, write_policy, name, kind, written):
         text = "version: 1\nqualifications:\n  srt: {title: X, sources: [self-asserted]}\n"
+        text += f"  {name}: {{title: Y, sources: [self-asserted]}}\n"
         text += f"datasets:\n  {name}: {{paths: [/d/], require: [srt]}}\n"
         with pytest.raises(PolicyError) as raised:
             load_policy(write_policy(text))
-        [problem] = raised.value.problems
-        assert problem.line == 5
-        assert problem.message == f"YAML reads this name as {kind}, not as text: put it in quotes"
-        assert problem.key in (f"datasets.{written}", f"datasets[{written}]")
+        said = f"YAML reads this name as {kind}, not as text: put it in quotes"
+        assert [(p.line, p.key, p.message) for p in raised.value.problems] == [
+            (4, f"qualifications.{written}", said),
+            (6, f"datasets.{written}", said),
+        ]
 
     def test_unknown_keys_and_names_suggest_what_was_meant(self, write_policy):
         path = write_policy(
