@@ -358,14 +358,26 @@ class ForwardAuth:
 
     def lookup(self, key, sid, orcid, dataset, request) -> bool | None:
         """One store round trip: session and decision; None when signed out."""
+        confirmed = time.monotonic()
         stored_session, raw = self.store.lookup(sid, key[0], orcid, dataset)
         if not session_belongs_to(stored_session, orcid):
             self.answers.pop(key)
             return None  # signed out, expired server-side, or the cookie names another iD
-        return self.decided(key, orcid, dataset, raw, session_token(stored_session), request)
+        if stored_session is UNAVAILABLE:
+            confirmed = None
+        token = session_token(stored_session)
+        return self.decided(key, orcid, dataset, raw, token, request, confirmed)
 
-    def decided(self, key, orcid, dataset, raw, token, request) -> bool:
-        """Whether the stored decision ``raw`` (or, missing, a cold one) allows; remembered."""
+    def decided(self, key, orcid, dataset, raw, token, request, confirmed) -> bool:
+        """Whether the stored decision ``raw`` (or, missing, a cold one) allows; remembered
+        as confirmed at ``confirmed`` (monotonic), or not at all when that is None.
+
+        NOTE: ``confirmed`` is when the store read that found the session or token began,
+        not when this answer is ready: a cold decision takes up to ORCID_TIMEOUT, and a
+        sign-out or revocation meanwhile must still be honoured within RECHECK_AFTER of
+        it. None when Redis is down: the session was seen there within SESSION_GRACE, no
+        later, so nothing is remembered past that; each check asks the store again.
+        """
         decision = decision_from_json(raw)
         if decision is not None:
             HIT_STORE.inc()
@@ -378,9 +390,10 @@ class ForwardAuth:
                 answer = (False, time.time() + RECHECK_AFTER, time.monotonic())
                 self.answers.put(key, answer, size_of(key, answer))
                 return False
-        until = self.checker.cache_until(decision).timestamp()
-        answer = (decision.allowed, until, time.monotonic())
-        self.answers.put(key, answer, size_of(key, answer))
+        if confirmed is not None:
+            until = self.checker.cache_until(decision).timestamp()
+            answer = (decision.allowed, until, confirmed)
+            self.answers.put(key, answer, size_of(key, answer))
         return decision.allowed
 
     def decide(self, orcid, dataset, token, request):
@@ -518,9 +531,11 @@ class ForwardAuth:
     def token_lookup(self, key, token, found, request) -> bool | None:
         """Token and decision in one store round trip; None when the token is gone."""
         digest, orcid, dataset = key[2], key[3], key[4]
+        confirmed = time.monotonic()
         stored, raw = self.store.token_lookup(digest, key[0], orcid, dataset)
         if stored is UNAVAILABLE:
             record = found[1]  # Redis is down; seen there within SESSION_GRACE
+            confirmed = None
         else:
             record = TokenRecord.from_json(stored)
         if record is None or record.orcid != orcid or not record.is_live(time.time()):
@@ -540,7 +555,7 @@ class ForwardAuth:
         # ORCID token, if they have one); else as the public sees it, or with the
         # /read-limited token kept for issuing.
         orcid_token = self.store.session_token_of(orcid) if raw is None else None
-        return self.decided(key, orcid, dataset, raw, orcid_token, request)
+        return self.decided(key, orcid, dataset, raw, orcid_token, request, confirmed)
 
     def session(self, environ) -> tuple[str, str, float] | None:
         """(sid, ORCID iD, expiry) from the signed session cookie, verified once per worker.

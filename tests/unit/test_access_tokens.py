@@ -12,6 +12,7 @@ import html
 import random
 import re
 import secrets
+import threading
 import time
 from unittest import mock
 
@@ -529,3 +530,69 @@ def test_unknown_tokens_at_the_passport_count_against_auth_too(write_policy):
     assert client.get("/ga4gh/passport", headers={**guesser, **bearer(token)}).status_code == 401
     other = {"X-Forwarded-For": "192.0.2.1"}
     assert client.get("/ga4gh/passport", headers={**other, **bearer(token)}).status_code == 200
+
+
+class SlowRecord(SavedRecord):
+    """A saved record whose every read takes ``delay`` seconds (a slow ORCID)."""
+
+    def __init__(self, data, delay: float):
+        super().__init__(data)
+        self.delay, self.reading = delay, None
+
+    def read_qualifications(self, *args, **kwargs):
+        self.reading.set()
+        time.sleep(self.delay)
+        return super().read_qualifications(*args, **kwargs)
+
+
+@pytest.mark.parametrize("ended_by", ["sign-out", "steward-revocation", "token-revocation"])
+def test_an_ending_during_a_slow_first_decision_is_honoured_at_the_next_check(
+    write_policy, ended_by
+):
+    # The answer is remembered as confirmed when its store read began, not when the slow
+    # ORCID read behind it ended: else the old credential passed for that read's length
+    # (3.4 s with a 3 s read) after the sign-out, against the promised second.
+    items = qualified_items()
+    reader = SlowRecord(
+        {
+            "orcid": RESEARCHER,
+            "qualifications": orcid_json.summaries(RESEARCHER, items),
+            "items": {str(i["put-code"]): i for i in items},
+        },
+        delay=1.5,
+    )
+    reader.reading = threading.Event()
+    settings = Settings.from_env(
+        {
+            "SECRET_KEY": "unit-test-secret-key-0123",
+            "ORCID_CLIENT_ID": "APP-ABCDEFGHIJKLMNOP",
+            "ORCID_CLIENT_SECRET": "secret",
+            "POLICY_PATH": str(write_policy(POLICY)),
+            "PUBLIC_URL": "https://data.example.org",
+        }
+    )
+    app = create_app(settings, orcid_reader=reader)
+    gk = app.extensions["gatekeeper"]
+    browser = signed_in(app)
+    headers = dict(SAIL)
+    client = browser
+    if ended_by == "token-revocation":
+        token, _ = gk.access_tokens.create(RESEARCHER, "laptop", None, 30)
+        headers.update(bearer(token))
+        client = app.test_client()
+    first = {}
+    thread = threading.Thread(
+        target=lambda: first.setdefault("status", client.get("/auth", headers=headers).status_code)
+    )
+    thread.start()
+    assert reader.reading.wait(timeout=10)
+    if ended_by == "sign-out":
+        assert browser.post("/logout", data={"csrf": csrf(browser, "/logout")}).status_code == 200
+    elif ended_by == "steward-revocation":
+        assert len(gk.store.take_sessions_of(RESEARCHER)) == 1
+    else:
+        assert gk.access_tokens.revoke(RESEARCHER) == 1
+    thread.join(timeout=10)
+    assert first["status"] == 200  # decided for a credential that was live when asked
+
+    assert client.get("/auth", headers=headers).status_code == 401
