@@ -655,6 +655,8 @@ def logout_everywhere():
     # Tokens first: a failure then leaves this browser signed in to try again.
     tokens = gk.access_tokens.revoke(who.orcid)
     ended = gk.store.take_sessions_of(who.orcid) if tokens is not None else None
+    if ended is not None:
+        tokens += revoke_late_tokens(who.orcid)
     if ended is None or not gk.store.delete_session(who.sid, who.orcid):
         return message_page(
             "Could not sign you out",
@@ -678,6 +680,16 @@ def logout_everywhere():
             f" Your {tokens} personal access token{'s are' if tokens != 1 else ' is'} revoked."
         )
     return message_page("Signed out everywhere", message, ("Home", url_for("pages.index")))
+
+
+def revoke_late_tokens(orcid: str) -> int:
+    """Revoke the tokens made while the researcher's sessions were being ended.
+
+    NOTE: a create that read its session before the sessions ended may store its token
+    after the first revocation listed them: this second pass, once no session stands,
+    takes it (and a create that stores later finds its session gone: app/web/tokens.py).
+    """
+    return _gatekeeper().access_tokens.revoke(orcid) or 0
 
 
 def _form_expired(message: str, label: str, endpoint: str):
@@ -715,6 +727,8 @@ def disconnect():
     gk = _gatekeeper()
     access_tokens = gk.access_tokens.revoke(who.orcid)
     records = gk.store.take_sessions_of(who.orcid) if access_tokens is not None else None
+    if records is not None:
+        access_tokens += revoke_late_tokens(who.orcid)
     if records is None or not gk.store.delete_session(who.sid, who.orcid):
         # Keep the cookie, so the researcher can try again; nothing is revoked yet.
         return message_page(

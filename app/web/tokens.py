@@ -22,6 +22,7 @@ from flask import (
 )
 
 from app.access_tokens import DEFAULT_DAYS, MAX_DAYS, MAX_NAME, TokenRefused
+from app.cache import UNAVAILABLE, session_belongs_to
 from app.web.login import csrf_ok, current_researcher, message_page
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ def create():
     """Make a token and show it, once.
 
     :raise 400: without a valid CSRF token, or for a form that names no valid token.
+    :raise 401: the session ended while the token was made (it is not kept).
+    :raise 503: Redis did not answer.
     """
     researcher, refusal = _form_sender()
     if refusal is not None:
@@ -118,6 +121,21 @@ def create():
     if made is None:
         return _unavailable()
     token, info = made
+    # NOTE: "sign out everywhere" may have run since this request's session was read:
+    # shown only if the session still stands now, a token it no longer lists is never
+    # known to anyone (a stolen cookie's create cannot outlast the sign-out).
+    still = gk.store.get_session(researcher.sid, researcher.orcid)
+    if still is UNAVAILABLE or not session_belongs_to(still, researcher.orcid):
+        gk.access_tokens.revoke(researcher.orcid, token=info.id)
+        if still is UNAVAILABLE:
+            return _unavailable()
+        return message_page(
+            "You were signed out",
+            "You were signed out while the token was being made, so it was not kept. "
+            "Sign in and make it again.",
+            ("Sign in with ORCID", url_for("login.login", next=url_for("tokens.index"))),
+            401,
+        )
     logger.info(
         "token created",
         extra={

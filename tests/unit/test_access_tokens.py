@@ -596,3 +596,72 @@ def test_an_ending_during_a_slow_first_decision_is_honoured_at_the_next_check(
     assert first["status"] == 200  # decided for a credential that was live when asked
 
     assert client.get("/auth", headers=headers).status_code == 401
+
+
+class TestTokensMadeWhileSigningOutEverywhere:
+    """A create from another browser (a stolen cookie) racing "sign out everywhere": its
+    token never outlasts the sign-out, whichever way the two interleave."""
+
+    @staticmethod
+    def race(app, hold):
+        """The attacker's create, held at ``hold`` while the victim signs out everywhere."""
+        attacker, victim = signed_in(app), signed_in(app)
+        form = {"csrf": csrf(attacker), "name": "kept", "days": "365"}
+        victim_csrf = csrf(victim, "/logout")
+        outcome = {}
+        thread = threading.Thread(
+            target=lambda: outcome.setdefault("created", attacker.post("/tokens", data=form))
+        )
+        hold(thread)
+        signed_out = victim.post("/logout/everywhere", data={"csrf": victim_csrf})
+        assert signed_out.status_code == 200
+        thread.join(timeout=10)
+        return outcome["created"]
+
+    def test_a_token_stored_after_the_sessions_ended_is_not_shown_or_kept(
+        self, app, monkeypatch, fast_recheck
+    ):
+        store = app.extensions["gatekeeper"].store
+        real_put, reached, go = store.put_token, threading.Event(), threading.Event()
+
+        def held_put(*args, **kwargs):
+            reached.set()  # past its session check; stores once the sign-out is done
+            go.wait(10)
+            return real_put(*args, **kwargs)
+
+        monkeypatch.setattr(store, "put_token", held_put)
+
+        def hold(thread):
+            thread.start()
+            assert reached.wait(10)
+
+        real_take = store.take_sessions_of
+        monkeypatch.setattr(
+            store, "take_sessions_of", lambda orcid: (real_take(orcid), go.set())[0]
+        )
+        created = self.race(app, hold)
+        assert created.status_code == 401
+        assert PREFIX not in created.get_data(as_text=True)
+        assert app.extensions["gatekeeper"].access_tokens.list(RESEARCHER) == []
+
+    def test_a_token_stored_between_the_revocation_and_the_sessions_end_is_revoked(
+        self, app, monkeypatch, fast_recheck
+    ):
+        # Stored and shown (its session still stood), then the sessions end: the second
+        # revocation takes it.
+        store = app.extensions["gatekeeper"].store
+        real_take = store.take_sessions_of
+        threads = []
+
+        def take_after_the_create(orcid):
+            threads[0].start()
+            threads[0].join(timeout=10)  # the create ends, shown, before sessions end
+            return real_take(orcid)
+
+        monkeypatch.setattr(store, "take_sessions_of", take_after_the_create)
+        created = self.race(app, threads.append)
+        assert created.status_code == 201
+        token = token_from(created)
+        response = app.test_client().get("/auth", headers={**SAIL, **bearer(token)})
+        assert response.status_code == 401
+        assert app.extensions["gatekeeper"].access_tokens.list(RESEARCHER) == []
