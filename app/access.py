@@ -117,8 +117,14 @@ class AccessChecker:
         try:
             if not fresh and (hit := decision_from_json(self.store.get_decision(*key))):
                 return hit
+            # NOTE: read before ORCID is: a steward's revocation or a withdrawal during
+            # the read forgets the researcher's decisions, and this one, from a record
+            # that may predate it, must not be stored after it (it is still answered).
+            generation = self.store.generation(orcid)
             decision = self._evaluate(policy, target, orcid, token)
-            self.store.put_decision(*key, decision_to_json(decision), self.ttl(decision))
+            self.store.put_decision(
+                *key, decision_to_json(decision), self.ttl(decision), generation=generation
+            )
             return decision
         finally:
             lock.release()

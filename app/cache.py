@@ -52,6 +52,20 @@ LOCK_LEASE = 2.0
 # What a Redis client raises: RedisCluster raises RedisClusterException, not a RedisError,
 # when it cannot map a slot to a node (every node down, a slot map being rebuilt).
 REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
+# How long a researcher's count of forgotten decisions is kept: far longer than a read.
+GENERATION_TTL = 86_400
+# Store a decision and index it, unless the researcher's count of forgettings moved since
+# the decision's ORCID read began (ARGV[3]; "" stores regardless). The index lives as
+# long as its longest-lived decision: NX gives a new index this decision's expiry, GT
+# lengthens an older one, never shortens. Returns the index's size, or -1 if not stored.
+_PUT_DECISION = """
+if ARGV[3] ~= '' and (redis.call('GET', KEYS[3]) or '0') ~= ARGV[3] then return -1 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], KEYS[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2], 'NX')
+redis.call('PEXPIRE', KEYS[2], ARGV[2], 'GT')
+return redis.call('SCARD', KEYS[2])
+"""
 # A researcher's decision index is pruned of expired keys once it holds more than this
 # (each policy version adds a key per dataset checked).
 INDEX_PRUNE_AT = 64
@@ -64,6 +78,11 @@ def researcher_prefix(orcid: str) -> str:
 
 def decision_key(version: str, orcid: str, dataset: str) -> str:
     return f"{researcher_prefix(orcid)}d:{version}:{dataset}"
+
+
+def generation_key(orcid: str) -> str:
+    """How many times the researcher's decisions were forgotten (``forget_orcid``)."""
+    return f"{researcher_prefix(orcid)}g"
 
 
 def decision_index_key(orcid: str) -> str:
@@ -148,6 +167,7 @@ class MemoryStore:
 
     def __init__(self, max_entries: int = 100_000, clock=time.time):
         self._data: OrderedDict[str, tuple[object, float]] = OrderedDict()
+        self._generations: dict[str, int] = {}  # iD -> forget_orcid count
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._max = max_entries
@@ -186,7 +206,18 @@ class MemoryStore:
     def get_decision(self, version, orcid, dataset) -> str | None:
         return self._get(decision_key(version, orcid, dataset))
 
-    def put_decision(self, version, orcid, dataset, value: str, ttl: float):
+    def generation(self, orcid: str) -> str:
+        """The researcher's count of forgettings, read before a decision's ORCID read."""
+        return str(self._generations.get(orcid, 0))
+
+    def put_decision(
+        self, version, orcid, dataset, value: str, ttl: float, generation: str | None = None
+    ):
+        """Keep a decision, unless the researcher's decisions were forgotten since
+        ``generation`` was read (a read begun before then may be out of date)."""
+        with self._guard:
+            if generation is not None and generation != str(self._generations.get(orcid, 0)):
+                return
         self._set(decision_key(version, orcid, dataset), value, ttl)
 
     def delete_decision(self, version, orcid, dataset):
@@ -239,6 +270,9 @@ class MemoryStore:
         """Drop every cached decision about one researcher; returns how many."""
         start = researcher_prefix(orcid) + "d:"
         with self._guard:
+            if len(self._generations) >= 100_000:
+                self._generations.clear()  # NOTE: keeps stale reads out for seconds only
+            self._generations[orcid] = self._generations.get(orcid, 0) + 1
             doomed = [k for k in self._data if k.startswith(start)]
             for key in doomed:
                 del self._data[key]
@@ -782,24 +816,37 @@ class RedisStore:
             lambda: self.fallback.get_decision(version, orcid, dataset),
         )
 
-    def put_decision(self, version, orcid, dataset, value: str, ttl: float):
+    def generation(self, orcid: str) -> str:
+        """The researcher's count of forgettings, read before a decision's ORCID read."""
+        return self._guarded(
+            lambda: self.redis.get(generation_key(orcid)) or "0",
+            lambda: "fallback:" + self.fallback.generation(orcid),
+        )
+
+    def put_decision(
+        self, version, orcid, dataset, value: str, ttl: float, generation: str | None = None
+    ):
+        """Keep a decision, unless the researcher's decisions were forgotten since
+        ``generation`` was read (a read begun before a steward's revocation, or a
+        withdrawal, may be out of date): one script, in the iD's slot."""
         key, millis = decision_key(version, orcid, dataset), max(1, int(ttl * 1000))
         index = decision_index_key(orcid)
+        fallback = generation.removeprefix("fallback:") if generation else generation
 
         def call():
-            with self.redis.pipeline(transaction=True) as pipe:  # MULTI, in the iD's slot
-                pipe.set(key, value, px=millis)
-                pipe.sadd(index, key)
-                # The index lives as long as its longest-lived decision: NX gives a new
-                # index this decision's expiry, GT lengthens an older one, never shortens.
-                pipe.pexpire(index, millis, nx=True)
-                pipe.pexpire(index, millis, gt=True)
-                pipe.scard(index)
-                size = pipe.execute()[-1]
+            if generation is not None and generation.startswith("fallback:"):
+                return  # read while Redis was down: Redis's count may have moved since
+            keys = (key, index, generation_key(orcid))
+            size = self.redis.eval(_PUT_DECISION, 3, *keys, value, millis, generation or "")
             if size > INDEX_PRUNE_AT:
                 self._prune(index)
 
-        self._guarded(call, lambda: self.fallback.put_decision(version, orcid, dataset, value, ttl))
+        self._guarded(
+            call,
+            lambda: self.fallback.put_decision(
+                version, orcid, dataset, value, ttl, generation=fallback
+            ),
+        )
 
     def _prune(self, index: str):
         """Drop the keys of expired decisions from a researcher's index."""
@@ -833,6 +880,10 @@ class RedisStore:
             pipe.delete(index)
             if keys:
                 pipe.delete(*keys)
+            # A decision whose ORCID read began before this is not stored after it. A day
+            # outlives any read; the count is one small key per researcher forgotten.
+            pipe.incr(generation_key(orcid))
+            pipe.expire(generation_key(orcid), GENERATION_TTL)
             deleted[:] = [len(keys)]
 
         try:

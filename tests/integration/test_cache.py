@@ -67,6 +67,22 @@ class TestStores:
         assert any_store.get_decision("v1", JOSIAH, "a") is None
         assert any_store.forget_orcid(JOSIAH) == 0
 
+    def test_a_decision_read_before_its_researcher_was_forgotten_is_not_kept(self, any_store):
+        # A steward's revocation (or a withdrawal) during an ORCID read: the decision
+        # from that read may predate it, and must not be stored after it.
+        before = any_store.generation(JOSIAH)
+        other_before = any_store.generation(OTHER)
+        any_store.forget_orcid(JOSIAH)
+        any_store.put_decision("v1", JOSIAH, "d", "stale", 60, generation=before)
+        assert any_store.get_decision("v1", JOSIAH, "d") is None
+        # Another researcher's reads go on; a read begun after is kept.
+        any_store.put_decision("v1", OTHER, "d", "kept", 60, generation=other_before)
+        assert any_store.get_decision("v1", OTHER, "d") == "kept"
+        any_store.put_decision(
+            "v1", JOSIAH, "d", "new", 60, generation=any_store.generation(JOSIAH)
+        )
+        assert any_store.get_decision("v1", JOSIAH, "d") == "new"
+
     def test_a_lock_is_held_by_one_caller_at_a_time(self, any_store):
         first, second = any_store.lock("k", 5), any_store.lock("k", 5)
         assert first.acquire() is True

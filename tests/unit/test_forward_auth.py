@@ -6,6 +6,7 @@ import gc
 import re
 import secrets
 import struct
+import threading
 import time
 import tracemalloc
 
@@ -458,3 +459,57 @@ class TestAdmission:
     )
     def test_the_kernel_says_how_long_the_request_has_waited(self, environ, expected):
         assert queued_for(environ) == expected
+
+
+class ReadThenWait:
+    """A record read that ORCID answered at once, but whose check takes ``delay`` more."""
+
+    def __init__(self, items, delay: float):
+        self.items, self.delay = items, delay
+        self.answered = threading.Event()
+
+    def read_qualifications(self, orcid, wanted=lambda q: True, token=None):
+        found = [parse_qualification(item) for item in self.items]
+        self.answered.set()
+        time.sleep(self.delay)
+        return found
+
+
+def test_a_stewards_revocation_during_a_read_is_not_undone_by_it(write_policy):
+    # The read began with the qualification on the record; it is withdrawn and the
+    # steward revokes while the read finishes: its allow must not be stored after that.
+    reader = ReadThenWait(qualified_items(), delay=0.5)
+    settings = Settings.from_env(
+        {
+            "SECRET_KEY": "unit-test-secret-key-0123",
+            "ORCID_CLIENT_ID": "APP-ABCDEFGHIJKLMNOP",
+            "ORCID_CLIENT_SECRET": "secret",
+            "POLICY_PATH": str(write_policy(POLICY)),
+        }
+    )
+    app = create_app(settings, orcid_reader=reader)
+    store = app.extensions["gatekeeper"].store
+    sid = secrets.token_urlsafe(16)
+    assert store.put_session(sid, session_record(RESEARCHER, None), 60)
+    client = app.test_client()
+    client.set_cookie(
+        "gatekeeper_session",
+        app.session_interface.get_signing_serializer(app).dumps(
+            {"researcher": {"orcid": RESEARCHER, "name": "A", "sid": sid, "amr": []}}
+        ),
+    )
+    first = {}
+    thread = threading.Thread(
+        target=lambda: first.setdefault("status", client.get("/auth", headers=SAIL).status_code)
+    )
+    thread.start()
+    assert reader.answered.wait(timeout=10)
+    reader.items = []  # withdrawn at ORCID...
+    store.forget_orcid(RESEARCHER)  # ...and the steward revokes
+    thread.join(timeout=10)
+    assert first["status"] == 200  # answered from the record as it was read
+
+    assert app.extensions["gatekeeper"].checker.cached(RESEARCHER, "sail") is None
+    reader.delay = 0.0
+    time.sleep(1.1)  # past RECHECK_AFTER: the worker asks the store again
+    assert client.get("/auth", headers=SAIL).status_code == 403
