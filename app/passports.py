@@ -151,10 +151,14 @@ def visa_claims(
     settings: VisaSettings,
     cache_until,  # Decision -> datetime: how long the decision may be served (AccessChecker)
     now: dt.datetime,
+    not_after: float | None = None,
 ) -> list[dict]:
-    """The claims of each visa the researcher gets now, from the decisions in force."""
+    """The claims of each visa the researcher gets now, from the decisions in force;
+    none outlives ``not_after`` (Unix), the credential that asked (a token's expiry)."""
     issued_at = int(now.timestamp())
     longest = issued_at + settings.lifetime
+    if not_after is not None:
+        longest = min(longest, int(not_after))
     organisation = policy.organisation or settings.issuer or NO_ORGANIZATION
     subject = f"{settings.orcid_base_url.rstrip('/')}/{orcid}"
     found: dict[tuple[str, str], dict] = {}

@@ -1102,6 +1102,24 @@ class _Checker:
                         f"{prefix!r} is already protected by dataset {owner!r}",
                     )
         self.check_prefixes()
+        self.check_grant_values()
+
+    def check_grant_values(self):
+        """Refuse two datasets whose passport grants would name one URL: a visa granting
+        one would grant the other. (A default value, PUBLIC_URL + the first path, is
+        unique already: no two datasets share a path.)"""
+        granted: dict[str, str] = {}
+        for dataset in self.datasets.values():
+            if dataset.visa_value is None:
+                continue
+            first = granted.setdefault(dataset.visa_value, dataset.key)
+            if first != dataset.key:
+                doc, path = self.dataset_origin[dataset.key]
+                self.problem(
+                    doc,
+                    (*path, "visa", "value"),
+                    f"dataset {first!r} grants the same value: a visa for one would open both",
+                )
 
     def check_prefixes(self):
         """Warn where a path that slips out of a dataset's prefix lands under a weaker rule.

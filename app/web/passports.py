@@ -69,7 +69,7 @@ def passport():
             401,
             **{"WWW-Authenticate": 'Bearer realm="orcid-gatekeeper"'},
         )
-    orcid, orcid_token, datasets = who
+    orcid, orcid_token, datasets, not_after = who
     policy = gk.checker.policy
     keys = [key for key in policy.datasets if datasets is None or key in datasets]
     settings = gk.settings
@@ -85,6 +85,7 @@ def passport():
         settings=VisaSettings(issuer, settings.orcid_base_url, settings.visa_lifetime),
         cache_until=gk.checker.cache_until,
         now=dt.datetime.now(dt.UTC),
+        not_after=not_after,
     )
     jku = issuer + JWKS_PATH
     visas = [gk.visa_signer.sign(claim, jku) for claim in claims]
@@ -111,8 +112,9 @@ def passport():
     return response
 
 
-def _who() -> tuple[str, str | None, tuple[str, ...] | None] | None:
-    """(iD, an ORCID token to read their record with, the datasets allowed) or None."""
+def _who() -> tuple[str, str | None, tuple[str, ...] | None, float | None] | None:
+    """(iD, an ORCID token to read their record with, the datasets allowed, when the
+    credential ends (a token's expiry; None for a session)) or None."""
     gk = _gatekeeper()
     credentials = request.headers.get("Authorization")
     if credentials is not None:
@@ -124,11 +126,12 @@ def _who() -> tuple[str, str | None, tuple[str, ...] | None] | None:
         if record is None:
             gk.token_failures.failed(address)
             return None
-        return record.orcid, gk.store.session_token_of(record.orcid), record.datasets
+        orcid_token = gk.store.session_token_of(record.orcid)
+        return record.orcid, orcid_token, record.datasets, record.expires
     researcher = current_researcher()
     if researcher is None:
         return None
-    return researcher.orcid, researcher.token, None
+    return researcher.orcid, researcher.token, None, None
 
 
 def _wants_page() -> bool:

@@ -32,10 +32,17 @@ BY_REQUIRED = {"ControlledAccessGrants", "AcceptedTermsAndPolicies"}
 
 
 class Clearinghouse:
-    """A Passport Clearinghouse that trusts ``issuer`` with ``jku`` and nothing else."""
+    """A Passport Clearinghouse that trusts ``issuer`` with ``jku`` and nothing else.
 
-    def __init__(self, issuer: str, jku: str):
+    Its ``catalogue`` says which dataset each file is in: (URL prefix of its files, the
+    dataset's grant value). A grant's value is compared with the dataset's exactly, as
+    the specification has URL claims compared (never as a prefix of the file's URL: a
+    grant of a dataset would then open any dataset nested inside it).
+    """
+
+    def __init__(self, issuer: str, jku: str, catalogue: list[tuple[str, str]]):
         self.trusted = {issuer: jku}
+        self.catalogue = catalogue
         self.refused: list[str] = []  # why each refused visa was refused
 
     def keys(self, jku: str) -> dict:
@@ -74,13 +81,21 @@ class Clearinghouse:
             accepted.append({**visa, "exp": claims["exp"], "sub": claims["sub"]})
         return accepted
 
+    def dataset_of(self, url: str) -> str | None:
+        """The grant value of the dataset holding the file at ``url``: the catalogue's
+        entry with the longest prefix of it, as /auth picks a dataset."""
+        holding = [
+            (len(prefix), value) for prefix, value in self.catalogue if url.startswith(prefix)
+        ]
+        return max(holding)[1] if holding else None
+
     def grants(self, passport: list[str], url: str) -> bool:
-        """Whether a valid grant by a DAC names the dataset ``url`` lies in (its URL is
-        the dataset's prefix, compared as a string)."""
-        return any(
+        """Whether a valid grant by a DAC names the dataset ``url`` is in."""
+        dataset = self.dataset_of(url)
+        return dataset is not None and any(
             visa["type"] == "ControlledAccessGrants"
             and visa.get("by") == "dac"
-            and url.startswith(visa["value"])
+            and visa["value"] == dataset
             for visa in self.visas(passport)
         )
 
@@ -126,7 +141,12 @@ def gatekeeper(start_gatekeeper, redis_url, orcid, keys, policies):
 
 @pytest.fixture
 def clearinghouse(gatekeeper):
-    return Clearinghouse(gatekeeper.url, gatekeeper.url + JWKS_PATH)
+    catalogue = [
+        (gatekeeper.url + prefix, dataset.visa_value or gatekeeper.url + dataset.paths[0])
+        for dataset in load_policy(REPO / "policies").datasets.values()
+        for prefix in dataset.paths
+    ]
+    return Clearinghouse(gatekeeper.url, gatekeeper.url + JWKS_PATH, catalogue)
 
 
 def passport_of(gatekeeper, browser=None, **headers) -> list[str]:
@@ -296,7 +316,9 @@ class TestForgeries:
         for token in passport_of(gatekeeper, browser):
             claims = pyjwt.decode(token, options={"verify_signature": False})
             visa = claims["ga4gh_visa_v1"]
-            if visa["type"] == "ControlledAccessGrants" and url.startswith(visa["value"]):
+            if visa["type"] == "ControlledAccessGrants" and visa["value"] == (
+                clearinghouse.dataset_of(url)
+            ):
                 assert clearinghouse.grants([token], url)
                 return token, claims, url
         raise AssertionError("no grant of sail-cohort")

@@ -92,7 +92,7 @@ def bound(hours):
     return lambda decision: decision.decided_at + dt.timedelta(hours=hours)
 
 
-def claims_for(policy, decisions, lifetime=3600, cache_hours=1):
+def claims_for(policy, decisions, lifetime=3600, cache_hours=1, not_after=None):
     return visa_claims(
         policy,
         decisions,
@@ -100,6 +100,7 @@ def claims_for(policy, decisions, lifetime=3600, cache_hours=1):
         settings=VisaSettings(ISSUER, "https://orcid.org", lifetime),
         cache_until=bound(cache_hours),
         now=NOW,
+        not_after=not_after,
     )
 
 
@@ -215,6 +216,15 @@ class TestClaims:
         assert types["ResearcherStatus"]["exp"] == min(midnight, cache_bound)
         short = claims_for(policy, [decision(policy, "plain", True, ["srt"])], lifetime=600)
         assert all(c["exp"] == int(NOW.timestamp()) + 600 for c in short)
+
+    def test_no_visa_outlives_the_token_that_asked_for_it(self, policy):
+        # A token with ten minutes left mints visas for ten minutes, not VISA_LIFETIME.
+        token_ends = NOW.timestamp() + 600
+        claims = claims_for(
+            policy, [decision(policy, "plain", True, ["srt"])], not_after=token_ends
+        )
+        assert claims and all(c["exp"] == int(token_ends) for c in claims)
+        assert claims_for(policy, [decision(policy, "plain", True, ["srt"])], not_after=0) == []
 
     def test_a_lapsed_bound_or_another_policy_version_yields_nothing(self, policy):
         lapsed = claims_for(policy, [decision(policy, "plain", True, ["srt"])], cache_hours=0)

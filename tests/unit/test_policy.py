@@ -525,6 +525,19 @@ class TestVisaSettings:
         rows = path.read_text().splitlines()
         assert problem.line == next(n for n, row in enumerate(rows, 1) if new in row)
 
+    def test_two_datasets_granting_one_value_are_refused(self, write_policy):
+        # `plain`, last in the file, gets `sail`'s value.
+        text = textwrap.dedent(self.VALID)
+        text += '    visa: {value: "https://example.org/datasets/sail"}\n'
+        path = write_policy(text)
+        with pytest.raises(PolicyError) as raised:
+            load_policy(path)
+        [problem] = raised.value.problems
+        assert problem.key == "datasets.plain.visa.value"
+        assert problem.message == (
+            "dataset 'sail' grants the same value: a visa for one would open both"
+        )
+
     def test_organisation_is_said_once(self, tmp_path):
         (tmp_path / "a.yaml").write_text("version: 1\norganisation: https://a.example\n")
         (tmp_path / "b.yaml").write_text("version: 1\norganisation: https://b.example\n")
