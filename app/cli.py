@@ -487,7 +487,8 @@ def sessions_revoke(orcid):
     """End every session of a researcher, in every worker within a second.
 
     Each browser they signed in with gets 401 from /auth and must sign in again. Their
-    ORCID tokens are not revoked at ORCID (the researcher's Disconnect does that).
+    personal access tokens go on (``tokens revoke`` ends them), and their ORCID tokens
+    are not revoked at ORCID (the researcher's Disconnect does that).
     """
     settings = _settings()
     try:
@@ -498,10 +499,18 @@ def sessions_revoke(orcid):
         raise Misuse("REDIS_URL is not set: sessions live inside the service's own process")
     from app.cache import RedisStore
 
-    ended = RedisStore.from_url(settings.redis_url).take_sessions_of(orcid)
+    store = RedisStore.from_url(settings.redis_url)
+    ended = store.take_sessions_of(orcid)
     if ended is None:
         raise click.ClickException("Redis did not answer: no session was ended")
     click.echo(f"ended {len(ended)} session{'s' if len(ended) != 1 else ''} of {orcid}")
+    live = store.tokens_of(orcid)
+    if live:
+        # Said, not done: a steward who ends sessions may mean to leave scripts running.
+        click.echo(
+            f"{len(live)} personal access token{'s' if len(live) != 1 else ''} still "
+            f"work{'' if len(live) != 1 else 's'}: gatekeeper tokens revoke --orcid {orcid}"
+        )
 
 
 @main.group()

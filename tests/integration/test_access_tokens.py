@@ -278,6 +278,15 @@ class TestRevocation:
         listed = CliRunner().invoke(main, ["tokens", "list", "--orcid", QUALIFIED_ORCID], env=env)
         assert listed.exit_code == 0, listed.output
         assert "'laptop' opens every dataset" in listed.output and "gkpat_" not in listed.output
+        # Ending the sessions leaves the scripts running, and says so.
+        ended = CliRunner().invoke(
+            main, ["sessions", "revoke", "--orcid", QUALIFIED_ORCID], env=env
+        )
+        assert ended.exit_code == 0, ended.output
+        assert ended.output.splitlines()[1] == (
+            f"2 personal access tokens still work: gatekeeper tokens revoke --orcid "
+            f"{QUALIFIED_ORCID}"
+        )
         result = CliRunner().invoke(
             main,
             [
