@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import os
 import sys
-import unicodedata
 
 import click
 
@@ -26,31 +25,9 @@ from app.errors import (
 from app.explain import explain_lines
 from app.orcid_id import parse_orcid_id
 from app.policy import Problem, load_policy
+from app.printable import printable
 from app.saved_record import SavedRecord, SavedRecordError
 from app.settings import Settings
-
-# Characters that move, hide or recolour text on a terminal: C0 and C1 controls (ESC
-# starts a terminal command), bidi marks, embeddings, overrides and isolates (U+200E/F,
-# U+202A-202E, U+2066-2069: "Trojan Source"), zero-width and other format characters,
-# the line and paragraph separators, and lone surrogates (unprintable as UTF-8).
-UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-
-
-def printable(text: str) -> str:
-    """``text`` with each control, bidi or other invisible character as a \\uXXXX escape.
-
-    ORCID strings (titles, organisation and source names) are typed by researchers and
-    providers; printed raw, they could forge a line or make a refused item read as met.
-    Letters of every script, accents and emoji pass unchanged.
-    """
-    if text.isascii() and text.isprintable():
-        return text
-    return "".join(_escape(c) if unicodedata.category(c) in UNSAFE_CATEGORIES else c for c in text)
-
-
-def _escape(char: str) -> str:
-    code = ord(char)
-    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def echo_lines(lines, err: bool = False) -> None:

@@ -202,7 +202,10 @@ def next_step(policy: Policy, result: RequirementResult, audience: str = "resear
 
 
 def _advice(policy: Policy, key: str, result: RequirementResult, voice: Voice) -> str:
-    rule = policy.qualifications[key]
+    rule = policy.qualifications.get(key)
+    if rule is None:
+        # A logged decision under a policy that has since renamed or dropped it.
+        return f'"{key}" is no longer in the policy: check again for today\'s decision.'
     label = f'"{rule.label}"'
     candidates = [c for c in result.candidates if c.qualification == key]
     reasons = {f.reason for c in candidates for f in c.failures}

@@ -32,6 +32,7 @@ from app.errors import GatekeeperError, InvalidOrcidId
 from app.explain import explain_lines, when
 from app.issuing import NoWriteToken, Withdrawn
 from app.orcid_id import parse_orcid_id
+from app.printable import printable
 from app.web.earning import earnable
 from app.web.login import csrf_ok, current_researcher
 
@@ -186,7 +187,7 @@ def build_report(dataset, days: int, now: dt.datetime, *, recent: int = RECENT) 
         soon = now.date() + dt.timedelta(days=EXPIRING_DAYS)
         for day, requirement, put_code, title in entry.expiring():
             if day <= soon:
-                expiring.append(Expiring(entry.orcid, day, requirement, title, put_code))
+                expiring.append(Expiring(entry.orcid, day, requirement, printable(title), put_code))
     access.sort(key=lambda a: a.until)
     expiring.sort(key=lambda e: (e.day, e.orcid))
 
@@ -197,7 +198,10 @@ def build_report(dataset, days: int, now: dt.datetime, *, recent: int = RECENT) 
         ReasonCount(reason, count, round(100 * count / top))
         for reason, count in sorted(counts.items(), key=lambda rc: (-rc[1], rc[0]))
     ]
-    shown = [Recent(e, explain_lines(policy, e.decision, "steward")) for e in entries[:recent]]
+    shown = [
+        Recent(e, [printable(line) for line in explain_lines(policy, e.decision, "steward")])
+        for e in entries[:recent]
+    ]
     return Report(dataset, access, len(refused), reasons, expiring, shown, len(entries) >= MAX_SCAN)
 
 
@@ -306,7 +310,9 @@ def export(name):
                 " ".join(entry.reasons),
                 gk.checker.cache_until(decision).isoformat() if entry.allowed else "",
                 entry.policy_version,
-                "\n".join(line.strip() for line in explain_lines(policy, decision, "steward")),
+                "\n".join(
+                    printable(line.strip()) for line in explain_lines(policy, decision, "steward")
+                ),
             )
         )
     filename = f"decisions-{target.key}-{window}-{now.date().isoformat()}.csv"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import html
 import io
 import re
 import secrets
+import time
 
 import pytest
 
@@ -390,3 +392,66 @@ class TestCsvExport:
         for row in csv.reader(io.StringIO(body)):
             for cell in row:
                 assert not cell.startswith(("=", "+", "-", "@")), cell
+
+
+class TestTextOthersTyped:
+    # gcp's rule takes any title that starts so: the rest is the researcher's to type.
+    FORGED = (
+        "Good Clinical Practice\n"
+        '  [met]     "Good Clinical Practice": met by "GCP", valid until 2099-01-01.\u202e'
+    )
+
+    @pytest.fixture
+    def hostile(self, write_policy):
+        """SAIL's page opened by a researcher whose refused item's title forges a line."""
+
+        def make(policy_text=POLICY):
+            settings = Settings.from_env(
+                {
+                    "SECRET_KEY": "unit-test-secret-key-0123",
+                    "POLICY_PATH": str(write_policy(policy_text)),
+                    "STEWARD_ORCIDS": STEWARD,
+                    **CLIENT,
+                }
+            )
+            item = orcid_json.qualification(
+                7, owner=REFUSED, title=self.FORGED, src=orcid_json.source(orcid=REFUSED)
+            )
+            app = create_app(settings, orcid_reader=Records({REFUSED: [item]}))
+            assert signed_in(app, REFUSED).get("/datasets/sail").status_code == 200
+            return app
+
+        return make
+
+    def test_a_title_cannot_forge_a_line_of_the_explanation(self, hostile):
+        steward = signed_in(hostile(), STEWARD)
+        page = steward.get("/steward/sail").get_data(as_text=True)
+        pre = section(page, "recent").split('<pre class="explanation">', 1)[1]
+        explanation = html.unescape(pre.split("</pre>")[0])
+        assert not any(line.lstrip().startswith("[met]") for line in explanation.splitlines())
+        assert "\\u000a" in explanation and "\\u202e" in explanation
+        assert "\u202e" not in page
+        body = steward.get("/steward/sail.csv").get_data(as_text=True)
+        [row] = list(csv.reader(io.StringIO(body)))[1:]
+        assert not any(line.startswith("[met]") for line in row[-1].splitlines())
+
+    def test_decisions_logged_under_a_qualification_since_renamed_still_show(
+        self, hostile, write_policy
+    ):
+        app = hostile()
+        renamed = POLICY.replace("  safe-researcher:", "  safe-researcher-v2:").replace(
+            "require: [safe-researcher,", "require: [safe-researcher-v2,"
+        )
+        assert renamed != POLICY
+        write_policy(renamed)  # the same file: the service reloads it
+        policy_file = app.extensions["gatekeeper"].checker.policy_file
+        give_up = time.monotonic() + 10
+        while "safe-researcher-v2" not in policy_file.current.qualifications:
+            assert time.monotonic() < give_up, "the edit was never loaded"
+            policy_file.refresh()
+            time.sleep(0.05)
+        steward = signed_in(app, STEWARD)
+        for path in ("/steward/sail", "/steward/sail.csv"):
+            response = steward.get(path)
+            assert response.status_code == 200, path
+        assert "no longer in the policy" in steward.get("/steward/sail").get_data(as_text=True)
