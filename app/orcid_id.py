@@ -7,7 +7,7 @@ import re
 from app.errors import InvalidOrcidId
 
 # [0-9], not \d: \d also matches Arabic-Indic, fullwidth and other Unicode digits.
-_BARE = re.compile(r"^([0-9]{4})-([0-9]{4})-([0-9]{4})-([0-9]{3}[0-9X])$")
+_BARE = re.compile(r"^([0-9]{4})-([0-9]{4})-([0-9]{4})-([0-9]{3}[0-9X])\Z")
 # ORCID's own URI forms; sandbox iDs look the same on another host.
 _URI_PREFIXES = ("https://orcid.org/", "http://orcid.org/", "https://sandbox.orcid.org/")
 

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 ORCID_JSON = "application/vnd.orcid+json"
 WRITE_TIMEOUT = 10.0  # seconds per write: a person waits on it, no proxy does
-_PUT_CODE = re.compile(r"/qualification/([0-9]{1,18})/?$")  # int() refuses 4,300 digits
+_PUT_CODE = re.compile(r"/qualification/([0-9]{1,18})/?\Z")  # int() refuses 4,300 digits
 # ORCID's answers to a write are a Location or a short error: anything longer is no answer.
 MAX_ANSWER_BYTES = 256 * 1024
 

@@ -27,11 +27,11 @@ SCOPES = (
 # Sentinel and Cluster forms: app/redis_connection.py (which parses and checks them).
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 # APP- and 16 letters or digits, or a legacy client's iD-shaped ID (common-3.0.xsd).
-_CLIENT_ID = re.compile(r"^(APP-[0-9A-Za-z]{16}|[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{3}[0-9X])$")
+_CLIENT_ID = re.compile(r"^(APP-[0-9A-Za-z]{16}|[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{3}[0-9X])\Z")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 # STEWARD_CONTACT: one address, nothing a mail client would read as a second one.
-_EMAIL = re.compile(r"^[^@\s<>\"',;:()\[\]]+@[^@\s<>\"',;:()\[\]]+\.[A-Za-z0-9-]{2,}$")
+_EMAIL = re.compile(r"^[^@\s<>\"',;:()\[\]]+@[^@\s<>\"',;:()\[\]]+\.[A-Za-z0-9-]{2,}\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 LOGO_TYPES = {
     ".svg": "image/svg+xml",

@@ -24,10 +24,10 @@ RELATIONSHIPS = ("self", "part-of", "version-of", "funded-by")
 ANY_LOOPBACK = "any-loopback"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
-_ORCID_ID = re.compile(r"^\d{4}-\d{4}-\d{4}-\d{3}[\dX]$")
-_CLIENT_ID = re.compile(r"^APP-[0-9A-Za-z]{16}$")  # common-3.0.xsd client-path
-_RELATIVE = re.compile(r"^(?:today|([+-])(\d+)([dwmy]))$")
-_LITERAL = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+_ORCID_ID = re.compile(r"^\d{4}-\d{4}-\d{4}-\d{3}[\dX]\Z")
+_CLIENT_ID = re.compile(r"^APP-[0-9A-Za-z]{16}\Z")  # common-3.0.xsd client-path
+_RELATIVE = re.compile(r"^(?:today|([+-])(\d+)([dwmy]))\Z")
+_LITERAL = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?\Z")
 
 
 class FixtureError(ValueError):

@@ -29,9 +29,9 @@ from app.emulator.personas import (
 
 # OrgDisambiguatedSourceType; ORCID answers 9045 for an organisation it does not know.
 DISAMBIGUATION_SOURCES = ("RINGGOLD", "GRID", "FUNDREF", "LEI", "ROR")
-ROR_URL = re.compile(r"^https://ror\.org/0[0-9a-hjkmnp-tv-z]{6}[0-9]{2}$")
-COUNTRY = re.compile(r"^[A-Z]{2}$")  # Iso3166Country: an enum of alpha-2 codes
-DIGITS = re.compile(r"^[0-9]+$")
+ROR_URL = re.compile(r"^https://ror\.org/0[0-9a-hjkmnp-tv-z]{6}[0-9]{2}\Z")
+COUNTRY = re.compile(r"^[A-Z]{2}\Z")  # Iso3166Country: an enum of alpha-2 codes
+DIGITS = re.compile(r"^[0-9]+\Z")
 
 
 class Refusal(Exception):

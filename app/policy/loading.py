@@ -10,6 +10,8 @@ import datetime as dt
 import difflib
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 
 import re2
@@ -66,18 +68,27 @@ def _read_document(
     file: Path, display: str, problems: list[Problem], loader_class=None
 ) -> _Document | None:
     try:
-        size = file.stat().st_size
-        if size > MAX_POLICY_BYTES:
+        # NOTE: opened without blocking, then checked: a FIFO would wait for a writer,
+        # and /dev/zero (or a symlink to it) is "0 bytes" to stat() but never ends.
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as opened:
+            if not stat.S_ISREG(os.fstat(opened.fileno()).st_mode):
+                problems.append(Problem(display, 1, "(file)", "is not a regular file"))
+                return None
+            raw = opened.read(MAX_POLICY_BYTES + 1)
+        if len(raw) > MAX_POLICY_BYTES:
             problems.append(
                 Problem(
                     display,
                     1,
                     "(file)",
-                    f"the file is {size} bytes; a policy file may be at most {MAX_POLICY_BYTES}",
+                    f"the file is over {MAX_POLICY_BYTES} bytes; a policy file may be at most "
+                    f"{MAX_POLICY_BYTES}",
                 )
             )
             return None
-        text = file.read_text(encoding="utf-8")
+        # As read_text() reads it: universal newlines.
+        text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(Problem(display, 1, "(file)", f"cannot read the file: {exc}"))
         return None

@@ -28,12 +28,12 @@ BUILTIN_SOURCES = (SELF_ASSERTED, SELF_ISSUED)
 # ORCID client IDs: APP- and 16 letters or digits (common-3.0.xsd ``client-path``), or a
 # legacy client's iD-shaped ID, which ORCID reports under source-client-id (its server
 # today) or source-orcid (``source-type``).
-CLIENT_ID = re.compile(r"^APP-[0-9A-Za-z]{16}$")
-LEGACY_CLIENT_ID = re.compile(r"^[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{3}[0-9X]$")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+CLIENT_ID = re.compile(r"^APP-[0-9A-Za-z]{16}\Z")
+LEGACY_CLIENT_ID = re.compile(r"^[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{3}[0-9X]\Z")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 ROR_PREFIXES = ("https://ror.org/", "http://ror.org/", "ror.org/")
 # ROR IDs: 0, six of Crockford's base32 (no i, l, o, u), two check digits (ror.readme.io).
-ROR_ID = re.compile(r"^0[0-9a-hjkmnp-tv-z]{6}[0-9]{2}$")
+ROR_ID = re.compile(r"^0[0-9a-hjkmnp-tv-z]{6}[0-9]{2}\Z")
 FUNDREF_PREFIX = re.compile(r"^https?://(dx\.)?doi\.org/", re.IGNORECASE)
 
 

@@ -82,7 +82,7 @@ REASONS = (
     "url_mismatch",
     "unreadable_item",
 )
-FULL_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+FULL_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 
@@ -96,7 +96,7 @@ _DatesAsText.yaml_implicit_resolvers = {
     for first, resolvers in SafeLoader.yaml_implicit_resolvers.items()
 }
 
-FUZZY_DATE = re.compile(r"^([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?$")
+FUZZY_DATE = re.compile(r"^([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?\Z")
 ORCID_HOST = "orcid.org"
 
 

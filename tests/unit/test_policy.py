@@ -263,6 +263,37 @@ class TestPolicyFiles:
         with pytest.raises(PolicyError, match="may be at most"):
             load_policy(path)
 
+    @pytest.mark.parametrize("kind", ["fifo", "device"])
+    def test_a_path_that_is_no_regular_file_is_a_problem_not_a_hang(self, tmp_path, kind):
+        # A FIFO waited for a writer; /dev/zero (0 bytes to stat()) was read until
+        # memory ran out.
+        import os
+
+        path = tmp_path / "policy.yaml"
+        if kind == "fifo":
+            os.mkfifo(path)
+        else:
+            path.symlink_to("/dev/zero")
+        with pytest.raises(PolicyError) as raised:
+            load_policy(path)
+        assert [p.message for p in raised.value.problems] == ["is not a regular file"]
+
+    def test_a_name_with_a_newline_at_its_end_is_refused(self, write_policy):
+        # Python's $ matches before a final newline; the CSV export then put the name in
+        # a Content-Disposition header.
+        text = textwrap.dedent(
+            """
+            version: 1
+            qualifications:
+              srt: {title: X, sources: [self-asserted]}
+            datasets:
+              "d\\n": {paths: [/d/], require: [srt]}
+            """
+        )
+        with pytest.raises(PolicyError) as raised:
+            load_policy(write_policy(text))
+        assert "names use letters" in raised.value.problems[0].message
+
     def test_the_c_loader_is_used_when_pyyaml_has_it(self):
         import yaml
 
