@@ -714,6 +714,9 @@ def _duration(value: str, option: str) -> dt.timedelta:
     raise Misuse(f"{option}: {value!r} is not a duration such as 7d, 12h, 30m or 2w")
 
 
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def _since(value: str, option: str, now: dt.datetime) -> dt.datetime:
     """A window back from ``now`` (``7d``) or a date or time (``2026-11-01``), in UTC."""
     if value[:1].isdigit() and "-" in value:
@@ -724,7 +727,12 @@ def _since(value: str, option: str, now: dt.datetime) -> dt.datetime:
                 f"{option}: {value!r} is neither a duration such as 7d nor a date such as "
                 "2026-11-01"
             ) from None
-        return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+        # The log's IDs count milliseconds from 1970 (Redis refuses a negative one), and
+        # a time near year 9999 overflows once moved to UTC.
+        if not EPOCH <= moment <= now + dt.timedelta(days=1):
+            raise Misuse(f"{option}: {value!r} is not between 1970 and now")
+        return moment
     return now - _duration(value, option)
 
 

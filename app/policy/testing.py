@@ -390,6 +390,9 @@ class _Reader:
             self.problem((*path, key), "must be an ORCID date: YYYY, YYYY-MM or YYYY-MM-DD")
             return None
         year, month, day = (int(part) if part else None for part in match.groups())
+        if year < 1:
+            self.problem((*path, key), f"{value}: there is no year 0")
+            return None
         if month is not None and not 1 <= month <= 12:
             self.problem((*path, key), f"{value}: there is no month {month}")
             return None
@@ -515,6 +518,9 @@ class _Reader:
             researcher = entry.get("researcher")
             if researcher is None:
                 self.problem((*path, "researcher"), "is required")
+            elif not isinstance(researcher, str):
+                self.problem((*path, "researcher"), "must be the name of a researcher above")
+                researcher = None
             elif researcher not in researchers and "researchers" not in self.misspelt:
                 names = sorted(str(k) for k in researchers)
                 self.problem(
@@ -525,6 +531,8 @@ class _Reader:
             dataset = entry.get("dataset")
             if dataset is None:
                 self.problem((*path, "dataset"), "is required")
+            elif not isinstance(dataset, str):
+                self.problem((*path, "dataset"), "must be the name of one of the policy's datasets")
             elif dataset not in self.policy.datasets:
                 names = sorted(self.policy.datasets)
                 self.problem(
@@ -533,7 +541,7 @@ class _Reader:
                     f"(the policy has: {', '.join(names) or 'none'})",
                 )
             expect = entry.get("expect")
-            if expect not in EXPECTATIONS:
+            if not isinstance(expect, str) or expect not in EXPECTATIONS:
                 self.problem(
                     (*path, "expect"),
                     f"must be allow or deny{suggestion(expect, EXPECTATIONS)}"
@@ -545,10 +553,16 @@ class _Reader:
                 self.problem((*path, "reasons"), "must be a list of reason codes")
                 reasons = []
             for r_index, reason in enumerate(reasons):
-                if reason not in REASONS:
+                if not isinstance(reason, str):
+                    # Never repr'd: an alias bomb in YAML repr's to gigabytes.
                     self.problem(
                         (*path, "reasons", r_index),
-                        f"unknown reason code {reason!r}{suggestion(reason, REASONS)} "
+                        f"must be a reason code (known: {', '.join(REASONS)})",
+                    )
+                elif reason not in REASONS:
+                    self.problem(
+                        (*path, "reasons", r_index),
+                        f"unknown reason code {reason[:80]!r}{suggestion(reason, REASONS)} "
                         f"(known: {', '.join(REASONS)})",
                     )
             name = entry.get("name")

@@ -260,8 +260,11 @@ class TestDecisionsList:
             (["--since", "soon"], "--since: 'soon' is not a duration such as 7d"),
             (["--outcome", "maybe"], "--outcome: 'maybe' is not one of allow, deny, error"),
             (["--orcid", "0000-0002-1825-0098"], "its check digit is wrong"),
+            # Overflowed moving to UTC (a traceback); before 1970, Redis refused the ID.
+            (["--since", "9999-12-31T23:59:59-05:00"], "is not between 1970 and now"),
+            (["--since", "0001-01-01"], "is not between 1970 and now"),
         ],
-        ids=["since", "outcome", "orcid"],
+        ids=["since", "outcome", "orcid", "since-year-9999", "since-year-1"],
     )
     def test_misuse_exits_2_with_one_line(self, redis_url, args, message):
         result = cli(redis_url, "decisions", "list", *args)

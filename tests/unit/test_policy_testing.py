@@ -264,6 +264,59 @@ class TestBrokenFiles:
         [problem] = raised.value.problems
         assert (problem.line, problem.key) == (9, "researchers.amara.qualifications[0].end")
 
+    @pytest.mark.parametrize(
+        "old, new, key, says",
+        [
+            ("{researcher: amara,", "{researcher: [amara],", "cases[0].researcher", "must be"),
+            (
+                "dataset: sail, expect: allow",
+                "dataset: {x: 1}, expect: allow",
+                "cases[0].dataset",
+                "must be",
+            ),
+            ("expect: allow}", "expect: [allow]}", "cases[0].expect", "must be allow or deny"),
+            (
+                "reasons: [wrong_source]",
+                "reasons: [{a: 1}]",
+                "cases[1].reasons[0]",
+                "must be a reason code",
+            ),
+            (
+                "start: 2025-01",
+                "start: '0000'",
+                "researchers.amara.qualifications[0].start",
+                "0000: there is no year 0",
+            ),
+        ],
+        ids=["researcher-list", "dataset-mapping", "expect-list", "reason-mapping", "year-0"],
+    )
+    def test_a_value_of_the_wrong_kind_is_a_problem_not_a_traceback(
+        self, runner, policy_dir, old, new, key, says
+    ):
+        text = PASSING.replace(old, new)
+        assert text != PASSING
+        policy_dir(text)
+        result = run(runner, policy_dir.root)
+        assert result.exit_code == 2, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert f": {key}: {says}" in result.output
+
+    def test_an_alias_bomb_in_the_reasons_is_not_spelt_out(self, runner, policy_dir):
+        # Six levels of ten: a million strings once repr'd (350 MB at six, ten times that
+        # per level more).
+        levels = ["      - &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+        levels += [f"      - &l{n} [{', '.join([f'*l{n - 1}'] * 10)}]" for n in range(1, 7)]
+        text = PASSING.replace(
+            "  - {researcher: ben, dataset: sail, expect: deny, reasons: [wrong_source]}",
+            "  - researcher: ben\n    dataset: sail\n    expect: deny\n    reasons:\n"
+            + "\n".join(line[2:] for line in levels),
+        )
+        policy_dir(text)
+        result = run(runner, policy_dir.root)
+        assert result.exit_code == 2, result.output
+        assert len(result.output) < 10_000
+        assert "must be a reason code" in result.output
+
 
 class TestItemsAreParsedAsOrcidSendsThem:
     """Each test qualification is ORCID's JSON read by the live parser."""
