@@ -885,10 +885,10 @@ def policy_impact(new_policy, since, current_path, as_json):
     candidate = _policy(new_policy)
     log = _decision_log(settings)
     try:
-        entries = log.entries(since=start)
+        # One at a time: the preview keeps one per researcher and dataset, not the window.
+        impact = preview(log.scan(since=start), current, candidate, now)
     except DecisionLogUnavailable as exc:
         raise Misuse(exc.message) from None
-    impact = preview(entries, current, candidate, now)
     outcome = {None: "(no such dataset)"}
     for change in impact.changes:
         if as_json:

@@ -15,6 +15,11 @@ Reading (for ``gatekeeper decisions`` and the steward console)::
 
     log.entries(since=..., orcid=..., dataset=..., outcome=..., limit=...)  # newest first
     log.latest(since=..., orcid=..., dataset=..., readable=False)  # one per iD and dataset
+    log.scan(since=...)  # newest first, one at a time, items and all (impact previews)
+
+``entries`` and ``latest`` give the decisions without the items they were made from
+(``items=True`` to have them): a reader that shows decisions parses no items. Each
+reads at most ``MAX_SCAN`` matching entries; each entry is at most ``MAX_ENTRY_BYTES``.
 
 Reads raise ``DecisionLogUnavailable`` when Redis cannot answer.
 """
@@ -32,6 +37,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from itertools import islice
 
 import redis
 from prometheus_client import Counter
@@ -50,6 +56,10 @@ DEFAULT_RETENTION_DAYS = 90  # the default of DECISION_LOG_RETENTION in app/sett
 # policy naming another title can still be replayed; a record stuffed with thousands of
 # items must not make every one of its entries megabytes long.
 MAX_SUMMARIES = 200
+# An entry's JSON, at most: past it, summaries are dropped from the end (a researcher
+# whose record holds hundreds of long look-alike items decides how often they are logged).
+MAX_ENTRY_BYTES = 64 * 1024
+MAX_SCAN = 10_000  # matching entries one read of ``entries`` or ``latest`` looks at
 PAGE = 500  # entries per XREVRANGE while reading
 
 # Defined here rather than in app/metrics.py so the log's failure count lives beside the
@@ -109,6 +119,8 @@ class LogEntry:
     # reply), so no decision is counted twice.
     entry_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     id: str | None = None  # the stream ID, once logged: milliseconds-sequence
+    # Read back without its items (``items=False``): the decision only, not replayable.
+    partial: bool = False
 
     @property
     def orcid(self) -> str:
@@ -139,9 +151,25 @@ class LogEntry:
         return self.decision.decided_at
 
     @property
-    def is_replayable(self) -> bool:
-        """Whether the record was read: an ``error`` entry holds no qualifications."""
+    def record_was_read(self) -> bool:
+        """Whether the decision was made from the record (not an ``error``)."""
         return self.decision.error is None
+
+    @property
+    def is_replayable(self) -> bool:
+        """Whether it holds what it was made from: the record was read, and the items
+        were read back with it (an ``error`` entry holds no qualifications)."""
+        return self.record_was_read and not self.partial
+
+    def bounded(self) -> tuple[LogEntry, str]:
+        """This entry with as many summaries as fit ``MAX_ENTRY_BYTES``, and its JSON."""
+        entry = self
+        while True:
+            # ASCII: a string Python holds but UTF-8 cannot encode never fails an append.
+            text = json.dumps(entry.to_dict(), separators=(",", ":"))
+            if len(text) <= MAX_ENTRY_BYTES or not entry.summaries:
+                return entry, text
+            entry = replace(entry, summaries=entry.summaries[: len(entry.summaries) // 2])
 
     def to_dict(self) -> dict:
         return {
@@ -273,14 +301,30 @@ def _matches(fields: dict, orcid, dataset, outcome) -> bool:
 
 
 def _fields(entry: LogEntry) -> dict:
-    """A stream entry: the filterable parts apart, so reads skip others without parsing."""
+    """A stream entry: the filterable parts apart, so reads skip others without parsing,
+    and the decision apart from its items, so a reader of decisions parses no items."""
+    _, text = entry.bounded()
     return {
         "orcid": entry.orcid,
         "dataset": entry.dataset,
         "outcome": entry.outcome,
-        # ASCII: a string Python holds but UTF-8 cannot encode never fails an append.
-        "entry": json.dumps(entry.to_dict(), separators=(",", ":")),
+        "entry_id": entry.entry_id,
+        "decision": json.dumps(entry.decision.to_dict(), separators=(",", ":")),
+        "entry": text,
     }
+
+
+def _decision_only(fields: dict, stream_id: str) -> LogEntry:
+    """The entry's decision, parsed alone (an entry logged before "decision" had its own
+    field: from the whole entry, items left unparsed)."""
+    if "decision" in fields and "entry_id" in fields:
+        data, entry_id = json.loads(fields["decision"]), fields["entry_id"]
+    else:
+        whole = json.loads(fields["entry"])
+        data, entry_id = whole["decision"], whole["entry_id"]
+    return LogEntry(
+        decision=Decision.from_dict(data), entry_id=entry_id, id=stream_id, partial=True
+    )
 
 
 def _write_fields(entry: WriteEntry) -> dict:
@@ -304,7 +348,7 @@ def latest_of(entries, readable: bool = False) -> list[LogEntry]:
     seen, result = set(), []
     for entry in entries:
         key = (entry.orcid, entry.dataset)
-        if key in seen or (readable and not entry.is_replayable):
+        if key in seen or (readable and not entry.record_was_read):
             continue
         seen.add(key)
         result.append(entry)
@@ -323,17 +367,15 @@ class _Reading:
         dataset: str | None = None,
         outcome: str | None = None,
         limit: int | None = None,
+        items: bool = False,
     ) -> list[LogEntry]:
-        """Logged decisions, newest first, optionally filtered and at most ``limit``.
+        """Logged decisions, newest first, optionally filtered; at most ``limit``, and
+        never more than ``MAX_SCAN``. With ``items``, the items each was made from too.
 
         :raises DecisionLogUnavailable: when Redis cannot answer.
         """
-        result = []
-        for entry in self._scan(since, until, orcid, dataset, outcome):
-            result.append(entry)
-            if limit is not None and len(result) >= limit:
-                break
-        return result
+        limit = MAX_SCAN if limit is None else min(limit, MAX_SCAN)
+        return list(islice(self._scan(since, until, orcid, dataset, outcome, items), limit))
 
     def latest(
         self,
@@ -343,13 +385,23 @@ class _Reading:
         dataset: str | None = None,
         readable: bool = False,
     ) -> list[LogEntry]:
-        """The newest logged decision of each researcher and dataset, newest first.
+        """The newest logged decision of each researcher and dataset, newest first, from
+        the newest ``MAX_SCAN`` entries (decisions only, no items).
 
         With ``readable``, the newest one made from a record that could be read.
 
         :raises DecisionLogUnavailable: when Redis cannot answer.
         """
-        return latest_of(self._scan(since, None, orcid, dataset, None), readable)
+        scanned = islice(self._scan(since, None, orcid, dataset, None, False), MAX_SCAN)
+        return latest_of(scanned, readable)
+
+    def scan(self, *, since: dt.datetime | None = None) -> Iterator[LogEntry]:
+        """Every logged decision since ``since``, newest first, with its items, one at a
+        time (a preview keeps one per researcher and dataset, not the window).
+
+        :raises DecisionLogUnavailable: when Redis cannot answer.
+        """
+        return self._scan(since, None, None, None, None, True)
 
     def writes(
         self, *, orcid: str | None = None, since: dt.datetime | None = None, limit: int = 1000
@@ -365,7 +417,7 @@ class _Reading:
                 break
         return result
 
-    def _scan(self, since, until, orcid, dataset, outcome) -> Iterator[LogEntry]:
+    def _scan(self, since, until, orcid, dataset, outcome, items) -> Iterator[LogEntry]:
         raise NotImplementedError
 
     def _scan_writes(self, since, orcid) -> Iterator[WriteEntry]:
@@ -419,13 +471,14 @@ class MemoryDecisionLog(_Reading):
             while self._entries and _id_millis(self._entries[0][0]) < cutoff:
                 self._entries.popleft()
             fields = {"orcid": entry.orcid, "dataset": entry.dataset, "outcome": entry.outcome}
-            self._entries.append((stream_id, fields, replace(entry, id=stream_id)))
+            self._entries.append((stream_id, fields, replace(entry.bounded()[0], id=stream_id)))
         return True
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _scan(self, since, until, orcid, dataset, outcome) -> Iterator[LogEntry]:
+    def _scan(self, since, until, orcid, dataset, outcome, items) -> Iterator[LogEntry]:
+        # Parsed already: ``items`` costs nothing here, so every entry comes whole.
         low = _millis(since) if since is not None else None
         high = _millis(until) if until is not None else None
         cutoff = int(self._clock() * 1000) - int(self._retention * 1000)
@@ -543,13 +596,16 @@ class RedisDecisionLog(_Reading):
                 return
             high = "(" + page[-1][0]  # exclusive: continue below the last one read
 
-    def _scan(self, since, until, orcid, dataset, outcome) -> Iterator[LogEntry]:
+    def _scan(self, since, until, orcid, dataset, outcome, items) -> Iterator[LogEntry]:
         seen: set[str] = set()
         for stream_id, fields in self._stream(since, until):
             if "write" in fields or not _matches(fields, orcid, dataset, outcome):
                 continue
             try:
-                entry = LogEntry.from_dict(json.loads(fields["entry"]), id=stream_id)
+                if items:
+                    entry = LogEntry.from_dict(json.loads(fields["entry"]), id=stream_id)
+                else:
+                    entry = _decision_only(fields, stream_id)
             except (ValueError, KeyError, TypeError):
                 logger.warning("skipped an unreadable decision log entry %s", stream_id)
                 continue

@@ -81,7 +81,12 @@ class Impact:
 
 
 def replay(policy: Policy, entry: LogEntry, now: dt.datetime) -> Decision | None:
-    """The logged decision judged again under ``policy`` at ``now``; None: no such dataset."""
+    """The logged decision judged again under ``policy`` at ``now``; None: no such dataset.
+
+    :raises ValueError: for an entry read back without its items (``items=False``).
+    """
+    if entry.partial:
+        raise ValueError("a decision read back without its items cannot be replayed")
     target = policy.datasets.get(entry.dataset)
     if target is None:
         return None

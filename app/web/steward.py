@@ -27,7 +27,7 @@ from flask import (
     url_for,
 )
 
-from app.decision_log import DecisionLogUnavailable, LogEntry
+from app.decision_log import MAX_SCAN, DecisionLogUnavailable, LogEntry
 from app.errors import GatekeeperError, InvalidOrcidId
 from app.explain import explain_lines, when
 from app.issuing import NoWriteToken, Withdrawn
@@ -45,7 +45,6 @@ DEFAULT_WINDOW = "7d"
 EXPIRING_DAYS = 30  # "expiring soon", as `gatekeeper decisions expiring` defaults to
 RECENT = 25  # decisions shown with their explanation
 # Entries read per page at most: a busy dataset's 90 days must not hold a worker for long.
-MAX_SCAN = 10_000
 # A spreadsheet reads a cell starting with these as a formula (OWASP's CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CSV_COLUMNS = (

@@ -113,7 +113,7 @@ def json_lines(output: str) -> list[dict]:
 class TestRedisStream:
     def test_each_decision_is_one_entry_that_reads_back_equal(self, decided, redis_server):
         assert redis_server.client.xlen(STREAM_KEY) == 6
-        entries = decided.decision_log.entries()
+        entries = decided.decision_log.entries(items=True)
         assert len(entries) == 6
         assert {(e.orcid, e.dataset) for e in entries} == {
             (o, d) for o in decided.reader.records for d in ("sail", "open")
@@ -126,7 +126,15 @@ class TestRedisStream:
                 entry.dataset,
                 entry.outcome,
             )
-        allowed = decided.decision_log.entries(orcid=RESEARCHER, dataset="sail")[0]
+        # Decisions only (what the console and `decisions list` read): no item parsed.
+        for whole, alone in zip(entries, decided.decision_log.entries(), strict=True):
+            assert alone.partial and not alone.qualifications and not alone.summaries
+            assert (alone.decision, alone.entry_id, alone.id) == (
+                whole.decision,
+                whole.entry_id,
+                whole.id,
+            )
+        allowed = decided.decision_log.entries(orcid=RESEARCHER, dataset="sail", items=True)[0]
         assert allowed.allowed and [q.put_code for q in allowed.qualifications] == [1, 2]
 
     def test_entries_past_the_retention_are_trimmed_at_the_next_append(
@@ -144,6 +152,33 @@ class TestRedisStream:
         assert len(kept) == 2 and kept[0] == now - 29 * 86_400_000
         assert len(log.entries()) == 2
 
+    def test_a_record_of_many_long_items_makes_no_entry_past_the_bound(self, redis_url):
+        # A researcher decides how long their items' titles are and how many there are.
+        from app.decision_log import MAX_ENTRY_BYTES
+        from app.qualifications import UnreadableItem
+
+        log = RedisDecisionLog(RedisStore.from_url(redis_url).redis)
+        decision = self.entries(1)[0].decision
+        others = tuple(UnreadableItem(n, "Safe Researcher " + "x" * 900, "") for n in range(200))
+        assert log.append(LogEntry(decision, (), others))
+        [(_, fields)] = RedisStore.from_url(redis_url).redis.xrange(STREAM_KEY)
+        assert len(fields["entry"]) <= MAX_ENTRY_BYTES
+        [entry] = log.entries(items=True)
+        assert 0 < len(entry.summaries) < 200
+        assert entry.summaries == others[: len(entry.summaries)]  # the first ones kept
+
+    def test_entries_logged_before_the_decision_had_its_own_field_still_read(
+        self, redis_url, redis_server
+    ):
+        from app.decision_log import _fields
+
+        [entry] = self.entries(1)
+        old = {k: v for k, v in _fields(entry).items() if k not in ("decision", "entry_id")}
+        redis_server.client.xadd(STREAM_KEY, old)
+        log = RedisDecisionLog(RedisStore.from_url(redis_url).redis)
+        [alone] = log.entries()
+        assert (alone.decision, alone.entry_id) == (entry.decision, entry.entry_id)
+
     def test_a_copy_of_an_entry_is_read_once(self, redis_url):
         log = RedisDecisionLog(RedisStore.from_url(redis_url).redis)
         [entry] = self.entries(1)
@@ -158,7 +193,7 @@ class TestRedisStream:
         decision = self.entries(1)[0].decision
         item = UnreadableItem(1, "Safe \ud800 Researcher", "a lone surrogate \udfff")
         assert log.append(LogEntry(decision, (item,)))
-        assert log.entries()[0].qualifications == (item,)
+        assert log.entries(items=True)[0].qualifications == (item,)
 
     def test_reading_pages_through_a_long_stream_newest_first(self, redis_url):
         log = RedisDecisionLog(RedisStore.from_url(redis_url).redis)

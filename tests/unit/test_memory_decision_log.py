@@ -149,3 +149,28 @@ class TestMemoryDecisionLog:
         log.append(entry(policy, OTHER, "open", error=RecordLocked()))
         impact = preview(log.entries(), policy, policy, at("2026-11-25"))
         assert impact.replayed == 0 and impact.unreplayable == ((OTHER, "open"),)
+
+
+def test_a_read_looks_at_no_more_than_max_scan_entries(policy, log, monkeypatch):
+    # A steward's page must not parse a researcher's whole flood of decisions.
+    from app import decision_log
+
+    monkeypatch.setattr(decision_log, "MAX_SCAN", 5)
+    before = len(list(log.scan()))
+    for n in range(8):
+        log.append(entry(policy, orcid=f"0000-0000-0000-{n:04d}"[:19]))
+    assert len(log.entries()) == 5
+    assert len(log.entries(limit=100)) == 5
+    assert len(log.latest()) == 5  # one per researcher, of the newest five
+    assert len(list(log.scan())) == before + 8  # a preview's: one at a time, not capped
+
+
+def test_the_replay_of_a_decision_read_without_its_items_is_refused(policy):
+    import dataclasses
+
+    from app.impact import replay
+
+    partial = dataclasses.replace(entry(policy), partial=True)
+    assert not partial.is_replayable and partial.record_was_read
+    with pytest.raises(ValueError, match="without its items"):
+        replay(policy, partial, at("2026-11-25"))
