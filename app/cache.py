@@ -500,7 +500,8 @@ class RedisStore:
         self._fallback_used = True
         if now - self._last_warning >= self._warn_interval:
             self._last_warning = now
-            logger.warning("Redis unavailable, deciding without the shared cache: %s", exc)
+            # Said for the service and the command line alike: no word of deciding.
+            logger.warning("Redis unavailable, using this process's memory meanwhile: %s", exc)
         with self._probe_lock:
             # is_alive(): a prober of the master's does not survive the fork into a worker.
             if self._prober is None or not self._prober.is_alive():

@@ -661,7 +661,8 @@ def withdraw_command(orcid, name, put_code, by):
 
     The researcher's cached decisions go too, so access ends at their next request.
     Exits 0 when deleted (or there was none), 1 when no permission is kept or ORCID
-    refuses (9010: the item is not ours), 2 for misuse.
+    refuses (9010: the item is not ours), or when the item is deleted but Redis could not
+    drop the cached decisions (access may go on: run ``decisions revoke``), 2 for misuse.
     """
     settings = _settings()
     orcid = _orcid_or_misuse(orcid)
