@@ -46,6 +46,10 @@ class ReadError:
         return {"reason": self.reason, "message": self.message}
 
 
+# Who added an item this service wrote itself, as a verdict says it (``added_by``).
+THIS_SERVICE = "this service"
+
+
 @dataclass(frozen=True, slots=True)
 class CandidateVerdict:
     """How one ORCID item fared against one qualification rule."""
@@ -235,7 +239,7 @@ class _Judge:
 
     def describe(self, who: str, label: str | None, *, client: bool) -> str:
         if who == self.own_client_id:
-            return "this service"
+            return THIS_SERVICE
         name = self.trusted_name(who)
         if name:
             return name
@@ -280,7 +284,11 @@ class _Judge:
                 and self.own_client_id
                 and writer == self.own_client_id
             ):
-                return Success()
+                # Ours, but is it this qualification's, this researcher's, for the terms
+                # as they stand? Titles alone would let one rule's item open another.
+                if rule.issue is None or rule.issue.wrote(item, self.orcid):
+                    return Success()
+                return Failure("wrong_source", not_issued_as_message(rule))
             for key in accepted - {SELF_ISSUED}:
                 ids = self.policy.sources[key].client_ids
                 # Written by one client on behalf of another (ORCID's member portal):
@@ -418,6 +426,17 @@ def wrong_source_message(
 ) -> str:
     """Why an item from a source the rule does not trust does not count."""
     return f"added by {added_by}; this dataset needs it from {who_may_add(policy, rule, yourself)}"
+
+
+def not_issued_as_message(rule: QualificationRule) -> str:
+    """Why an item this service wrote does not count for ``rule``: it does not carry the
+    identifier the rule writes for this researcher now."""
+    if rule.issue is not None and rule.issue.accept_terms is not None:
+        return (
+            "added by this service, but for other terms (an earlier version, or another "
+            "agreement): it counts once the current terms are accepted"
+        )
+    return "added by this service, but as another qualification or for another record"
 
 
 def unknown_source_message(policy: Policy, rule: QualificationRule, yourself: str = "yourself"):

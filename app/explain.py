@@ -11,6 +11,7 @@ from app.decision import (
     Decision,
     ReadError,
     RequirementResult,
+    not_issued_as_message,
     unknown_source_message,
     wrong_source_message,
 )
@@ -76,7 +77,12 @@ def failure_messages(policy: Policy, candidate: CandidateVerdict, audience: str 
     rule = policy.qualifications.get(candidate.qualification)
     messages = []
     for failure in candidate.failures:
-        if failure.reason != "wrong_source" or voice is RESEARCHER or rule is None:
+        if (
+            failure.reason != "wrong_source"
+            or voice is RESEARCHER
+            or rule is None
+            or failure.message == not_issued_as_message(rule)  # says all a steward needs
+        ):
             messages.append(failure.message)
         elif candidate.added_by == "an unknown source":
             messages.append(unknown_source_message(policy, rule, voice.yourself))
@@ -242,6 +248,11 @@ def _ways_to_add(policy: Policy, rule, what: str, voice: Voice = RESEARCHER) -> 
         ways.append(f"ask {' or '.join(providers)} to add {what} to {voice.your} ORCID record")
     if SELF_ASSERTED in rule.sources:
         ways.append(f"add {what} to {voice.your} ORCID record {voice.themselves}")
+    if rule.issue is not None and SELF_ISSUED in rule.sources:
+        if rule.issue.accept_terms is not None:
+            ways.append(f"accept the current terms for {what} on the dataset's page here")
+        else:
+            ways.append(f"ask the data steward to grant {what} here")
     if not ways:
         if voice is STEWARD:
             ways.append(f"nothing yet: no source in the policy may add {what}")

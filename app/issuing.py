@@ -124,18 +124,11 @@ class Issuer:
     def _ours(self, orcid, token, rule) -> list[tuple[OwnItem, bool]]:
         """Each item our client wrote on the record, with whether it counts for ``rule``."""
         issue = _issue_of(rule)
-        wanted_type = issue.external_id_type.casefold()
-        wanted_value = issue.external_id_value(orcid)
         found = []
         for item in self.reader.read_qualifications(orcid, self.written_by_us, token=token):
             if not self.written_by_us(item):
                 continue
-            current = any(
-                e.relationship == "self"
-                and e.type.casefold() == wanted_type
-                and e.value == wanted_value
-                for e in item.external_ids
-            )
+            current = issue.wrote(item, orcid)
             end = item.end.last_day() if item.end is not None else None
             own = OwnItem(item.put_code, item.visibility, end, current)
             found.append((own, rule.is_candidate(item)))

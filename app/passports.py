@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
-from app.decision import Decision
+from app.decision import THIS_SERVICE, Decision
 
 VISA_TYP = "vnd.ga4gh.visa+jwt"
 JWKS_PATH = "/.well-known/jwks.json"
@@ -143,6 +143,16 @@ class VisaSettings:
     lifetime: int  # seconds
 
 
+def _accepted_here(result) -> bool:
+    """Whether the item that met a requirement is the one this service wrote when the
+    researcher accepted the terms (another provider's item may meet it too, but says
+    nothing of our terms)."""
+    return any(
+        c.ok and c.put_code == result.put_code and c.added_by == THIS_SERVICE
+        for c in result.candidates
+    )
+
+
 def visa_claims(
     policy,
     decisions: list[Decision],
@@ -216,7 +226,7 @@ def visa_claims(
                 )
                 ends = min(ends, int(end_of_day.timestamp()))
             terms = rule.issue.accept_terms if rule.issue is not None else None
-            if terms is not None:
+            if terms is not None and _accepted_here(result):
                 add("AcceptedTermsAndPolicies", terms.url, organisation, "self", asserted, ends)
             if rule.researcher_status is not None:
                 add(

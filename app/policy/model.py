@@ -117,6 +117,18 @@ class IssueRule:
         version = self.accept_terms.version if self.accept_terms is not None else ""
         return self.external_id_template.replace("{orcid}", orcid).replace("{version}", version)
 
+    def wrote(self, item, orcid: str) -> bool:
+        """Whether ``item`` carries the ``self`` external ID this rule writes for ``orcid``
+        now: not another qualification's item, another researcher's, or (with {version})
+        one for terms that have since changed."""
+        wanted_type, wanted_value = self.external_id_type.casefold(), self.external_id_value(orcid)
+        return any(
+            ext.relationship == "self"
+            and ext.type.casefold() == wanted_type
+            and ext.value.strip() == wanted_value
+            for ext in item.external_ids
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class QualificationRule:

@@ -367,6 +367,18 @@ class _Reader:
         if isinstance(parsed, UnreadableItem):
             self.problem(path, f"not an item ORCID could send: {parsed.problem}")
             return None
+        if item.get("source") == SELF_ISSUED and item.get("external_id") is None:
+            # As this service writes it: with the `self` external ID of each issued
+            # qualification it claims to be, for this researcher and the terms as they
+            # stand. Give external_id to test an item written for older terms.
+            written = [
+                _self_external_id(rule.issue, orcid)
+                for rule in self.policy.qualifications.values()
+                if rule.issue is not None and rule.is_candidate(parsed)
+            ]
+            if written:
+                data["external-ids"] = {"external-id": written}
+                parsed = read_item(data)
         return parsed
 
     def text(self, path, item, key) -> str | None:
@@ -635,6 +647,17 @@ def _full_date(value) -> dt.date | None:
         return dt.date.fromisoformat(value)
     except ValueError:
         return None
+
+
+def _self_external_id(issue, orcid: str) -> dict:
+    value = issue.external_id_value(orcid)
+    return {
+        "external-id-type": issue.external_id_type,
+        "external-id-value": value,
+        "external-id-normalized": {"value": value, "transient": True},
+        "external-id-url": None,
+        "external-id-relationship": "self",
+    }
 
 
 def _first_day(date: tuple[int, int | None, int | None]) -> dt.date:

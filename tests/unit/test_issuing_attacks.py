@@ -220,7 +220,7 @@ def policy_file(tmp_path):
 
 
 class TestIssuerIdentity:
-    def test_withdraw_after_a_terms_version_change_ends_access(self, policy_file):
+    def test_a_terms_version_change_asks_for_the_new_terms(self, policy_file):
         old = policy_file("1")
         record = Record()
         record.add(
@@ -231,12 +231,13 @@ class TestIssuerIdentity:
         )
         assert allowed(old, "agreed", record)  # the researcher accepted version 1
         new = policy_file("2")  # the terms change; the policy reloads
-        assert allowed(new, "agreed", record)  # (the old acceptance still counts)
+        # Accepting version 1 is no acceptance of version 2 (it opened it before).
+        assert not allowed(new, "agreed", record)
         issuer, tokens, _ = make_issuer(record, Writer(record))
         kept(tokens, RESEARCHER)
         issuer.withdraw(RESEARCHER, new.qualifications["dua"], by="steward ann")
-        # The steward was told "no dua of ours": the item is there and still opens it.
         assert not allowed(new, "agreed", record)
+        assert allowed(old, "agreed", record) == bool(record.items.get(RESEARCHER))
 
     @pytest.mark.parametrize(
         "origin",
@@ -919,3 +920,83 @@ class TestCliExitCodes:
             "withdraw", "--orcid", RESEARCHER, "--qualification", "induction", "--put-code", "-1"
         )
         assert result.exit_code == 2
+
+
+TWO_AGREEMENTS = """
+version: 1
+qualifications:
+  dua-a:
+    title: Accepted the data access agreement
+    sources: [self-issued]
+    issue:
+      organization: {name: SAIL Databank, city: Swansea, country: GB, ror: 053fq8t95}
+      external_id: {type: other-id, value: "dua-a-{version}-{orcid}"}
+      valid_for_days: 365
+      accept_terms: {url: https://example.org/a-terms, version: "1"}
+  approved:
+    title_pattern: data access
+    sources: [self-issued]
+    issue:
+      title: Approved for data access by the DAC
+      organization: {name: SAIL Databank, city: Swansea, country: GB, ror: 053fq8t95}
+      external_id: {type: other-id, value: "dac-{orcid}"}
+      valid_for_days: 365
+      steward: true
+datasets:
+  a:
+    paths: [/a/]
+    require: [dua-a]
+  b:
+    paths: [/b/]
+    require: [approved]
+"""
+
+
+class TestOneIssuedItemOpensOnlyItsOwnQualification:
+    """Our items are told apart by the `self` external ID each rule writes, never by title."""
+
+    def test_accepting_one_agreement_is_no_stewards_grant_of_another(self, tmp_path):
+        (tmp_path / "policy.yaml").write_text(textwrap.dedent(TWO_AGREEMENTS).lstrip())
+        policy = load_policy(tmp_path / "policy.yaml")
+        record = Record()
+        issuer, tokens, _ = make_issuer(record, Writer(record))
+        kept(tokens, RESEARCHER)
+        issuer.issue(RESEARCHER, policy.qualifications["dua-a"], by="researcher")
+        assert allowed(policy, "a", record)
+        # The item's title matches `approved`'s pattern too: it opened b before.
+        assert not allowed(policy, "b", record)
+        issuer.issue(RESEARCHER, policy.qualifications["approved"], by="steward ann")
+        assert allowed(policy, "b", record)
+
+    def test_our_item_naming_another_researcher_counts_for_nobody(self, policy_file):
+        policy = policy_file("1")
+        record = Record()
+        record.add(
+            RESEARCHER,
+            our_item(4001, RESEARCHER, title="Accepted the agreement", ext_value=f"dua-1-{OTHER}"),
+        )
+        assert not allowed(policy, "agreed", record)
+
+    def test_the_explanation_says_to_accept_the_current_terms(self, policy_file):
+        from app.explain import explain_lines
+
+        policy_file("1")
+        new = policy_file("2")
+        record = Record()
+        record.add(
+            RESEARCHER,
+            our_item(
+                4001, RESEARCHER, title="Accepted the agreement", ext_value=f"dua-1-{RESEARCHER}"
+            ),
+        )
+        decision = decide(
+            new,
+            new.dataset("agreed"),
+            record.read_qualifications(RESEARCHER),
+            orcid=RESEARCHER,
+            now=dt.datetime.combine(TODAY, dt.time(12), tzinfo=dt.UTC),
+            own_client_id=CLIENT_ID,
+        )
+        text = "\n".join(explain_lines(new, decision))
+        assert "for other terms (an earlier version, or another agreement)" in text
+        assert "accept the current terms" in text

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from app.decision import Decision, RequirementResult
+from app.decision import THIS_SERVICE, CandidateVerdict, Decision, RequirementResult
 from app.passports import (
     JWKS_PATH,
     SigningKey,
@@ -71,12 +71,16 @@ def policy(tmp_path):
     return load_policy(path)
 
 
-def decision(policy, dataset, allowed, met=(), *, valid_until=None, srt_until=None):
+def decision(
+    policy, dataset, allowed, met=(), *, valid_until=None, srt_until=None, dua_by=THIS_SERVICE
+):
     results = []
     for name in ("srt", "dua"):
         if name in [r.options[0] for r in policy.datasets[dataset].require]:
             until = srt_until if name == "srt" else None
-            results.append(RequirementResult((name,), name in met, 1, name, until))
+            added_by = dua_by if name == "dua" else "UK Data Service"
+            met_by = CandidateVerdict(1, name, name, None, added_by, None, until)
+            results.append(RequirementResult((name,), name in met, 1, name, until, (met_by,)))
     return Decision(
         orcid=ORCID,
         dataset=dataset,
@@ -200,6 +204,11 @@ class TestClaims:
         claims = claims_for(policy, [decision(policy, "cohort", True, ["srt", "dua"])])
         terms = by_type(claims)["AcceptedTermsAndPolicies"]["ga4gh_visa_v1"]
         assert terms["value"] == "https://example.org/dua/terms" and terms["by"] == "self"
+
+    def test_terms_met_by_another_providers_item_are_no_acceptance_here(self, policy):
+        # The rule may trust another provider's item too; it says nothing of our terms.
+        by_another = decision(policy, "cohort", True, ["srt", "dua"], dua_by="UK Data Service")
+        assert "AcceptedTermsAndPolicies" not in by_type(claims_for(policy, [by_another]))
 
     def test_no_visa_outlives_the_lifetime_the_decision_or_the_qualification(self, policy):
         srt_ends = NOW.date()  # counts until midnight UTC tonight
