@@ -19,6 +19,7 @@ import datetime as dt
 import logging
 import re
 import time
+from urllib.parse import urlsplit
 
 import requests
 
@@ -31,7 +32,20 @@ logger = logging.getLogger(__name__)
 
 ORCID_JSON = "application/vnd.orcid+json"
 WRITE_TIMEOUT = 10.0  # seconds per write: a person waits on it, no proxy does
-_PUT_CODE = re.compile(r"/qualification/([0-9]{1,18})/?\Z")  # int() refuses 4,300 digits
+_PUT_CODE = re.compile(
+    r"/([0-9X-]{19})/qualification/([0-9]{1,18})/?\Z"
+)  # int() refuses 4,300 digits
+
+
+def _put_code_in(location: str, orcid: str) -> int | None:
+    """The put-code a 201's ``Location`` names on ``orcid``'s record; None for one that
+    names another record (or none): it must not be logged as the item we added."""
+    found = _PUT_CODE.search(urlsplit(location).path)
+    if found is None or found[1] != orcid:
+        return None
+    return int(found[2])
+
+
 # ORCID's answers to a write are a Location or a short error: anything longer is no answer.
 MAX_ANSWER_BYTES = 256 * 1024
 
@@ -145,12 +159,14 @@ class OrcidWriter:
         response = self._send("POST", f"/{orcid}/qualification", token, body)
         if response.status_code != 201:
             raise _refusal(response)
-        found = _PUT_CODE.search(response.headers.get("Location", ""))
-        if found is None:
+        put_code = _put_code_in(response.headers.get("Location", ""), orcid)
+        if put_code is None:
+            # Said as for no Location: the issuer then looks for the item on the record.
             raise WriteError(
-                "ORCID added the item but did not say where (no Location).", status=201
+                "ORCID added the item but did not say where (no Location on this record).",
+                status=201,
             )
-        return int(found[1])
+        return put_code
 
     def update(self, orcid: str, token: str, put_code: int, body: dict) -> None:
         """Replace our item ``put_code`` with ``body`` (which carries the same put-code).

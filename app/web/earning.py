@@ -38,6 +38,7 @@ from flask import (
 )
 from requests import RequestException
 
+from app.cache import UNAVAILABLE, session_belongs_to
 from app.errors import GatekeeperError, MalformedResponse
 from app.issuing import NoWriteToken
 from app.orcid_writer import qualification_body
@@ -349,10 +350,29 @@ def complete(state: str):
     kept = WriteToken(
         token["access_token"], scope, now + float(token.get("expires_in") or 3600), now
     )
+    gk = _gatekeeper()
     try:
-        _gatekeeper().write_tokens.put(researcher.orcid, kept)
+        gk.write_tokens.put(researcher.orcid, kept)
     except redis.RedisError:
         return _store_down_page(None, back)
+    # NOTE: a Disconnect (or sign-out everywhere) in another tab may have run since this
+    # request read its session: kept only if the session still stands now, so no write
+    # permission outlives the researcher's "delete what you hold about me".
+    still = gk.store.get_session(researcher.sid, researcher.orcid)
+    if still is UNAVAILABLE or not session_belongs_to(still, researcher.orcid):
+        try:
+            gk.write_tokens.delete(researcher.orcid)
+        except redis.RedisError:
+            logger.warning("could not delete a write token kept after a sign-out")
+        revoke_at_orcid([kept.access_token])
+        _outcome("failed", "signed_out", researcher)
+        return message_page(
+            "You were signed out",
+            "You were signed out (or disconnected) while ORCID asked for permission, so "
+            "we did not keep it, and nothing was written.",
+            ("Sign in with ORCID", url_for("login.login", next=back)),
+            401,
+        )
     _outcome("ok", None, researcher)
     return _write(researcher.orcid, pending)
 

@@ -737,7 +737,7 @@ def disconnect():
             ("Disconnect", url_for(".disconnect_page")),
             503,
         )
-    kept = _take_write_token(who.orcid)
+    kept, write_token_gone = _take_write_token(who.orcid)
     tokens = list(dict.fromkeys(filter(None, [who.token, kept, *map(session_token, records)])))
     decisions_gone = gk.store.forget_decisions(who.orcid)
     revoked = revoke_at_orcid(tokens)
@@ -757,7 +757,12 @@ def disconnect():
     message = "We have deleted your sessions and your ORCID access token."
     if access_tokens:
         message += " Your personal access tokens for scripts are revoked."
-    if kept:
+    if not write_token_gone:
+        message += (
+            " We could not delete the permission to add to your record just now (Redis "
+            "did not answer): please disconnect again in a minute."
+        )
+    elif kept:
         message += (
             " The permission to add to your record is gone too; what we added stays on "
             "your ORCID record until you delete it there."
@@ -784,16 +789,22 @@ def disconnect():
     )
 
 
-def _take_write_token(orcid: str) -> str | None:
-    """The researcher's kept write token (issuing), deleted here; None when none is kept."""
+def _take_write_token(orcid: str) -> tuple[str | None, bool]:
+    """(the researcher's kept write token (issuing), or None; whether none is kept here
+    now). A token read but not deleted is still given, so ORCID revokes it."""
     tokens = _gatekeeper().write_tokens
     try:
         kept = tokens.get(orcid)
+    except redis.RedisError:
+        logger.warning("could not read a kept write token: Redis did not answer")
+        return None, False
+    token = kept.access_token if kept is not None else None
+    try:
         tokens.delete(orcid)
     except redis.RedisError:
         logger.warning("could not delete a kept write token: Redis did not answer")
-        return None
-    return kept.access_token if kept is not None else None
+        return token, kept is None
+    return token, True
 
 
 def revoke_at_orcid(tokens: list[str]) -> bool:

@@ -1000,3 +1000,45 @@ class TestOneIssuedItemOpensOnlyItsOwnQualification:
         text = "\n".join(explain_lines(new, decision))
         assert "for other terms (an earlier version, or another agreement)" in text
         assert "accept the current terms" in text
+
+
+class TestNoWritePermissionOutlivesDisconnect:
+    @responses.activate
+    def test_a_disconnect_during_the_earn_exchange_keeps_no_permission(self, web, monkeypatch):
+        from app.web import earning
+
+        responses.post(TOKEN_URL, json=token_answer())
+        responses.post(REVOKE_URL, status=200)
+        client, other_tab = signed_in(web), signed_in(web)
+        state = state_of(client.post(EARN, data=ACCEPT))
+        real = earning.exchange_code
+
+        def exchange_while_disconnecting(**kwargs):
+            assert other_tab.post("/disconnect", data={"csrf": "csrf-for-tests"}).status_code
+            return real(**kwargs)
+
+        monkeypatch.setattr(earning, "exchange_code", exchange_while_disconnecting)
+        response = client.get(f"/callback?code=c&state={state}")
+        gk = web.extensions["gatekeeper"]
+        assert response.status_code == 401
+        assert gk.write_tokens.get(RESEARCHER) is None  # kept before: for twenty years
+        assert gk.issuer.writer.calls == []
+        revoked = [c.request.body for c in responses.calls if c.request.url == REVOKE_URL]
+        assert any("WRITE-TOKEN" in (body or "") for body in revoked)
+
+    @responses.activate
+    def test_a_write_token_redis_cannot_delete_is_still_revoked_and_said(self, web, monkeypatch):
+        responses.post(REVOKE_URL, status=200)
+        client = signed_in(web)
+        gk = web.extensions["gatekeeper"]
+        kept(gk.write_tokens, RESEARCHER, "KEPT-WRITE-TOKEN")
+
+        def down(*args, **kwargs):
+            raise redis.ConnectionError("down")
+
+        monkeypatch.setattr(gk.write_tokens, "delete", down)
+        response = client.post("/disconnect", data={"csrf": "csrf-for-tests"})
+        body = response.get_data(as_text=True)
+        assert "could not delete the permission to add to your record" in body
+        revoked = [c.request.body for c in responses.calls if c.request.url == REVOKE_URL]
+        assert any("KEPT-WRITE-TOKEN" in (b or "") for b in revoked)

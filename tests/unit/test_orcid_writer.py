@@ -73,6 +73,22 @@ def test_a_location_with_a_put_code_too_long_to_be_one_is_an_error(writer):
         writer.add(ORCID, "t", BODY)
 
 
+@pytest.mark.parametrize(
+    "location",
+    [
+        f"{API}/0000-0001-5109-3700/qualification/999",  # another record
+        "https://evil.example/anything/qualification/7",
+    ],
+    ids=["another-record", "no-record"],
+)
+@responses.activate
+def test_a_location_on_another_record_is_not_taken_as_ours(writer, location):
+    # Logged as "issued, put-code 999" before, while this record had nothing.
+    responses.post(f"{API}/{ORCID}/qualification", status=201, headers={"Location": location})
+    with pytest.raises(WriteError, match="Location"):
+        writer.add(ORCID, "t", BODY)
+
+
 @responses.activate
 def test_an_answer_too_long_to_be_orcid_s_is_unavailable(writer):
     responses.post(f"{API}/{ORCID}/qualification", status=400, body="x" * (300 * 1024))
