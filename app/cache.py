@@ -43,6 +43,15 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "gk:"
 UNAVAILABLE = object()  # "Redis cannot say, but this session was seen there lately"
+
+
+class NotReplicated(Exception):
+    """An ending reached the Redis primary, but not ``wait_replicas`` replicas in time.
+
+    Not a RedisError: Redis answered, so it is not taken for down.
+    """
+
+
 # Seconds a session confirmed by Redis still counts once Redis stops answering: no more
 # than a remembered /auth answer goes unchecked, so a logout elsewhere is honoured as late.
 SESSION_GRACE = 1.0
@@ -560,34 +569,39 @@ class RedisStore:
 
         return self._guarded(call, lambda: False)
 
-    def _replicated(self, orcid: str):
-        """Wait (up to WAIT_TIMEOUT) until ``wait_replicas`` replicas have our last writes.
+    def _replicated(self, orcid: str) -> bool:
+        """Wait (up to WAIT_TIMEOUT) until ``wait_replicas`` replicas have our last writes;
+        whether they did (True when none is asked for).
 
         Sessions begun and ended must outlive a failover: a session lost signs a
-        researcher out, and a sign-out lost would let an ended session count again.
+        researcher out, and a sign-out lost would let an ended session count again. So
+        an ending (sign-out, revocation) that falls short is not confirmed: its caller
+        says so and may try again, as when Redis does not answer. A beginning that falls
+        short stands, with a warning: losing it only signs someone out.
         NOTE: WAIT counts the replicas that have the writes of *its own connection*,
         and a pooled write may have gone out on another; so a marker is written on
         WAIT's connection, in the researcher's slot. Replication keeps the primary's
-        order, so a replica that has the marker has every write made before it. On a
-        shortfall the operation stands (the primary has it) and a warning says so.
+        order, so a replica that has the marker has every write made before it.
         """
         if not self.wait_replicas:
-            return
+            return True
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(f"{researcher_prefix(orcid)}sync", "1", px=1000)
             pipe.execute_command("WAIT", self.wait_replicas, WAIT_TIMEOUT)
             reached = pipe.execute()[-1]
-        if reached < self.wait_replicas:
-            now = time.monotonic()
-            if now - self._last_wait_warning >= self._warn_interval:
-                self._last_wait_warning = now
-                logger.warning(
-                    "a session change reached %d of %d replicas within %d ms: a failover "
-                    "before they catch up may undo it",
-                    reached,
-                    self.wait_replicas,
-                    WAIT_TIMEOUT,
-                )
+        if reached >= self.wait_replicas:
+            return True
+        now = time.monotonic()
+        if now - self._last_wait_warning >= self._warn_interval:
+            self._last_wait_warning = now
+            logger.warning(
+                "a session or token change reached %d of %d replicas within %d ms: a "
+                "failover before they catch up may undo it",
+                reached,
+                self.wait_replicas,
+                WAIT_TIMEOUT,
+            )
+        return False
 
     def delete_session(self, sid: str, orcid: str) -> bool:
         """End a session; False when Redis could not confirm it (it may live on there)."""
@@ -596,7 +610,8 @@ class RedisStore:
 
         def call():
             self.redis.delete(session_key(orcid, sid))
-            self._replicated(orcid)
+            if not self._replicated(orcid):
+                return False  # ended on the primary only: this process keeps it ended
             self._ended.discard(sid)
             return True
 
@@ -621,9 +636,10 @@ class RedisStore:
 
         def call():
             self.redis.transaction(transaction, index)  # one slot: the iD's
-            self._replicated(orcid)
             for sid, _ in taken:
                 self._seen.pop(sid, None)  # no grace for them if Redis goes down next
+            if not self._replicated(orcid):
+                return None  # not confirmed: a failover now could bring them back
             return [record for _, record in taken]
 
         return self._guarded(call, lambda: None)
@@ -721,6 +737,8 @@ class RedisStore:
                     pipe.execute_command("DEL", token_key(digest), token_used_key(digest))
                 deleted = pipe.execute()
             self.redis.srem(token_index_key(orcid), *digests)
+            if not self._replicated(orcid):
+                return None  # revoked on the primary only: this process keeps them ended
             for digest in digests:
                 self._ended.discard(_seen_key(digest))
             return sum(1 for count in deleted if count)
@@ -889,16 +907,24 @@ class RedisStore:
 
         try:
             replies = self.redis.transaction(transaction, index)
-            self._replicated(orcid)
+            replicated = self._replicated(orcid)
         except redis.exceptions.RedisClusterException as exc:
             raise redis.ConnectionError(str(exc)) from None
+        if not replicated:
+            raise NotReplicated(
+                "the decisions were dropped on the Redis primary, but no replica confirmed "
+                "it in time: a failover now could bring them back; run it again"
+            )
         return replies[1] if deleted[0] else 0
 
     def forget_decisions(self, orcid: str) -> bool:
         """``forget_orcid`` for the web edge: False when Redis could not confirm it."""
 
         def call():
-            self.forget_orcid(orcid)
+            try:
+                self.forget_orcid(orcid)
+            except NotReplicated:
+                return False
             return True
 
         return self._guarded(call, lambda: False)

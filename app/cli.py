@@ -411,12 +411,14 @@ def decisions_revoke(orcid):
         raise Misuse("REDIS_URL is not set: decisions live inside the service's own process")
     import redis
 
-    from app.cache import RedisStore
+    from app.cache import NotReplicated, RedisStore
 
     try:
         count = RedisStore.from_url(settings.redis_url).forget_orcid(orcid)
     except redis.RedisError as exc:
         raise click.ClickException(f"Redis did not answer: {exc}") from None
+    except NotReplicated as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"revoked {count} cached decision{'s' if count != 1 else ''} for {orcid}")
 
 
@@ -585,7 +587,7 @@ def _issuer(settings: Settings):
         decision_log=RedisDecisionLog.from_url(
             settings.redis_url, retention_days=settings.decision_log_retention
         ),
-        forget_decisions=store.forget_orcid,
+        forget_decisions=store.forget_decisions,  # False, not an exception, when unconfirmed
     )
 
 

@@ -655,15 +655,15 @@ def logout_everywhere():
     # Tokens first: a failure then leaves this browser signed in to try again.
     tokens = gk.access_tokens.revoke(who.orcid)
     ended = gk.store.take_sessions_of(who.orcid) if tokens is not None else None
-    if ended is not None:
-        tokens += revoke_late_tokens(who.orcid)
-    if ended is None or not gk.store.delete_session(who.sid, who.orcid):
+    late = revoke_late_tokens(who.orcid) if ended is not None else None
+    if late is None or not gk.store.delete_session(who.sid, who.orcid):
         return message_page(
             "Could not sign you out",
             "We could not end your sessions just now. Please try again in a minute.",
             ("Sign out", url_for("login.logout_page")),
             503,
         )
+    tokens += late
     logger.info(
         "signed out everywhere",
         extra={
@@ -682,14 +682,15 @@ def logout_everywhere():
     return message_page("Signed out everywhere", message, ("Home", url_for("pages.index")))
 
 
-def revoke_late_tokens(orcid: str) -> int:
-    """Revoke the tokens made while the researcher's sessions were being ended.
+def revoke_late_tokens(orcid: str) -> int | None:
+    """Revoke the tokens made while the researcher's sessions were being ended; how many,
+    or None when Redis could not confirm it.
 
     NOTE: a create that read its session before the sessions ended may store its token
     after the first revocation listed them: this second pass, once no session stands,
     takes it (and a create that stores later finds its session gone: app/web/tokens.py).
     """
-    return _gatekeeper().access_tokens.revoke(orcid) or 0
+    return _gatekeeper().access_tokens.revoke(orcid)
 
 
 def _form_expired(message: str, label: str, endpoint: str):
@@ -727,9 +728,8 @@ def disconnect():
     gk = _gatekeeper()
     access_tokens = gk.access_tokens.revoke(who.orcid)
     records = gk.store.take_sessions_of(who.orcid) if access_tokens is not None else None
-    if records is not None:
-        access_tokens += revoke_late_tokens(who.orcid)
-    if records is None or not gk.store.delete_session(who.sid, who.orcid):
+    late = revoke_late_tokens(who.orcid) if records is not None else None
+    if late is None or not gk.store.delete_session(who.sid, who.orcid):
         # Keep the cookie, so the researcher can try again; nothing is revoked yet.
         return message_page(
             "Could not disconnect",
@@ -737,6 +737,7 @@ def disconnect():
             ("Disconnect", url_for(".disconnect_page")),
             503,
         )
+    access_tokens += late
     kept, write_token_gone = _take_write_token(who.orcid)
     tokens = list(dict.fromkeys(filter(None, [who.token, kept, *map(session_token, records)])))
     decisions_gone = gk.store.forget_decisions(who.orcid)

@@ -9,6 +9,7 @@ quotes the figures.
 from __future__ import annotations
 
 import re
+import signal
 import time
 
 import pytest
@@ -17,7 +18,14 @@ import requests
 from click.testing import CliRunner
 from redis.crc import key_slot
 
-from app.cache import RedisStore, session_index_key, session_key, session_record, token_key
+from app.cache import (
+    NotReplicated,
+    RedisStore,
+    session_index_key,
+    session_key,
+    session_record,
+    token_key,
+)
 from app.cli import main
 from tests.integration.conftest import free_port, sign_in, wait_until
 from tests.integration.redis_topologies import FILE, Cluster, Load, Sentinels
@@ -108,6 +116,26 @@ class TestSentinel:
         # On the replica as soon as sign-in completes: a failover now keeps it.
         assert sentinels.replica.client.get(session_key(JOSIAH, "s2")) is not None
         assert sentinels.replica.client.sismember(session_index_key(JOSIAH), "s2")
+
+    def test_an_ending_no_replica_confirmed_is_not_reported_done(self, sentinels):
+        # A sign-out or revocation on the primary alone comes back after a failover: it
+        # is reported unconfirmed (503 on the page, exit 1), as when Redis is down.
+        store = RedisStore.from_url(sentinels.url())
+        assert store.put_session("s3", session_record(JOSIAH, None), 60)
+        assert store.put_token("d3", JOSIAH, "record-3", 60)
+        waits = _calls(sentinels.primary, "wait")
+        sentinels.replica.process.send_signal(signal.SIGSTOP)
+        try:
+            assert store.delete_session("s3", JOSIAH) is False
+            assert store.take_tokens_of(JOSIAH) is None
+            with pytest.raises(NotReplicated):
+                store.forget_orcid(JOSIAH)
+            assert store.forget_decisions(JOSIAH) is False
+        finally:
+            sentinels.replica.process.send_signal(signal.SIGCONT)
+        assert _calls(sentinels.primary, "wait") >= waits + 4  # token revocation waits too
+        assert store.get_session("s3", JOSIAH) is None  # this process holds it ended
+        assert store.forget_decisions(JOSIAH) is True  # once the replica answers again
 
     def test_a_killed_primary_is_replaced_and_nobody_is_signed_out_or_let_in(
         self, own_sentinels, start_gatekeeper, orcid
