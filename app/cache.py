@@ -488,20 +488,39 @@ class RedisStore:
         return cls(client, fast_client=fast, wait_replicas=target.wait_replicas)
 
     def _guarded(self, call, fallback):
-        """``call()`` against Redis, or ``fallback()`` while it is down or when it fails."""
+        """``call()`` against Redis, or ``fallback()`` while it is down or when it fails.
+
+        A command Redis answered by refusing it (out of memory, too few replicas for a
+        write, a slot on the move) falls back for that call alone: Redis is up, and
+        every other session still counts.
+        """
         if time.monotonic() < self._down_until:
+            self._fallback_used = True
             return fallback()
         try:
             result = call()
         except REDIS_ERRORS as exc:
-            self._fault(exc)
+            if _refused_only(exc):
+                self._refused(exc)
+            else:
+                self._fault(exc)
+            self._fallback_used = True
             return fallback()
-        if self._fallback_used:
+        # NOTE: only with the breaker closed: a call that began before an outage and
+        # ended inside it must not clear the mark, or decisions kept here during the
+        # outage would outlive it.
+        if self._fallback_used and time.monotonic() >= self._down_until:
             # Redis is back: decisions kept here meanwhile may since have been revoked
             # there, and would be served again by the next outage.
             self._fallback_used = False
             self.fallback.forget_all_decisions()
         return result
+
+    def _refused(self, exc: Exception):
+        now = time.monotonic()
+        if now - self._last_warning >= self._warn_interval:
+            self._last_warning = now
+            logger.warning("Redis refused a command (it is up; that call only falls back): %s", exc)
 
     def _fault(self, exc: Exception):
         now = time.monotonic()
@@ -957,6 +976,18 @@ class RedisStore:
 
 def _nothing():
     return None
+
+
+def _refused_only(exc: Exception) -> bool:
+    """Whether Redis answered the command and refused it, rather than not answering:
+    OOM, NOREPLICAS, TRYAGAIN and the like. A read-only replica where a primary should
+    be, and a cluster or primary that says it is down, are down."""
+    down = (
+        redis.exceptions.ReadOnlyError,
+        redis.exceptions.ClusterDownError,
+        redis.exceptions.MasterDownError,
+    )
+    return isinstance(exc, redis.ResponseError) and not isinstance(exc, down)
 
 
 def _probe(store_ref):

@@ -4,6 +4,7 @@ import threading
 import time
 
 import pytest
+import redis
 from redis.crc import key_slot
 
 from app.cache import (
@@ -129,7 +130,39 @@ class TestTokens:
         assert any_store.session_token_of(JOSIAH) == "orcid-token"
 
 
+class TestRedisRefusesACommand:
+    def test_a_full_redis_refuses_writes_and_every_session_still_counts(self, store, redis_server):
+        # OOM (noeviction) answers the command: Redis is up. Taken for down before, it
+        # signed out everyone this worker served, a second later.
+        assert store.put_session("s1", session_record(OTHER, None), 60)
+        assert store.get_session("s1", OTHER) is not None
+        time.sleep(1.1)  # last seen past SESSION_GRACE ago: only Redis can say it stands
+        client = redis_server.client
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", "1")
+        try:
+            store.put_decision("v", JOSIAH, "d", "allow", 60)  # refused: skipped, no raise
+            assert store.lookup("s1", "v", OTHER, "d")[0] == session_record(OTHER, None)
+        finally:
+            client.config_set("maxmemory", "0")
+        assert store.get_decision("v", JOSIAH, "d") is None  # Redis never had it
+
+
 class TestRedisOutage:
+    def test_a_call_that_ends_inside_an_outage_keeps_its_decisions_marked(self, store):
+        # A call that began before the breaker opened, and answered after, cleared the
+        # mark: a decision kept in memory during the outage then outlived it.
+        def answered_while_another_call_failed():
+            store._fault(redis.ConnectionError("another thread's call failed meanwhile"))
+            return "answered"
+
+        assert store._guarded(answered_while_another_call_failed, lambda: None) == "answered"
+        store.put_decision("v", JOSIAH, "d", "kept in the outage", 60)  # the breaker is open
+        assert store.fallback.get_decision("v", JOSIAH, "d") == "kept in the outage"
+        store._down_until = 0.0  # the prober closes the breaker
+        store.get_decision("v", OTHER, "d")  # the first call Redis answers after it
+        assert store.fallback.get_decision("v", JOSIAH, "d") is None
+
     def test_a_stopped_redis_is_a_miss_and_falls_back_to_memory(
         self, redis_server, redis_url, caplog
     ):
