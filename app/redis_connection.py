@@ -34,6 +34,14 @@ SENTINEL_PORT, SERVER_PORT = 26379, 6379
 # Milliseconds a session write waits for its replicas before sign-in goes ahead anyway.
 WAIT_TIMEOUT = 250
 _OPTIONS = {"sentinel_password", "sentinel_username", "wait_replicas"}
+# redis-py's URL options that would undo the timeouts and retries the service sets.
+_OURS_TO_SET = {
+    "socket_timeout",
+    "socket_connect_timeout",
+    "timeout",
+    "retry_on_timeout",
+    "retry_on_error",
+}
 # scheme://user:password@ (both optional), up to the authority's last @ (greedy).
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^:/?#@]*)(:[^/?#]*)?@")
 _SECRET_OPTION = re.compile(r"([?&][^=&#]*password=)[^&#]*", re.IGNORECASE)
@@ -66,9 +74,19 @@ class RedisTarget:
 
 
 def redact(url: str) -> str:
-    """The URL with its password, and any ``sentinel_password``, replaced by ``***``."""
-    url = _USERINFO.sub(lambda m: m[1] + (m[2] + ":***" if m[3] is not None else "***") + "@", url)
-    return _SECRET_OPTION.sub(r"\1***", url)
+    """The URL with its password, and any ``sentinel_password``, replaced by ``***``.
+
+    A password with an unencoded "/", "?" or "#" breaks the URL's shape, so the pattern
+    finds no user part: then everything from "://" to the last "@" is hidden.
+    """
+    shown = _USERINFO.sub(
+        lambda m: m[1] + (m[2] + ":***" if m[3] is not None else "***") + "@", url
+    )
+    if shown == url and "@" in url and "://" in url:
+        start, at = url.index("://") + 3, url.rindex("@")
+        if at > start:
+            shown = url[:start] + "***" + url[at:]
+    return _SECRET_OPTION.sub(r"\1***", shown)
 
 
 def parse_redis_url(url: str) -> RedisTarget:
@@ -85,6 +103,21 @@ def parse_redis_url(url: str) -> RedisTarget:
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise RedisUrlError(f"{shown!r} needs a scheme: {', '.join(s + '://' for s in SCHEMES)}")
+    if "@" in url and "@" not in parts.netloc:
+        # A password's unencoded "/", "?" or "#" ends the hosts inside it: what would
+        # read as a host may be part of it, so nothing after here quotes one.
+        raise RedisUrlError(
+            f"{shown!r} has an '@' outside its user part: in a password write '/', '?' "
+            "and '#' as %2F, %3F and %23 (and '@' elsewhere as %40)"
+        )
+    if parts.fragment or url.endswith("#"):
+        # A "#" in a password ends the URL there: the password would be cut, unsaid.
+        raise RedisUrlError(f"{shown!r} has a '#': write it as %23 in a password")
+    if overrides := sorted(_OURS_TO_SET & parse_qs(parts.query).keys()):
+        raise RedisUrlError(
+            f"{shown!r}: {', '.join(overrides)} is the service's to set (it keeps a check's "
+            "wait on Redis to a fraction of a second): take it out of the URL"
+        )
     options = _options(parts.query, shown, strict=scheme.startswith("redis+"))
     if "wait_replicas" in options:
         raw = options["wait_replicas"]

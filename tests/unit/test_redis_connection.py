@@ -101,6 +101,22 @@ class TestProblems:
         problem = url_problem(url)
         assert problem is not None and SECRET not in problem and "***" in problem
 
+    @pytest.mark.parametrize("char", ["/", "?", "#"])
+    @pytest.mark.parametrize("form", ["redis://:{p}@10.0.0.5:6379/0", "redis+sentinel://:{p}@h1/m"])
+    def test_a_password_with_an_unencoded_delimiter_is_never_shown(self, char, form):
+        # The delimiter ends the user part inside the password: its parts read as a host.
+        password = f"se{char}{SECRET}"
+        problem = url_problem(form.format(p=password))
+        assert problem is not None and "%2F" in problem
+        assert SECRET not in problem and "se" + char not in problem
+
+    @pytest.mark.parametrize(
+        "option", ["socket_timeout=30", "socket_connect_timeout=9", "retry_on_timeout=true"]
+    )
+    def test_options_that_would_undo_the_services_timeouts_are_refused(self, option):
+        problem = url_problem(f"redis://h:6379/0?{option}")
+        assert problem is not None and "the service's to set" in problem
+
     def test_settings_know_every_scheme(self):
         assert settings.REDIS_SCHEMES == SCHEMES
 
