@@ -24,10 +24,16 @@ message from here ever holds a password.
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import re
 import threading
+import time
+import weakref
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+
+logger = logging.getLogger(__name__)
 
 SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 SENTINEL_PORT, SERVER_PORT = 26379, 6379
@@ -273,7 +279,7 @@ def connect(target: RedisTarget | str, *, socket_timeout: float, connect_timeout
                 "password": target.sentinel_password,
             },
         )
-        return sentinel.master_for(
+        client = sentinel.master_for(
             target.service,
             db=target.db,
             username=target.username,
@@ -281,6 +287,8 @@ def connect(target: RedisTarget | str, *, socket_timeout: float, connect_timeout
             retry=retry,
             **common,
         )
+        _primary_watch().add(client.connection_pool)
+        return client
     return LazyCluster(
         startup=list(target.hosts),
         username=target.username,
@@ -288,6 +296,85 @@ def connect(target: RedisTarget | str, *, socket_timeout: float, connect_timeout
         retry=retry,
         **common,
     )
+
+
+# Seconds between asking the sentinels who the primary is.
+PRIMARY_CHECK = 1.0
+
+
+class _PrimaryWatch:
+    """Asks the sentinels once a second which server is the primary, for every Sentinel
+    pool in the process, and drops a pool's connections when it changed.
+
+    NOTE: redis-py asks only when it opens a connection or one fails. A primary that
+    hung (a stalled VM, a healed network split) while Sentinel promoted a replica
+    answers again, as a primary, on the connections kept open to it, until Sentinel
+    demotes it seconds later: a sign-out or revocation made on the new primary meanwhile
+    would not count here. Connections in use are dropped too, so a command in flight
+    there fails (and falls back, failing closed) rather than finish on the old primary.
+    The pools survive a fork (gunicorn's preloaded app made them); the thread does not,
+    so each child starts its own.
+    """
+
+    def __init__(self):
+        self._pools: weakref.WeakSet = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def add(self, pool) -> None:
+        with self._lock:
+            self._pools.add(pool)
+            self._start()
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # the parent's may have been held by a thread
+        self._thread, self._pid = None, os.getpid()
+        if len(self._pools):
+            self._start()
+
+    def _start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._run, name="sentinel-primary-watch", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(PRIMARY_CHECK)
+            with self._lock:
+                pools = list(self._pools)
+            for pool in pools:
+                check_primary(pool)
+
+
+def check_primary(pool) -> None:
+    """Ask the sentinels for ``pool``'s primary; drop every connection if it moved."""
+    import redis
+
+    known = pool.master_address
+    try:
+        now = pool.get_master_address()
+    except (redis.RedisError, OSError) as exc:
+        logger.debug("no sentinel said which server is the primary: %s", exc)
+        return  # the next command asks (and fails, and falls back) itself
+    if known is not None and now != known:
+        logger.warning("the Redis primary moved (Sentinel): reconnecting")
+        pool.disconnect(inuse_connections=True)
+
+
+_watch: _PrimaryWatch | None = None
+_watch_lock = threading.Lock()
+
+
+def _primary_watch() -> _PrimaryWatch:
+    global _watch
+    with _watch_lock:
+        if _watch is None:
+            _watch = _PrimaryWatch()
+        return _watch
 
 
 class LazyCluster:

@@ -137,6 +137,29 @@ class TestSentinel:
         assert store.get_session("s3", JOSIAH) is None  # this process holds it ended
         assert store.forget_decisions(JOSIAH) is True  # once the replica answers again
 
+    def test_a_primary_that_hung_through_a_failover_is_left_within_a_second_or_two(
+        self, own_sentinels
+    ):
+        # A worker idle through the failover kept its connections to the old primary,
+        # which answered again as one when it woke: a sign-out made on the new primary
+        # did not count there for ten seconds.
+        idle = RedisStore.from_url(own_sentinels.url())
+        assert idle.put_session("s4", session_record(JOSIAH, None), 3600)
+        assert idle.get_session("s4", JOSIAH) is not None
+        old = own_sentinels.primary_port()
+        hung = own_sentinels.node_on(old).process
+        hung.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: own_sentinels.primary_port() != old, timeout=30, what="a promotion")
+            # Another worker, on the new primary (whose replica is the hung one: no WAIT).
+            other = RedisStore.from_url(own_sentinels.url(wait_replicas=0))
+            assert other.take_sessions_of(JOSIAH) is not None
+        finally:
+            hung.send_signal(signal.SIGCONT)
+        woke = time.monotonic()
+        wait_until(lambda: idle.get_session("s4", JOSIAH) is None, timeout=10, what="the sign-out")
+        assert time.monotonic() - woke < 2.5  # PRIMARY_CHECK, and the check's own time
+
     def test_a_killed_primary_is_replaced_and_nobody_is_signed_out_or_let_in(
         self, own_sentinels, start_gatekeeper, orcid
     ):
