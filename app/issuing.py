@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import redis
 
 from app.decision_log import WriteEntry
-from app.errors import GatekeeperError, OrcidUnavailable, TokenInvalid
+from app.errors import GatekeeperError, OrcidError, OrcidUnavailable, TokenInvalid
 from app.orcid_writer import AlreadyAdded, WriteError, WriteNotPermitted, qualification_body
 from app.policy.model import QualificationRule
 from app.qualifications import Qualification
@@ -35,6 +35,17 @@ class NoWriteToken(GatekeeperError):
     message = (
         "This researcher has not allowed this service to add to their ORCID record "
         "(no token with /activities/update is stored), or ORCID has since revoked it."
+    )
+
+
+class WriteUncertain(OrcidUnavailable):
+    """ORCID did not say whether it took a new item, and the record could not be read to
+    find out: it may be there."""
+
+    reason = "write_uncertain"
+    message = (
+        "ORCID did not say whether it added the item, and your record could not be read "
+        "to find out: look at your ORCID record. Trying again will not add it twice."
     )
 
 
@@ -178,11 +189,21 @@ class Issuer:
         try:
             return self.writer.add(orcid, token, qualification_body(rule, orcid, today))
         except (AlreadyAdded, OrcidUnavailable) as exc:
-            landed, failure = self.find_own(orcid, token, rule), exc
+            failure = exc
         except WriteError as exc:
             if exc.status != 201:
                 raise
-            landed, failure = self.find_own(orcid, token, rule), exc
+            failure = exc
+        try:
+            landed = self.find_own(orcid, token, rule)
+        except OrcidError as exc:
+            if isinstance(failure, AlreadyAdded):
+                raise
+            # It may have landed: the next check reads the record afresh, and the
+            # researcher is told we cannot say (not "nothing was written").
+            self._forget(orcid)
+            logger.warning("a write may have landed, and the record could not be read back")
+            raise WriteUncertain() from exc
         if landed is not None:
             return landed.put_code
         if isinstance(failure, AlreadyAdded):

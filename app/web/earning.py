@@ -40,7 +40,7 @@ from requests import RequestException
 
 from app.cache import UNAVAILABLE, session_belongs_to
 from app.errors import GatekeeperError, MalformedResponse
-from app.issuing import NoWriteToken
+from app.issuing import NoWriteToken, WriteUncertain
 from app.orcid_writer import qualification_body
 from app.web.login import (
     StoreUnavailable,
@@ -422,6 +422,14 @@ def _write(orcid: str, pending: dict):
                 _terms_url(dataset, rule),
             ),
             409,
+        )
+    except WriteUncertain as exc:
+        logger.warning("a qualification may have been written", extra={"orcid": orcid})
+        return message_page(
+            "We could not tell whether it was added",
+            exc.message,
+            ("Back to the dataset", back),
+            502,
         )
     except (GatekeeperError, redis.RedisError) as exc:
         reason = getattr(exc, "reason", "store_unavailable")

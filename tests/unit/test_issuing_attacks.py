@@ -29,8 +29,8 @@ from app.access import AccessChecker
 from app.cache import MemoryStore, RedisStore, session_record
 from app.decision import decide
 from app.decision_log import MemoryDecisionLog
-from app.errors import MalformedResponse
-from app.issuing import Issuer, NoWriteToken
+from app.errors import MalformedResponse, OrcidUnavailable
+from app.issuing import Issuer, NoWriteToken, WriteUncertain
 from app.orcid_writer import AlreadyAdded, NotOurItem, WriteError
 from app.policy import load_policy
 from app.qualifications import parse_qualification
@@ -366,6 +366,31 @@ class TestIssuerWhenOrcidMisbehaves:
         result = issuer.issue(RESEARCHER, policy.qualifications["dua"], by="researcher")
         assert result.kind == "issued" and result.visibility is None
         assert [w.kind for w in log.writes()] == ["issued"]
+
+    def test_a_timed_out_write_that_cannot_be_looked_for_is_uncertain_not_nothing(
+        self, policy_file
+    ):
+        # The POST timed out (it landed) and the record could not be read to look: the
+        # researcher was told nothing was changed, and the cached refusal stayed.
+        policy = policy_file("1")
+        record = Record()
+        writer = Writer(record)
+        forgotten = []
+        issuer, tokens, _ = make_issuer(record, writer, forget=forgotten.append)
+        kept(tokens, RESEARCHER)
+        original = writer.add
+
+        def lands_then_times_out(*args):
+            original(*args)
+            record.fail_reads = True
+            raise OrcidUnavailable()
+
+        writer.add = lands_then_times_out
+        with pytest.raises(WriteUncertain):
+            issuer.issue(RESEARCHER, policy.qualifications["dua"], by="researcher")
+        assert forgotten == [RESEARCHER]  # the next check reads the record afresh
+        record.fail_reads = False
+        assert allowed(policy, "agreed", record)
 
     def test_a_refused_token_is_forgotten_and_says_no_write_token(self, policy_file):
         from app.errors import TokenInvalid
