@@ -24,6 +24,7 @@ revoking them deletes in that slot instead of scanning every node.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -45,11 +46,19 @@ PREFIX = "gk:"
 UNAVAILABLE = object()  # "Redis cannot say, but this session was seen there lately"
 
 
+_FORGETTINGS = itertools.count(1)  # MemoryStore's generations, never repeated
+
+
 class NotReplicated(Exception):
     """An ending reached the Redis primary, but not ``wait_replicas`` replicas in time.
 
-    Not a RedisError: Redis answered, so it is not taken for down.
+    Not a RedisError: Redis answered, so it is not taken for down. ``taken`` is what the
+    ending took from the primary (the session records), for the caller to finish with.
     """
+
+    def __init__(self, message: str = "", taken=None):
+        super().__init__(message)
+        self.taken = taken
 
 
 # Seconds a session confirmed by Redis still counts once Redis stops answering: no more
@@ -224,10 +233,14 @@ class MemoryStore:
     ):
         """Keep a decision, unless the researcher's decisions were forgotten since
         ``generation`` was read (a read begun before then may be out of date)."""
-        with self._guard:
+        key = decision_key(version, orcid, dataset)
+        with self._guard:  # the check and the write at once: a forget cannot come between
             if generation is not None and generation != str(self._generations.get(orcid, 0)):
                 return
-        self._set(decision_key(version, orcid, dataset), value, ttl)
+            self._data[key] = (value, self._clock() + ttl)
+            self._data.move_to_end(key)
+            while len(self._data) > self._max:
+                self._data.popitem(last=False)
 
     def delete_decision(self, version, orcid, dataset):
         self._delete(decision_key(version, orcid, dataset))
@@ -280,8 +293,10 @@ class MemoryStore:
         start = researcher_prefix(orcid) + "d:"
         with self._guard:
             if len(self._generations) >= 100_000:
-                self._generations.clear()  # NOTE: keeps stale reads out for seconds only
-            self._generations[orcid] = self._generations.get(orcid, 0) + 1
+                self._generations.clear()
+            # From one count for the whole process: after a clear, no researcher's value
+            # comes back to one an older read saw.
+            self._generations[orcid] = next(_FORGETTINGS)
             doomed = [k for k in self._data if k.startswith(start)]
             for key in doomed:
                 del self._data[key]
@@ -487,12 +502,13 @@ class RedisStore:
         )
         return cls(client, fast_client=fast, wait_replicas=target.wait_replicas)
 
-    def _guarded(self, call, fallback):
+    def _guarded(self, call, fallback, refused=None):
         """``call()`` against Redis, or ``fallback()`` while it is down or when it fails.
 
         A command Redis answered by refusing it (out of memory, too few replicas for a
-        write, a slot on the move) falls back for that call alone: Redis is up, and
-        every other session still counts.
+        write, a slot on the move) gives ``refused()`` (else ``fallback()``) for that
+        call alone: Redis is up, and every other session still counts. A write refused
+        is skipped, not kept in memory, which no read looks at while Redis answers.
         """
         if time.monotonic() < self._down_until:
             self._fallback_used = True
@@ -500,12 +516,12 @@ class RedisStore:
         try:
             result = call()
         except REDIS_ERRORS as exc:
-            if _refused_only(exc):
-                self._refused(exc)
-            else:
+            if not _refused_only(exc):
                 self._fault(exc)
-            self._fallback_used = True
-            return fallback()
+                self._fallback_used = True
+                return fallback()
+            self._refused(exc)
+            return refused() if refused is not None else fallback()
         # NOTE: only with the breaker closed: a call that began before an outage and
         # ended inside it must not clear the mark, or decisions kept here during the
         # outage would outlive it.
@@ -638,7 +654,11 @@ class RedisStore:
 
     def take_sessions_of(self, orcid: str) -> list[str] | None:
         """End every session of one researcher; their records (for the tokens), or None
-        when Redis could not confirm it (then perhaps none ended)."""
+        when Redis could not confirm it (then perhaps none ended).
+
+        :raises NotReplicated: they ended on the primary, no replica confirmed it;
+            ``taken`` holds the records.
+        """
         index = session_index_key(orcid)
         taken: list[tuple[str, str]] = []
 
@@ -657,9 +677,19 @@ class RedisStore:
             self.redis.transaction(transaction, index)  # one slot: the iD's
             for sid, _ in taken:
                 self._seen.pop(sid, None)  # no grace for them if Redis goes down next
+                self._ended.add(sid)  # and none here until a replica has the ending
+            records = [record for _, record in taken]
             if not self._replicated(orcid):
-                return None  # not confirmed: a failover now could bring them back
-            return [record for _, record in taken]
+                # Gone from the primary: a second try finds nothing to take, so the
+                # records go to the caller now (for the tokens they carry).
+                raise NotReplicated(
+                    "the sessions ended on the Redis primary, but no replica confirmed it "
+                    "in time: a failover now could bring them back; try again",
+                    taken=records,
+                )
+            for sid, _ in taken:
+                self._ended.discard(sid)
+            return records
 
         return self._guarded(call, lambda: None)
 
@@ -748,7 +778,8 @@ class RedisStore:
 
         def call():
             if not digests:
-                return 0
+                # Nothing left to take (a retry after a shortfall): confirm what was.
+                return 0 if self._replicated(orcid) else None
             with self.redis.pipeline(transaction=False) as pipe:
                 for digest in digests:
                     # execute_command: a cluster pipeline's delete() takes one key; these
@@ -884,6 +915,7 @@ class RedisStore:
             lambda: self.fallback.put_decision(
                 version, orcid, dataset, value, ttl, generation=fallback
             ),
+            refused=_nothing,
         )
 
     def _prune(self, index: str):

@@ -476,10 +476,13 @@ def sessions_revoke(orcid):
         raise Misuse(exc.message) from None
     if not settings.redis_url:
         raise Misuse("REDIS_URL is not set: sessions live inside the service's own process")
-    from app.cache import RedisStore
+    from app.cache import NotReplicated, RedisStore
 
     store = RedisStore.from_url(settings.redis_url)
-    ended = store.take_sessions_of(orcid)
+    try:
+        ended = store.take_sessions_of(orcid)
+    except NotReplicated as exc:
+        raise click.ClickException(f"ended {len(exc.taken)} session(s), but {exc}") from None
     if ended is None:
         raise click.ClickException("Redis did not answer: no session was ended")
     click.echo(f"ended {len(ended)} session{'s' if len(ended) != 1 else ''} of {orcid}")
@@ -546,13 +549,17 @@ def tokens_list(orcid, as_json):
 def tokens_revoke(orcid, name):
     """Revoke a researcher's personal access tokens: refused by every worker within a second.
 
-    Exits 0 (also when none matched), 1 when Redis did not answer, 2 for misuse.
+    Exits 0 (also when none matched), 1 when Redis did not confirm it (it did not answer,
+    or no replica confirmed it in time), 2 for misuse.
     """
     settings = _settings()
     orcid = _orcid_or_misuse(orcid)
     revoked = _access_tokens(settings).revoke(orcid, name=name)
     if revoked is None:
-        raise click.ClickException("Redis did not answer: no token was revoked")
+        raise click.ClickException(
+            "Redis did not confirm it (it did not answer, or no replica confirmed it in "
+            "time): try again"
+        )
     which = f" named {name!r}" if name is not None else ""
     echo_lines([f"revoked {_plural(revoked, 'token')}{which} of {orcid}"])
 
@@ -791,7 +798,9 @@ def decisions_list(orcid, dataset, since, outcome, limit, as_json):
         raise Misuse(f"--outcome: {outcome!r} is not one of {', '.join(OUTCOMES)}")
     log = _decision_log(settings)
     try:
-        found = log.entries(since=start, orcid=orcid, dataset=dataset, outcome=outcome, limit=limit)
+        found = log.entries(
+            since=start, orcid=orcid, dataset=dataset, outcome=outcome, limit=limit, cap=None
+        )
     except DecisionLogUnavailable as exc:
         raise click.ClickException(exc.message) from None
     for entry in found:
@@ -827,7 +836,7 @@ def decisions_expiring(within, as_json):
     horizon = today + _duration(within, "--within")
     log = _decision_log(settings)
     try:
-        latest = log.latest(readable=True)
+        latest = log.latest(readable=True, cap=None)
     except DecisionLogUnavailable as exc:
         raise click.ClickException(exc.message) from None
     rows = sorted(

@@ -19,7 +19,8 @@ Reading (for ``gatekeeper decisions`` and the steward console)::
 
 ``entries`` and ``latest`` give the decisions without the items they were made from
 (``items=True`` to have them): a reader that shows decisions parses no items. Each
-reads at most ``MAX_SCAN`` matching entries; each entry is at most ``MAX_ENTRY_BYTES``.
+reads at most ``MAX_SCAN`` matching entries unless told ``cap=None`` (the command line);
+an entry's summaries are dropped from the end past ``MAX_ENTRY_BYTES``.
 
 Reads raise ``DecisionLogUnavailable`` when Redis cannot answer.
 """
@@ -368,14 +369,17 @@ class _Reading:
         outcome: str | None = None,
         limit: int | None = None,
         items: bool = False,
+        cap: int | None = MAX_SCAN,
     ) -> list[LogEntry]:
         """Logged decisions, newest first, optionally filtered; at most ``limit``, and
-        never more than ``MAX_SCAN``. With ``items``, the items each was made from too.
+        never more than ``cap`` (None: no cap, for the command line, which no proxy
+        waits on). With ``items``, the items each was made from too.
 
         :raises DecisionLogUnavailable: when Redis cannot answer.
         """
-        limit = MAX_SCAN if limit is None else min(limit, MAX_SCAN)
-        return list(islice(self._scan(since, until, orcid, dataset, outcome, items), limit))
+        bounds = [n for n in (limit, cap) if n is not None]
+        scanned = self._scan(since, until, orcid, dataset, outcome, items)
+        return list(islice(scanned, min(bounds)) if bounds else scanned)
 
     def latest(
         self,
@@ -384,16 +388,17 @@ class _Reading:
         orcid: str | None = None,
         dataset: str | None = None,
         readable: bool = False,
+        cap: int | None = MAX_SCAN,
     ) -> list[LogEntry]:
         """The newest logged decision of each researcher and dataset, newest first, from
-        the newest ``MAX_SCAN`` entries (decisions only, no items).
+        the newest ``cap`` entries (None: all; decisions only, no items).
 
         With ``readable``, the newest one made from a record that could be read.
 
         :raises DecisionLogUnavailable: when Redis cannot answer.
         """
-        scanned = islice(self._scan(since, None, orcid, dataset, None, False), MAX_SCAN)
-        return latest_of(scanned, readable)
+        scanned = self._scan(since, None, orcid, dataset, None, False)
+        return latest_of(islice(scanned, cap) if cap is not None else scanned, readable)
 
     def scan(self, *, since: dt.datetime | None = None) -> Iterator[LogEntry]:
         """Every logged decision since ``since``, newest first, with its items, one at a

@@ -251,6 +251,8 @@ def _ways_to_add(policy: Policy, rule, what: str, voice: Voice = RESEARCHER) -> 
     if rule.issue is not None and SELF_ISSUED in rule.sources:
         if rule.issue.accept_terms is not None:
             ways.append(f"accept the current terms for {what} on the dataset's page here")
+        elif voice is STEWARD:
+            ways.append(f"nothing: a steward grants {what} (`gatekeeper issue`)")
         else:
             ways.append(f"ask the data steward to grant {what} here")
     if not ways:

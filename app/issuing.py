@@ -44,8 +44,8 @@ class WriteUncertain(OrcidUnavailable):
 
     reason = "write_uncertain"
     message = (
-        "ORCID did not say whether it added the item, and your record could not be read "
-        "to find out: look at your ORCID record. Trying again will not add it twice."
+        "ORCID did not say whether it added the item, and the record could not be read "
+        "to find out: look at the ORCID record. Trying again will not add it twice."
     )
 
 
@@ -197,8 +197,8 @@ class Issuer:
         try:
             landed = self.find_own(orcid, token, rule)
         except OrcidError as exc:
-            if isinstance(failure, AlreadyAdded):
-                raise
+            if isinstance(failure, AlreadyAdded) or isinstance(exc, TokenInvalid):
+                raise  # a refused token is forgotten (NoWriteToken), as for any call
             # It may have landed: the next check reads the record afresh, and the
             # researcher is told we cannot say (not "nothing was written").
             self._forget(orcid)

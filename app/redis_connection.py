@@ -311,7 +311,7 @@ class _PrimaryWatch:
     answers again, as a primary, on the connections kept open to it, until Sentinel
     demotes it seconds later: a sign-out or revocation made on the new primary meanwhile
     would not count here. Connections in use are dropped too, so a command in flight
-    there fails (and falls back, failing closed) rather than finish on the old primary.
+    there does not finish on the old primary (redis-py retries it once, on the new one).
     The pools survive a fork (gunicorn's preloaded app made them); the thread does not,
     so each child starts its own.
     """
@@ -347,7 +347,10 @@ class _PrimaryWatch:
             with self._lock:
                 pools = list(self._pools)
             for pool in pools:
-                check_primary(pool)
+                try:
+                    check_primary(pool)
+                except Exception:  # this thread must outlive any one pool's surprise
+                    logger.exception("could not ask the sentinels for the primary")
 
 
 def check_primary(pool) -> None:

@@ -37,6 +37,7 @@ from app.policy.model import (
     SELF_ISSUED,
     Policy,
     Problem,
+    normalize_title,
 )
 from app.qualifications import (
     DISAMBIGUATION_SOURCES,
@@ -367,17 +368,27 @@ class _Reader:
         if isinstance(parsed, UnreadableItem):
             self.problem(path, f"not an item ORCID could send: {parsed.problem}")
             return None
-        if item.get("source") == SELF_ISSUED and item.get("external_id") is None:
-            # As this service writes it: with the `self` external ID of each issued
-            # qualification it claims to be, for this researcher and the terms as they
-            # stand. Give external_id to test an item written for older terms.
-            written = [
-                _self_external_id(rule.issue, orcid)
+        if item.get("source") == SELF_ISSUED and item.get("external_id") is None and title:
+            # As this service writes it: with the `self` external ID of the issued
+            # qualification whose title it carries, for this researcher and the terms as
+            # they stand. Give external_id to test an item written for older terms.
+            writers = [
+                rule
                 for rule in self.policy.qualifications.values()
-                if rule.issue is not None and rule.is_candidate(parsed)
+                if rule.issue is not None
+                and normalize_title(rule.issue.title) == normalize_title(title)
             ]
-            if written:
-                data["external-ids"] = {"external-id": written}
+            if len(writers) > 1:
+                names = ", ".join(rule.key for rule in writers)
+                self.problem(
+                    (*path, "title"),
+                    f"this service writes that title for {names}: give external_id to say "
+                    "which one wrote it",
+                )
+                return None
+            if writers:
+                written = _self_external_id(writers[0].issue, orcid)
+                data["external-ids"] = {"external-id": [written]}
                 parsed = read_item(data)
         return parsed
 

@@ -365,6 +365,8 @@ def complete(state: str):
         except redis.RedisError:
             logger.warning("could not delete a write token kept after a sign-out")
         revoke_at_orcid([kept.access_token])
+        if still is UNAVAILABLE:
+            return _store_down_page(None, back)  # cannot say: not kept, nothing written
         _outcome("failed", "signed_out", researcher)
         return message_page(
             "You were signed out",

@@ -26,7 +26,13 @@ from joserfc import jws
 from joserfc.errors import InvalidClaimError, JoseError
 from requests import RequestException
 
-from app.cache import UNAVAILABLE, session_belongs_to, session_record, session_token
+from app.cache import (
+    UNAVAILABLE,
+    NotReplicated,
+    session_belongs_to,
+    session_record,
+    session_token,
+)
 from app.errors import InvalidOrcidId, MalformedResponse
 from app.http_deadlines import DeadlineOAuth2Session, ending_by
 from app.metrics import SIGN_INS
@@ -651,26 +657,23 @@ def logout_everywhere():
     if who is None:
         session.clear()
         return redirect(url_for("pages.index"))
-    gk = _gatekeeper()
-    # Tokens first: a failure then leaves this browser signed in to try again.
-    tokens = gk.access_tokens.revoke(who.orcid)
-    ended = gk.store.take_sessions_of(who.orcid) if tokens is not None else None
-    late = revoke_late_tokens(who.orcid) if ended is not None else None
-    if late is None or not gk.store.delete_session(who.sid, who.orcid):
+    ending = _end_everything(who)
+    if ending is None:
         return message_page(
             "Could not sign you out",
             "We could not end your sessions just now. Please try again in a minute.",
             ("Sign out", url_for("login.logout_page")),
             503,
         )
-    tokens += late
+    tokens = ending.tokens
     logger.info(
         "signed out everywhere",
         extra={
             "event": "sign_out_everywhere",
             "orcid": who.orcid,
-            "sessions": len(ended),
+            "sessions": len(ending.records),
             "tokens": tokens,
+            "confirmed": ending.confirmed,
         },
     )
     _sign_out_here()
@@ -679,18 +682,48 @@ def logout_everywhere():
         message += (
             f" Your {tokens} personal access token{'s are' if tokens != 1 else ' is'} revoked."
         )
+    if not ending.confirmed:
+        message += UNCONFIRMED
     return message_page("Signed out everywhere", message, ("Home", url_for("pages.index")))
 
 
-def revoke_late_tokens(orcid: str) -> int | None:
-    """Revoke the tokens made while the researcher's sessions were being ended; how many,
-    or None when Redis could not confirm it.
+UNCONFIRMED = (
+    " We could not confirm all of it just now (our store did not answer, or no copy of it "
+    "confirmed in time): to be sure, sign in and do this again in a minute."
+)
 
-    NOTE: a create that read its session before the sessions ended may store its token
-    after the first revocation listed them: this second pass, once no session stands,
-    takes it (and a create that stores later finds its session gone: app/web/tokens.py).
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    records: list[str]  # the session records taken (their ORCID tokens, for Disconnect)
+    tokens: int  # personal access tokens revoked
+    confirmed: bool  # every part answered, and reached the replicas asked for
+
+
+def _end_everything(who: Researcher) -> Ending | None:
+    """End every session and personal access token of the researcher; None when Redis
+    could not end the sessions (nothing of it may have happened: try again).
+
+    Tokens first, so a failure leaves this browser signed in to try again. Once the
+    sessions are taken, it goes on to the end whatever else fails: a second try would
+    find this browser signed out, and the records (for Disconnect) gone.
+    NOTE: the second revocation, once no session stands, takes a token that a create
+    which read its session before the sessions ended stored after the first one listed
+    them (and a create that stores later finds its session gone: app/web/tokens.py).
     """
-    return _gatekeeper().access_tokens.revoke(orcid)
+    gk = _gatekeeper()
+    tokens = gk.access_tokens.revoke(who.orcid)
+    if tokens is None:
+        return None
+    try:
+        records, confirmed = gk.store.take_sessions_of(who.orcid), True
+    except NotReplicated as exc:
+        records, confirmed = exc.taken, False
+    if records is None:
+        return None
+    late = gk.access_tokens.revoke(who.orcid)
+    gone = gk.store.delete_session(who.sid, who.orcid)
+    return Ending(records, tokens + (late or 0), confirmed and late is not None and gone)
 
 
 def _form_expired(message: str, label: str, endpoint: str):
@@ -726,10 +759,8 @@ def disconnect():
             401,
         )
     gk = _gatekeeper()
-    access_tokens = gk.access_tokens.revoke(who.orcid)
-    records = gk.store.take_sessions_of(who.orcid) if access_tokens is not None else None
-    late = revoke_late_tokens(who.orcid) if records is not None else None
-    if late is None or not gk.store.delete_session(who.sid, who.orcid):
+    ending = _end_everything(who)
+    if ending is None:
         # Keep the cookie, so the researcher can try again; nothing is revoked yet.
         return message_page(
             "Could not disconnect",
@@ -737,7 +768,7 @@ def disconnect():
             ("Disconnect", url_for(".disconnect_page")),
             503,
         )
-    access_tokens += late
+    records, access_tokens = ending.records, ending.tokens
     kept, write_token_gone = _take_write_token(who.orcid)
     tokens = list(dict.fromkeys(filter(None, [who.token, kept, *map(session_token, records)])))
     decisions_gone = gk.store.forget_decisions(who.orcid)
@@ -753,11 +784,14 @@ def disconnect():
             "access_tokens": access_tokens,
             "revoked": revoked,
             "decisions_deleted": decisions_gone,
+            "confirmed": ending.confirmed,
         },
     )
     message = "We have deleted your sessions and your ORCID access token."
     if access_tokens:
         message += " Your personal access tokens for scripts are revoked."
+    if not ending.confirmed:
+        message += UNCONFIRMED
     if not write_token_gone:
         message += (
             " We could not delete the permission to add to your record just now (Redis "

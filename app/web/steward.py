@@ -30,7 +30,7 @@ from flask import (
 from app.decision_log import MAX_SCAN, DecisionLogUnavailable, LogEntry
 from app.errors import GatekeeperError, InvalidOrcidId
 from app.explain import explain_lines, when
-from app.issuing import NoWriteToken, Withdrawn
+from app.issuing import NoWriteToken, Withdrawn, WriteUncertain
 from app.orcid_id import parse_orcid_id
 from app.printable import printable
 from app.web.earning import earnable
@@ -44,7 +44,6 @@ WINDOWS = {"1d": 1, "7d": 7, "30d": 30, "90d": 90}
 DEFAULT_WINDOW = "7d"
 EXPIRING_DAYS = 30  # "expiring soon", as `gatekeeper decisions expiring` defaults to
 RECENT = 25  # decisions shown with their explanation
-# Entries read per page at most: a busy dataset's 90 days must not hold a worker for long.
 # A spreadsheet reads a cell starting with these as a formula (OWASP's CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CSV_COLUMNS = (
@@ -162,6 +161,7 @@ def build_report(dataset, days: int, now: dt.datetime, *, recent: int = RECENT) 
     gk = _gatekeeper()
     checker, log, policy = gk.checker, gk.checker.decision_log, gk.checker.policy
     since = now - dt.timedelta(days=days)
+    # MAX_SCAN at most: a busy dataset's 90 days must not hold a worker for long.
     entries = log.entries(since=since, dataset=dataset.key, limit=MAX_SCAN)
     # A decision still in force may have been made before the window: look back as far
     # as any decision may hold (the dataset's cache_ttl or DECISION_TTL).
@@ -349,8 +349,8 @@ def revoke():
         return render_template(
             "message.html",
             title="Not revoked",
-            message="Redis did not confirm that the cached decisions were dropped. "
-            "Nothing has changed; try again shortly.",
+            message="Redis did not confirm that the cached decisions were dropped (it did "
+            "not answer, or no replica confirmed it in time): try again shortly.",
             action=("Back", back),
         ), 503
     logger.info(
@@ -419,8 +419,12 @@ def _written(back, write, orcid, rule):
         ), 409
     except (GatekeeperError, redis.RedisError) as exc:
         message = getattr(exc, "message", None) or "Redis did not answer."
+        title = "ORCID may have taken it" if isinstance(exc, WriteUncertain) else None
         return render_template(
-            "message.html", title="ORCID did not take it", message=message, action=("Back", back)
+            "message.html",
+            title=title or "ORCID did not take it",
+            message=message,
+            action=("Back", back),
         ), 502
     if isinstance(result, Withdrawn):
         if result.put_codes:

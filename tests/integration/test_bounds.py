@@ -101,34 +101,22 @@ class TestSessionsWhileRedisIsDown:
         assert store.get_decision("v", "o", "d") is None
 
 
-def test_a_session_counts_no_longer_than_a_second_past_redis_last_word(
+def test_an_answer_on_a_session_redis_cannot_confirm_is_not_remembered(
     redis_server, redis_url, write_policy
 ):
-    # In process, one worker: its answers during the outage are not remembered as fresh
-    # (they were, for another second: the session passed for up to 2 s after Redis's
-    # last confirmation of it).
+    # In process, one worker. While Redis is down a session seen there lately counts for
+    # SESSION_GRACE past that sighting; remembered as a fresh answer, it counted another
+    # RECHECK_AFTER on top (up to 2 s past Redis's last word).
     from tests.conftest import POLICY
     from tests.unit.test_access_tokens import SAIL, make_app, signed_in
 
     app = make_app(write_policy(POLICY), store=RedisStore.from_url(redis_url))
     browser = signed_in(app)
-    assert browser.get("/auth", headers=SAIL).status_code == 200  # decision stored
+    assert browser.get("/auth", headers=SAIL).status_code == 200  # seen, and decided
     app.wsgi_app.answers.clear()
-    confirmed = time.monotonic()  # no later than the store read of the next check
-    assert browser.get("/auth", headers=SAIL).status_code == 200
     redis_server.stop()
-    last_passed = confirmed  # when the last check that passed began
-    while True:
-        started = time.monotonic()
-        status = browser.get("/auth", headers=SAIL).status_code
-        if status != 200:
-            break
-        last_passed = started
-        assert started - confirmed < 5, "the session never stopped counting"
-        time.sleep(0.01)
-    assert status == 401
-    # SESSION_GRACE from Redis's answer, which came a store read after `confirmed`.
-    assert last_passed - confirmed <= 1.0 + 0.25
+    assert browser.get("/auth", headers=SAIL).status_code == 200  # within the grace
+    assert len(app.wsgi_app.answers) == 0
 
 
 class RecordingConnection(redis.Connection):

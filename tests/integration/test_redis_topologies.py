@@ -122,20 +122,27 @@ class TestSentinel:
         # is reported unconfirmed (503 on the page, exit 1), as when Redis is down.
         store = RedisStore.from_url(sentinels.url())
         assert store.put_session("s3", session_record(JOSIAH, None), 60)
+        assert store.put_session("s5", session_record(JOSIAH, "orcid-token"), 60)
         assert store.put_token("d3", JOSIAH, "record-3", 60)
         waits = _calls(sentinels.primary, "wait")
         sentinels.replica.process.send_signal(signal.SIGSTOP)
         try:
             assert store.delete_session("s3", JOSIAH) is False
+            # Taken from the primary: the records come with the error, for Disconnect.
+            with pytest.raises(NotReplicated) as raised:
+                store.take_sessions_of(JOSIAH)
+            assert session_record(JOSIAH, "orcid-token") in raised.value.taken
             assert store.take_tokens_of(JOSIAH) is None
             with pytest.raises(NotReplicated):
                 store.forget_orcid(JOSIAH)
             assert store.forget_decisions(JOSIAH) is False
         finally:
             sentinels.replica.process.send_signal(signal.SIGCONT)
-        assert _calls(sentinels.primary, "wait") >= waits + 4  # token revocation waits too
-        assert store.get_session("s3", JOSIAH) is None  # this process holds it ended
-        assert store.forget_decisions(JOSIAH) is True  # once the replica answers again
+        assert _calls(sentinels.primary, "wait") >= waits + 5  # token revocation waits too
+        # This process holds them ended meanwhile; a retry confirms once a replica answers.
+        assert store.get_session("s3", JOSIAH) is None and store.get_session("s5", JOSIAH) is None
+        wait_until(lambda: store.forget_decisions(JOSIAH), timeout=10, what="a replica's WAIT")
+        assert store.take_tokens_of(JOSIAH) == 0
 
     def test_a_primary_that_hung_through_a_failover_is_left_within_a_second_or_two(
         self, own_sentinels
@@ -158,7 +165,7 @@ class TestSentinel:
             hung.send_signal(signal.SIGCONT)
         woke = time.monotonic()
         wait_until(lambda: idle.get_session("s4", JOSIAH) is None, timeout=10, what="the sign-out")
-        assert time.monotonic() - woke < 2.5  # PRIMARY_CHECK, and the check's own time
+        assert time.monotonic() - woke < 4.0  # PRIMARY_CHECK and the check: not ten seconds
 
     def test_a_killed_primary_is_replaced_and_nobody_is_signed_out_or_let_in(
         self, own_sentinels, start_gatekeeper, orcid

@@ -1067,3 +1067,26 @@ class TestNoWritePermissionOutlivesDisconnect:
         assert "could not delete the permission to add to your record" in body
         revoked = [c.request.body for c in responses.calls if c.request.url == REVOKE_URL]
         assert any("KEPT-WRITE-TOKEN" in (b or "") for b in revoked)
+
+
+@responses.activate
+def test_a_disconnect_no_replica_confirmed_still_finishes_and_says_so(web, monkeypatch):
+    # The sessions are gone from the primary: a second try would find this browser
+    # signed out and their ORCID tokens unknown. So it finishes, and says so.
+    from app.cache import NotReplicated
+
+    responses.post(REVOKE_URL, status=200)
+    client = signed_in(web)
+    store = web.extensions["gatekeeper"].store
+    assert store.put_session("other", session_record(RESEARCHER, "ORCID-TOKEN-2"), 60)
+    real = store.take_sessions_of
+
+    def short(orcid):
+        raise NotReplicated("no replica confirmed it", taken=real(orcid))
+
+    monkeypatch.setattr(store, "take_sessions_of", short)
+    response = client.post("/disconnect", data={"csrf": "csrf-for-tests"})
+    assert response.status_code == 200
+    assert "We could not confirm all of it just now" in response.get_data(as_text=True)
+    revoked = [c.request.body for c in responses.calls if c.request.url == REVOKE_URL]
+    assert any("ORCID-TOKEN-2" in (body or "") for body in revoked)

@@ -383,3 +383,32 @@ class TestItemsAreParsedAsOrcidSendsThem:
     def test_without_a_day_the_callers_today_is_used(self, policy_dir):
         loaded = researchers(policy_dir, PASSING.replace("today: 2026-06-01\n", ""))
         assert loaded.today == TODAY
+
+
+def test_a_self_issued_test_item_carries_the_id_of_the_qualification_whose_title_it_has(
+    tmp_path, runner
+):
+    # Not every issued qualification whose rule its title matches: in production that
+    # item opens only its own (tests/unit/test_issuing_attacks.py TWO_AGREEMENTS).
+    from tests.unit.test_issuing_attacks import TWO_AGREEMENTS
+
+    root = tmp_path / "policy"
+    root.mkdir()
+    (root / "policy.yaml").write_text(textwrap.dedent(TWO_AGREEMENTS).lstrip())
+    (root / "policy.test.yaml").write_text(
+        textwrap.dedent(
+            """
+            today: 2026-06-01
+            researchers:
+              accepted-a:
+                qualifications:
+                  - {title: Accepted the data access agreement, source: self-issued}
+            cases:
+              - {researcher: accepted-a, dataset: a, expect: allow}
+              - {researcher: accepted-a, dataset: b, expect: deny}
+            """
+        ).lstrip()
+    )
+    result = run(runner, root)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == "2 passed, 0 failed"
