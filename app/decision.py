@@ -62,6 +62,8 @@ class CandidateVerdict:
     valid_from: dt.date | None  # first day it counts; None: since always
     valid_until: dt.date | None  # last day it counts (inclusive); None: no expiry
     failures: tuple[Failure, ...] = ()
+    # Written by this service's own client, on no one else's behalf (whatever its name).
+    by_this_service: bool = False
 
     @property
     def ok(self) -> bool:
@@ -78,6 +80,7 @@ class CandidateVerdict:
             "valid_until": _iso(self.valid_until),
             "ok": self.ok,
             "reasons": [f.to_dict() for f in self.failures],
+            "by_this_service": self.by_this_service,
         }
 
     @classmethod
@@ -91,6 +94,8 @@ class CandidateVerdict:
             valid_from=_date(data.get("valid_from")),
             valid_until=_date(data.get("valid_until")),
             failures=tuple(Failure(**f) for f in data.get("reasons", [])),
+            # Logged before it had its own field: its words said so.
+            by_this_service=data.get("by_this_service", data.get("added_by") == THIS_SERVICE),
         )
 
 
@@ -263,6 +268,12 @@ class _Judge:
         # A search-and-link import: a client wrote it, but the researcher chose what.
         return source.assertion_origin_orcid == self.orcid
 
+    def by_this_service(self, item: Qualification) -> bool:
+        """Whether this service's own client wrote the item, on no one's behalf."""
+        if item.source.unknown or self.is_self_asserted(item) or not self.own_client_id:
+            return False
+        return self.writer(item) == self.own_client_id and self.origin(item) is None
+
     def source_check(self, rule: QualificationRule, item: Qualification) -> Success | Failure:
         """Whether the item's source may add this qualification.
 
@@ -278,12 +289,7 @@ class _Judge:
             return Success()
         if not self.is_self_asserted(item):
             writer, origin = self.writer(item), self.origin(item)
-            if (
-                SELF_ISSUED in accepted
-                and origin is None
-                and self.own_client_id
-                and writer == self.own_client_id
-            ):
+            if SELF_ISSUED in accepted and self.by_this_service(item):
                 # Ours, but is it this qualification's, this researcher's, for the terms
                 # as they stand? Titles alone would let one rule's item open another.
                 if rule.issue is None or rule.issue.wrote(item, self.orcid):
@@ -353,6 +359,7 @@ class _Judge:
             title=item.title,
             provider=org.name if org else None,
             added_by=self.added_by(item),
+            by_this_service=self.by_this_service(item),
             valid_from=_first_day_counting(rule, item),
             valid_until=valid_until,
             failures=tuple(failures),

@@ -11,7 +11,6 @@ from app.decision import (
     Decision,
     ReadError,
     RequirementResult,
-    not_issued_as_message,
     unknown_source_message,
     wrong_source_message,
 )
@@ -81,7 +80,7 @@ def failure_messages(policy: Policy, candidate: CandidateVerdict, audience: str 
             failure.reason != "wrong_source"
             or voice is RESEARCHER
             or rule is None
-            or failure.message == not_issued_as_message(rule)  # says all a steward needs
+            or candidate.by_this_service  # not_issued_as_message: all a steward needs
         ):
             messages.append(failure.message)
         elif candidate.added_by == "an unknown source":

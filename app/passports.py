@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
-from app.decision import THIS_SERVICE, Decision
+from app.decision import Decision
 
 VISA_TYP = "vnd.ga4gh.visa+jwt"
 JWKS_PATH = "/.well-known/jwks.json"
@@ -148,8 +148,7 @@ def _accepted_here(result) -> bool:
     researcher accepted the terms (another provider's item may meet it too, but says
     nothing of our terms)."""
     return any(
-        c.ok and c.put_code == result.put_code and c.added_by == THIS_SERVICE
-        for c in result.candidates
+        c.ok and c.put_code == result.put_code and c.by_this_service for c in result.candidates
     )
 
 

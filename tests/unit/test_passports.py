@@ -72,14 +72,25 @@ def policy(tmp_path):
 
 
 def decision(
-    policy, dataset, allowed, met=(), *, valid_until=None, srt_until=None, dua_by=THIS_SERVICE
+    policy,
+    dataset,
+    allowed,
+    met=(),
+    *,
+    valid_until=None,
+    srt_until=None,
+    dua_by=THIS_SERVICE,
+    dua_ours=True,
 ):
     results = []
     for name in ("srt", "dua"):
         if name in [r.options[0] for r in policy.datasets[dataset].require]:
             until = srt_until if name == "srt" else None
             added_by = dua_by if name == "dua" else "UK Data Service"
-            met_by = CandidateVerdict(1, name, name, None, added_by, None, until)
+            ours = dua_ours if name == "dua" else False
+            met_by = CandidateVerdict(
+                1, name, name, None, added_by, None, until, by_this_service=ours
+            )
             results.append(RequirementResult((name,), name in met, 1, name, until, (met_by,)))
     return Decision(
         orcid=ORCID,
@@ -205,9 +216,11 @@ class TestClaims:
         terms = by_type(claims)["AcceptedTermsAndPolicies"]["ga4gh_visa_v1"]
         assert terms["value"] == "https://example.org/dua/terms" and terms["by"] == "self"
 
-    def test_terms_met_by_another_providers_item_are_no_acceptance_here(self, policy):
-        # The rule may trust another provider's item too; it says nothing of our terms.
-        by_another = decision(policy, "cohort", True, ["srt", "dua"], dua_by="UK Data Service")
+    @pytest.mark.parametrize("name", ["UK Data Service", "this service"])
+    def test_terms_met_by_another_providers_item_are_no_acceptance_here(self, policy, name):
+        # The rule may trust another provider's item too; it says nothing of our terms,
+        # even should the policy call that provider "this service".
+        by_another = decision(policy, "cohort", True, ["srt", "dua"], dua_by=name, dua_ours=False)
         assert "AcceptedTermsAndPolicies" not in by_type(claims_for(policy, [by_another]))
 
     def test_no_visa_outlives_the_lifetime_the_decision_or_the_qualification(self, policy):
