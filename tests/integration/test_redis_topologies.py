@@ -158,9 +158,14 @@ class TestSentinel:
         hung.send_signal(signal.SIGSTOP)
         try:
             wait_until(lambda: own_sentinels.primary_port() != old, timeout=30, what="a promotion")
-            # Another worker, on the new primary (whose replica is the hung one: no WAIT).
-            other = RedisStore.from_url(own_sentinels.url(wait_replicas=0))
-            assert other.take_sessions_of(JOSIAH) is not None
+            # Another worker, on the new primary (whose replica is the hung one: no WAIT),
+            # once every sentinel will name it (each store new: no breaker left open).
+            url = own_sentinels.url(wait_replicas=0)
+            wait_until(
+                lambda: RedisStore.from_url(url).take_sessions_of(JOSIAH) is not None,
+                timeout=30,
+                what="the sign-out on the new primary",
+            )
         finally:
             hung.send_signal(signal.SIGCONT)
         woke = time.monotonic()
