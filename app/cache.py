@@ -206,10 +206,14 @@ class MemoryStore:
 
     def _set(self, key: str, value, ttl: float):
         with self._guard:
-            self._data[key] = (value, self._clock() + ttl)
-            self._data.move_to_end(key)
-            while len(self._data) > self._max:
-                self._data.popitem(last=False)
+            self._set_held(key, value, ttl)
+
+    def _set_held(self, key: str, value, ttl: float):
+        """``_set`` for a caller that holds ``_guard`` already."""
+        self._data[key] = (value, self._clock() + ttl)
+        self._data.move_to_end(key)
+        while len(self._data) > self._max:
+            self._data.popitem(last=False)
 
     def _delete(self, key: str):
         with self._guard:
@@ -233,14 +237,10 @@ class MemoryStore:
     ):
         """Keep a decision, unless the researcher's decisions were forgotten since
         ``generation`` was read (a read begun before then may be out of date)."""
-        key = decision_key(version, orcid, dataset)
         with self._guard:  # the check and the write at once: a forget cannot come between
             if generation is not None and generation != str(self._generations.get(orcid, 0)):
                 return
-            self._data[key] = (value, self._clock() + ttl)
-            self._data.move_to_end(key)
-            while len(self._data) > self._max:
-                self._data.popitem(last=False)
+            self._set_held(decision_key(version, orcid, dataset), value, ttl)
 
     def delete_decision(self, version, orcid, dataset):
         self._delete(decision_key(version, orcid, dataset))
@@ -518,7 +518,6 @@ class RedisStore:
         except REDIS_ERRORS as exc:
             if not _refused_only(exc):
                 self._fault(exc)
-                self._fallback_used = True
                 return fallback()
             self._refused(exc)
             return refused() if refused is not None else fallback()
@@ -532,20 +531,21 @@ class RedisStore:
             self.fallback.forget_all_decisions()
         return result
 
-    def _refused(self, exc: Exception):
+    def _warn(self, message: str, exc: Exception):
+        """Log a warning about Redis at most once per ``_warn_interval``."""
         now = time.monotonic()
         if now - self._last_warning >= self._warn_interval:
             self._last_warning = now
-            logger.warning("Redis refused a command (it is up; that call only falls back): %s", exc)
+            logger.warning(message, exc)
+
+    def _refused(self, exc: Exception):
+        self._warn("Redis refused a command (it is up; that call only falls back): %s", exc)
 
     def _fault(self, exc: Exception):
-        now = time.monotonic()
         self._down_until = math.inf
         self._fallback_used = True
-        if now - self._last_warning >= self._warn_interval:
-            self._last_warning = now
-            # Said for the service and the command line alike: no word of deciding.
-            logger.warning("Redis unavailable, using this process's memory meanwhile: %s", exc)
+        # Said for the service and the command line alike: no word of deciding.
+        self._warn("Redis unavailable, using this process's memory meanwhile: %s", exc)
         with self._probe_lock:
             # is_alive(): a prober of the master's does not survive the fork into a worker.
             if self._prober is None or not self._prober.is_alive():

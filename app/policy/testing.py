@@ -387,7 +387,10 @@ class _Reader:
                 )
                 return None
             if writers:
-                written = _self_external_id(writers[0].issue, orcid)
+                issue = writers[0].issue
+                written = _external_id_json(
+                    issue.external_id_type, issue.external_id_value(orcid), "self"
+                )
                 data["external-ids"] = {"external-id": [written]}
                 parsed = read_item(data)
         return parsed
@@ -509,15 +512,7 @@ class _Reader:
             if relationship not in RELATIONSHIPS:
                 self.problem((*here, "relationship"), f"must be one of {', '.join(RELATIONSHIPS)}")
                 continue
-            result.append(
-                {
-                    "external-id-type": kind,
-                    "external-id-value": value,
-                    "external-id-normalized": {"value": value, "transient": True},
-                    "external-id-url": None,
-                    "external-id-relationship": relationship,
-                }
-            )
+            result.append(_external_id_json(kind, value, relationship))
         return result
 
     # --- cases ------------------------------------------------------------------------
@@ -660,14 +655,14 @@ def _full_date(value) -> dt.date | None:
         return None
 
 
-def _self_external_id(issue, orcid: str) -> dict:
-    value = issue.external_id_value(orcid)
+def _external_id_json(kind: str, value: str, relationship: str) -> dict:
+    """One external ID as ORCID's JSON carries it."""
     return {
-        "external-id-type": issue.external_id_type,
+        "external-id-type": kind,
         "external-id-value": value,
         "external-id-normalized": {"value": value, "transient": True},
         "external-id-url": None,
-        "external-id-relationship": "self",
+        "external-id-relationship": relationship,
     }
 
 

@@ -38,7 +38,6 @@ from flask import (
 )
 from requests import RequestException
 
-from app.cache import UNAVAILABLE, session_belongs_to
 from app.errors import GatekeeperError, MalformedResponse
 from app.issuing import NoWriteToken, WriteUncertain
 from app.orcid_writer import qualification_body
@@ -49,8 +48,10 @@ from app.web.login import (
     exchange_code,
     message_page,
     orcid_client,
+    orcid_failure,
     redirect_to_orcid,
     revoke_at_orcid,
+    still_signed_in,
     too_many_sign_ins,
 )
 from app.write_tokens import WRITE_SCOPE, WriteToken
@@ -213,18 +214,11 @@ def accept(dataset_key, qualification):
         response = redirect_to_orcid(scope=EARN_SCOPE)
     except StoreUnavailable:
         return _store_down_page(dataset)
-    except RequestException:  # with openid: no discovery document in time
-        _outcome("unavailable", "orcid_unreachable", researcher)
+    except (RequestException, MalformedResponse) as exc:  # with openid: its discovery
+        reason, title, _ = orcid_failure(exc)
+        _outcome("unavailable", reason, researcher)
         return message_page(
-            "ORCID is not answering",
-            "Nothing was written to your ORCID record. Please try again in a few minutes.",
-            ("Back to the terms", _terms_url(dataset, rule)),
-            502,
-        )
-    except MalformedResponse:  # with openid: a discovery document that is none
-        _outcome("unavailable", "orcid_bad_answer", researcher)
-        return message_page(
-            "ORCID gave an answer we could not read",
+            title,
             "Nothing was written to your ORCID record. Please try again in a few minutes.",
             ("Back to the terms", _terms_url(dataset, rule)),
             502,
@@ -355,17 +349,16 @@ def complete(state: str):
         gk.write_tokens.put(researcher.orcid, kept)
     except redis.RedisError:
         return _store_down_page(None, back)
-    # NOTE: a Disconnect (or sign-out everywhere) in another tab may have run since this
-    # request read its session: kept only if the session still stands now, so no write
-    # permission outlives the researcher's "delete what you hold about me".
-    still = gk.store.get_session(researcher.sid, researcher.orcid)
-    if still is UNAVAILABLE or not session_belongs_to(still, researcher.orcid):
+    # Kept only if the session still stands: no write permission outlives a Disconnect
+    # in another tab ("delete what you hold about me").
+    still = still_signed_in(researcher)
+    if not still:
         try:
             gk.write_tokens.delete(researcher.orcid)
         except redis.RedisError:
             logger.warning("could not delete a write token kept after a sign-out")
         revoke_at_orcid([kept.access_token])
-        if still is UNAVAILABLE:
+        if still is None:
             return _store_down_page(None, back)  # cannot say: not kept, nothing written
         _outcome("failed", "signed_out", researcher)
         return message_page(

@@ -363,22 +363,37 @@ def login():
     except StoreUnavailable:
         _sign_in_outcome("unavailable", "store_unavailable", level=logging.WARNING)
         return _sign_in_failed("We cannot sign you in just now.", 503)
-    except RequestException:
-        _sign_in_outcome("unavailable", "orcid_unreachable", level=logging.WARNING)
+    except (RequestException, MalformedResponse) as exc:
+        reason, title, said = orcid_failure(exc)
+        _sign_in_outcome("unavailable", reason, level=logging.WARNING)
         return _sign_in_failed(
-            "ORCID did not answer; please try again in a few minutes.",
-            502,
-            title="ORCID is not answering",
-            restart=False,
+            f"{said}; please try again in a few minutes.", 502, title=title, restart=False
         )
-    except MalformedResponse:
-        _sign_in_outcome("unavailable", "orcid_bad_answer", level=logging.WARNING)
-        return _sign_in_failed(
-            "ORCID's answer could not be read; please try again in a few minutes.",
-            502,
-            title="ORCID gave an answer we could not read",
-            restart=False,
-        )
+
+
+def orcid_failure(exc: Exception) -> tuple[str, str, str]:
+    """(the reason logged, the page's title, what happened) when ORCID did not answer a
+    trip to it (RequestException) or answered with something that is none (otherwise)."""
+    if isinstance(exc, RequestException):
+        return "orcid_unreachable", "ORCID is not answering", "ORCID did not answer"
+    return (
+        "orcid_bad_answer",
+        "ORCID gave an answer we could not read",
+        "ORCID's answer could not be read",
+    )
+
+
+def still_signed_in(researcher: Researcher) -> bool | None:
+    """Whether the researcher's session still stands now; None when Redis cannot say.
+
+    NOTE: for what a request keeps after its session was read at its start (a token, a
+    write permission): "sign out everywhere" or Disconnect may have run meanwhile, and
+    what they no longer find must not outlast them.
+    """
+    found = _gatekeeper().store.get_session(researcher.sid, researcher.orcid)
+    if found is UNAVAILABLE:
+        return None
+    return session_belongs_to(found, researcher.orcid)
 
 
 @bp.get("/callback")

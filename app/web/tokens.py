@@ -22,8 +22,7 @@ from flask import (
 )
 
 from app.access_tokens import DEFAULT_DAYS, MAX_DAYS, MAX_NAME, TokenRefused
-from app.cache import UNAVAILABLE, session_belongs_to
-from app.web.login import csrf_ok, current_researcher, message_page
+from app.web.login import csrf_ok, current_researcher, message_page, still_signed_in
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("tokens", __name__)
@@ -121,13 +120,12 @@ def create():
     if made is None:
         return _unavailable()
     token, info = made
-    # NOTE: "sign out everywhere" may have run since this request's session was read:
-    # shown only if the session still stands now, a token it no longer lists is never
-    # known to anyone (a stolen cookie's create cannot outlast the sign-out).
-    still = gk.store.get_session(researcher.sid, researcher.orcid)
-    if still is UNAVAILABLE or not session_belongs_to(still, researcher.orcid):
+    # Shown only if the session still stands: a token "sign out everywhere" no longer
+    # lists is never known to anyone (a stolen cookie's create cannot outlast it).
+    still = still_signed_in(researcher)
+    if not still:
         gk.access_tokens.revoke(researcher.orcid, token=info.id)
-        if still is UNAVAILABLE:
+        if still is None:
             return _unavailable()
         return message_page(
             "You were signed out",

@@ -41,7 +41,7 @@ SAIL = {"X-Original-URI": "/datasets/sail/data.csv"}
 OPEN = {"X-Original-URI": "/datasets/open/data.csv"}
 
 
-def make_app(policy_path, items=None, store=None, **env):
+def make_app(policy_path, items=None, store=None, reader=None, **env):
     settings = Settings.from_env(
         {
             "SECRET_KEY": "unit-test-secret-key-0123",
@@ -53,14 +53,17 @@ def make_app(policy_path, items=None, store=None, **env):
         }
     )
     items = qualified_items() if items is None else items
-    reader = SavedRecord(
-        {
-            "orcid": RESEARCHER,
-            "qualifications": orcid_json.summaries(RESEARCHER, items),
-            "items": {str(i["put-code"]): i for i in items},
-        }
-    )
+    reader = reader or SavedRecord(record_of(items))
     return create_app(settings, orcid_reader=reader, store=store)
+
+
+def record_of(items) -> dict:
+    """The researcher's record holding ``items``, in the saved-record format."""
+    return {
+        "orcid": RESEARCHER,
+        "qualifications": orcid_json.summaries(RESEARCHER, items),
+        "items": {str(i["put-code"]): i for i in items},
+    }
 
 
 def signed_in(app):
@@ -537,7 +540,7 @@ class SlowRecord(SavedRecord):
 
     def __init__(self, data, delay: float):
         super().__init__(data)
-        self.delay, self.reading = delay, None
+        self.delay, self.reading = delay, threading.Event()
 
     def read_qualifications(self, *args, **kwargs):
         self.reading.set()
@@ -552,26 +555,8 @@ def test_an_ending_during_a_slow_first_decision_is_honoured_at_the_next_check(
     # The answer is remembered as confirmed when its store read began, not when the slow
     # ORCID read behind it ended: else the old credential passed for that read's length
     # (3.4 s with a 3 s read) after the sign-out, against the promised second.
-    items = qualified_items()
-    reader = SlowRecord(
-        {
-            "orcid": RESEARCHER,
-            "qualifications": orcid_json.summaries(RESEARCHER, items),
-            "items": {str(i["put-code"]): i for i in items},
-        },
-        delay=1.5,
-    )
-    reader.reading = threading.Event()
-    settings = Settings.from_env(
-        {
-            "SECRET_KEY": "unit-test-secret-key-0123",
-            "ORCID_CLIENT_ID": "APP-ABCDEFGHIJKLMNOP",
-            "ORCID_CLIENT_SECRET": "secret",
-            "POLICY_PATH": str(write_policy(POLICY)),
-            "PUBLIC_URL": "https://data.example.org",
-        }
-    )
-    app = create_app(settings, orcid_reader=reader)
+    reader = SlowRecord(record_of(qualified_items()), delay=1.5)
+    app = make_app(write_policy(POLICY), reader=reader)
     gk = app.extensions["gatekeeper"]
     browser = signed_in(app)
     headers = dict(SAIL)
