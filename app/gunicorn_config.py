@@ -39,7 +39,9 @@ def _number(name: str, default: int, low: int, *fallbacks: str) -> int:
 bind = os.environ.get("GUNICORN_BIND", os.environ.get("BIND", "127.0.0.1:8000"))
 workers = _number("GUNICORN_WORKERS", 2, 1, "WEB_CONCURRENCY")
 threads = _number("GUNICORN_THREADS", 4, 1)
-worker_class = "gthread" if threads > 1 else "sync"
+# gunicorn's gthread worker, with a quick shutdown (SIGINT, SIGQUIT) that cannot hang on
+# its own thread pool's lock: app/gunicorn_worker.py says why.
+worker_class = "app.gunicorn_worker.ThreadWorker" if threads > 1 else "sync"
 # NOTE: a request waits before a thread takes it: in a gthread worker's own queue, or in
 # the kernel's accept queue for sync workers. /auth learns how long from the kernel's
 # TCP_INFO (forward_auth.queued_for) and refuses a cold decision that no longer fits in
@@ -154,6 +156,10 @@ header_map = "drop"
 # gunicorn's default also takes X-Forwarded-Ssl and X-Forwarded-Protocol, which proxies
 # pass on from the browser untouched.
 secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
+# No control socket (gunicorn 25.1+ opens $HOME/.gunicorn/gunicorn.ctl by default): every
+# instance run by one user would share that path, each new one taking it over from the
+# last, and the first to stop would delete the live one's. Signals do what gunicornc would.
+control_socket_disable = True
 
 
 # Each worker writes its metrics here and /metrics adds them up; it must be set before

@@ -2,7 +2,9 @@
 
 import concurrent.futures
 import re
+import signal
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -411,5 +413,18 @@ def test_gunicorn_removes_the_metrics_directory_it_made(start_gatekeeper, tmp_pa
 
     [directory] = made()
     assert directory.startswith("gatekeeper-metrics-")
-    gatekeeper.stop()
+    # Ctrl-C: gunicorn's quick shutdown. It must end by itself for on_exit to run (the
+    # fixture's stop would kill a master still waiting on a hung worker after 10 s).
+    gatekeeper.process.send_signal(signal.SIGINT)
+    assert gatekeeper.process.wait(timeout=60) == 0
     assert made() == []
+
+
+def test_gunicorn_opens_no_control_socket(start_gatekeeper, tmp_path):
+    # gunicorn 25.1+ would open $HOME/.gunicorn/gunicorn.ctl, one path for every instance.
+    home = tmp_path / "home"
+    home.mkdir()
+    gatekeeper = start_gatekeeper(HOME=str(home), XDG_RUNTIME_DIR="", workers=1)
+    gatekeeper.stop()
+    assert list(home.iterdir()) == []
+    assert "Control socket" not in Path(gatekeeper.log.name).read_text()
