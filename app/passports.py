@@ -24,7 +24,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import logging
 import secrets
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,8 @@ from app.decision import Decision
 
 VISA_TYP = "vnd.ga4gh.visa+jwt"
 JWKS_PATH = "/.well-known/jwks.json"
+
+logger = logging.getLogger(__name__)
 NO_ORGANIZATION = "https://no.organization"  # the spec's source when none is named
 
 
@@ -152,6 +156,19 @@ def _accepted_here(result) -> bool:
     )
 
 
+def grant_values(policy, issuer: str) -> dict[str, str]:
+    """Each dataset's ControlledAccessGrants value: its ``visa.value``, else ``issuer`` +
+    its first path. A value two datasets would share is neither's: a grant of one would
+    read as a grant of the other. (``policy check`` refuses two equal ``visa.value``s; a
+    value equal to another dataset's default needs PUBLIC_URL, so only this sees it.)"""
+    values = {
+        key: dataset.visa_value or issuer + (dataset.paths[0] if dataset.paths else "")
+        for key, dataset in policy.datasets.items()
+    }
+    shared = Counter(values.values())
+    return {key: value for key, value in values.items() if shared[value] == 1}
+
+
 def visa_claims(
     policy,
     decisions: list[Decision],
@@ -170,6 +187,7 @@ def visa_claims(
         longest = min(longest, int(not_after))
     organisation = policy.organisation or settings.issuer or NO_ORGANIZATION
     subject = f"{settings.orcid_base_url.rstrip('/')}/{orcid}"
+    grants = grant_values(policy, settings.issuer)
     found: dict[tuple[str, str], dict] = {}
 
     def add(kind: str, value: str, source: str, by: str, asserted: int, ends: int):
@@ -200,13 +218,15 @@ def visa_claims(
             continue
         bound = int(cache_until(decision).timestamp())
         asserted = int(decision.decided_at.timestamp())
-        if decision.allowed:
-            value = dataset.visa_value or settings.issuer + (
-                dataset.paths[0] if dataset.paths else ""
+        if decision.allowed and decision.dataset not in grants:
+            logger.warning(
+                "no ControlledAccessGrants visa: another dataset's visa has the same value",
+                extra={"event": "visa_value_shared", "dataset": decision.dataset},
             )
+        elif decision.allowed:
             add(
                 "ControlledAccessGrants",
-                value,
+                grants[decision.dataset],
                 dataset.visa_source or organisation,
                 "dac",
                 asserted,

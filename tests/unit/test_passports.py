@@ -204,6 +204,34 @@ class TestClaims:
         assert grant["ga4gh_visa_v1"]["value"] == ISSUER + "/datasets/plain/"
         assert grant["ga4gh_visa_v1"]["source"] == "https://example.org/dac"
 
+    def test_a_value_equal_to_another_datasets_default_grants_neither(self, tmp_path, caplog):
+        # The steward gave "cohort" the URL "plain" has by default (PUBLIC_URL + its first
+        # path), which policy check cannot know: a grant of cohort would read as plain's.
+        text = textwrap.dedent(POLICY).replace(
+            "value: https://example.org/datasets/cohort", f"value: {ISSUER}/datasets/plain/"
+        )
+        (tmp_path / "shared.yaml").write_text(text)
+        shared = load_policy(tmp_path / "shared.yaml")
+        for dataset, met in (("cohort", ["srt", "dua"]), ("plain", ["srt"])):
+            claims = claims_for(shared, [decision(shared, dataset, True, met)])
+            assert "ControlledAccessGrants" not in by_type(claims), dataset
+            assert "ResearcherStatus" in by_type(claims)  # the rest still speaks
+        assert [r.dataset for r in caplog.records if r.msg.startswith("no Controlled")] == [
+            "cohort",
+            "plain",
+        ]
+        # Under another PUBLIC_URL the two differ again, and each is granted.
+        apart = visa_claims(
+            shared,
+            [decision(shared, "plain", True, ["srt"])],
+            orcid=ORCID,
+            settings=VisaSettings("https://elsewhere.example", "https://orcid.org", 3600),
+            cache_until=bound(1),
+            now=NOW,
+        )
+        grant = by_type(apart)["ControlledAccessGrants"]["ga4gh_visa_v1"]
+        assert grant["value"] == "https://elsewhere.example/datasets/plain/"
+
     def test_a_refused_dataset_is_no_grant_but_met_qualifications_still_speak(self, policy):
         claims = claims_for(policy, [decision(policy, "cohort", False, ["srt"])])
         assert set(by_type(claims)) == {"ResearcherStatus"}
