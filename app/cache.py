@@ -142,18 +142,26 @@ def state_key(key: str) -> str:
     return f"{PREFIX}oauth:{key}"
 
 
-def session_record(orcid: str, token: str | None) -> str:
-    """What a session keeps server-side: the iD, and the ORCID token never put in a cookie."""
-    return json.dumps({"orcid": orcid, "token": token})
+def session_record(orcid: str, token: str | None, expires: float | None = None) -> str:
+    """What a session keeps server-side: the iD, the ORCID token never put in a cookie,
+    and when the session ends (Unix time; its key expires then too)."""
+    record = {"orcid": orcid, "token": token}
+    if expires is not None:
+        record["expires"] = expires
+    return json.dumps(record)
 
 
-def _record_field(stored, name: str) -> str | None:
+def _record_value(stored, name: str):
     if not isinstance(stored, str):
         return None  # no session, or UNAVAILABLE
     try:
-        value = json.loads(stored).get(name)
+        return json.loads(stored).get(name)
     except (ValueError, AttributeError):
         return None
+
+
+def _record_field(stored, name: str) -> str | None:
+    value = _record_value(stored, name)
     return value if isinstance(value, str) else None
 
 
@@ -161,6 +169,14 @@ def session_token(stored) -> str | None:
     """The ORCID token from a stored session record (None when absent or unreadable)."""
     # None for UNAVAILABLE too: read ORCID without the researcher's token.
     return _record_field(stored, "token")
+
+
+def session_expires(stored) -> float | None:
+    """When a stored session ends (Unix time); None when unknown (an older record,
+    UNAVAILABLE, or unreadable)."""
+    value = _record_value(stored, "expires")
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if is_number and math.isfinite(value) else None
 
 
 def session_orcid(stored) -> str | None:

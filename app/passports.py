@@ -180,7 +180,8 @@ def visa_claims(
     not_after: float | None = None,
 ) -> list[dict]:
     """The claims of each visa the researcher gets now, from the decisions in force;
-    none outlives ``not_after`` (Unix), the credential that asked (a token's expiry)."""
+    none outlives ``not_after`` (Unix), the credential that asked (a token's expiry, or
+    the end of a session)."""
     issued_at = int(now.timestamp())
     longest = issued_at + settings.lifetime
     if not_after is not None:

@@ -30,6 +30,7 @@ from app.cache import (
     UNAVAILABLE,
     NotReplicated,
     session_belongs_to,
+    session_expires,
     session_record,
     session_token,
 )
@@ -204,6 +205,9 @@ class Researcher:
     # How ORCID says the researcher signed in ("pwd", "mfa"), from a verified ID token;
     # empty without openid or for a public client (ORCID sends amr to members only).
     amr: tuple[str, ...] = ()
+    # When the server-side session ends (Unix time); None for a record written before
+    # sessions kept it, or while Redis is down.
+    expires: float | None = None
 
 
 def init_app(app):
@@ -287,7 +291,9 @@ def _researcher_from_session() -> Researcher | None:
         return None  # signed out, expired server-side, or a cookie naming another iD
     amr = data.get("amr")
     amr = tuple(m for m in amr if isinstance(m, str)) if isinstance(amr, list) else ()
-    return Researcher(orcid, data.get("name"), sid, session_token(stored), amr)
+    return Researcher(
+        orcid, data.get("name"), sid, session_token(stored), amr, session_expires(stored)
+    )
 
 
 def _sign_out_here() -> None:
@@ -618,8 +624,9 @@ def start_session(
         gk.store.delete_session(earlier["sid"], earlier.get("orcid"))
     session.clear()
     sid = secrets.token_urlsafe(24)
+    lifetime = gk.settings.session_lifetime
     if not gk.store.put_session(
-        sid, session_record(orcid, access_token), gk.settings.session_lifetime
+        sid, session_record(orcid, access_token, time.time() + lifetime), lifetime
     ):
         return False
     session.permanent = True

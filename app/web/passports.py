@@ -114,7 +114,7 @@ def passport():
 
 def _who() -> tuple[str, str | None, tuple[str, ...] | None, float | None] | None:
     """(iD, an ORCID token to read their record with, the datasets allowed, when the
-    credential ends (a token's expiry; None for a session)) or None."""
+    credential ends (a token's expiry, or a session's end) or None."""
     gk = _gatekeeper()
     credentials = request.headers.get("Authorization")
     if credentials is not None:
@@ -131,7 +131,7 @@ def _who() -> tuple[str, str | None, tuple[str, ...] | None, float | None] | Non
     researcher = current_researcher()
     if researcher is None:
         return None
-    return researcher.orcid, researcher.token, None, None
+    return researcher.orcid, researcher.token, None, researcher.expires
 
 
 def _wants_page() -> bool:

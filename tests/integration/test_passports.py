@@ -246,6 +246,27 @@ class TestAgainstAuth:
         assert re.search(r"eyJ[\w-]+\.eyJ[\w-]+\.[\w-]+", page.text)
 
 
+def test_no_visa_outlives_the_session_that_asked_for_it(
+    start_gatekeeper, redis_url, orcid, keys, policies
+):
+    # A session with two minutes left mints visas for two minutes, not VISA_LIFETIME.
+    gatekeeper = start_gatekeeper(
+        redis_url=redis_url,
+        POLICY_PATH=str(policies),
+        PASSPORT_SIGNING_KEY=str(keys / "visa-signing.pem"),
+        VISA_LIFETIME="3600",
+        SESSION_LIFETIME="120",
+    )
+    before = time.time()
+    browser, _ = sign_in(gatekeeper.url, "qualified")
+    after = time.time()
+    expiries = [
+        pyjwt.decode(token, options={"verify_signature": False})["exp"]
+        for token in passport_of(gatekeeper, browser)
+    ]
+    assert expiries and all(before + 120 - 1 <= exp <= after + 120 for exp in expiries)
+
+
 class TestAfterAChange:
     def test_a_policy_edit_that_refuses_the_dataset_drops_its_grant_at_once(
         self, gatekeeper, clearinghouse, policies

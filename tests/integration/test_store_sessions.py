@@ -9,6 +9,7 @@ from app.cache import (
     MemoryStore,
     RedisStore,
     session_belongs_to,
+    session_expires,
     session_index_key,
     session_record,
 )
@@ -95,3 +96,12 @@ class TestSessionBelongsTo:
     )
     def test_the_cookies_id_must_be_the_sessions(self, stored, expected):
         assert session_belongs_to(stored, JOSIAH) is expected
+
+
+def test_a_session_record_says_when_it_ends_and_nothing_else_is_taken_for_it(any_store):
+    assert any_store.put_session("s", session_record(JOSIAH, "t", 1_800_000_000.5), 60)
+    assert session_expires(any_store.get_session("s", JOSIAH)) == 1_800_000_000.5
+    # Older records, a store that is down, and anything not a finite number: unknown.
+    hostile = ['{"expires": true}', '{"expires": "1800000000"}', '{"expires": NaN}', "[1]", "{"]
+    for stored in [session_record(JOSIAH, "t"), UNAVAILABLE, None, *hostile]:
+        assert session_expires(stored) is None, stored
