@@ -27,7 +27,7 @@ from flask import (
     url_for,
 )
 
-from app.decision_log import MAX_SCAN, DecisionLogUnavailable, LogEntry
+from app.decision_log import MAX_SCAN, DecisionLogUnavailable, LogEntry, latest_of
 from app.errors import GatekeeperError, InvalidOrcidId
 from app.explain import explain_lines, when
 from app.issuing import NoWriteToken, Withdrawn, WriteUncertain
@@ -134,7 +134,7 @@ class Report:
     reasons: list[ReasonCount]
     expiring: list[Expiring]
     recent: list[Recent]
-    truncated: bool  # the window held more than MAX_SCAN decisions
+    truncated: bool  # the window, or the look-back, held more than MAX_SCAN decisions
 
 
 def _window() -> tuple[str, int]:
@@ -161,12 +161,16 @@ def build_report(dataset, days: int, now: dt.datetime, *, recent: int = RECENT) 
     gk = _gatekeeper()
     checker, log, policy = gk.checker, gk.checker.decision_log, gk.checker.policy
     since = now - dt.timedelta(days=days)
-    # MAX_SCAN at most: a busy dataset's 90 days must not hold a worker for long.
-    entries = log.entries(since=since, dataset=dataset.key, limit=MAX_SCAN)
-    # A decision still in force may have been made before the window: look back as far
-    # as any decision may hold (the dataset's cache_ttl or DECISION_TTL).
+    # A decision still in force may have been made before the window: who has access
+    # looks back as far as any decision may hold (the dataset's cache_ttl or DECISION_TTL).
     hold = dt.timedelta(seconds=max(dataset.cache_ttl or 0, gk.settings.decision_ttl))
-    latest = log.latest(since=min(since, now - hold), dataset=dataset.key)
+    look_back = min(since, now - hold)
+    # MAX_SCAN at most, each: a busy dataset's 90 days must not hold a worker for long.
+    held = log.entries(since=look_back, dataset=dataset.key, cap=MAX_SCAN)
+    entries = (
+        held if look_back == since else log.entries(since=since, dataset=dataset.key, cap=MAX_SCAN)
+    )
+    latest = latest_of(held)
 
     access, expiring = [], []
     for entry in latest:
@@ -201,7 +205,8 @@ def build_report(dataset, days: int, now: dt.datetime, *, recent: int = RECENT) 
         Recent(e, [printable(line) for line in explain_lines(policy, e.decision, "steward")])
         for e in entries[:recent]
     ]
-    return Report(dataset, access, len(refused), reasons, expiring, shown, len(entries) >= MAX_SCAN)
+    truncated = len(held) >= MAX_SCAN or len(entries) >= MAX_SCAN
+    return Report(dataset, access, len(refused), reasons, expiring, shown, truncated)
 
 
 def _log_unavailable(exc: DecisionLogUnavailable):

@@ -9,6 +9,7 @@ import io
 import re
 import secrets
 import time
+from pathlib import Path
 
 import pytest
 
@@ -256,6 +257,31 @@ class TestDatasetPage:
         assert "added by the researcher; this dataset needs it from UK Data Service" in recent
         assert "yourself" not in recent
         assert "put-code 7" in recent
+
+    def test_an_access_list_read_short_says_so(self, make_app, monkeypatch):
+        # sail's decisions hold three days, so who has access looks back past a 1-day
+        # window, to decisions made two days ago: more than the console reads at once.
+        app = make_app(POLICY_PATH=str(self.long_held_policy(make_app)))
+        log = app.extensions["gatekeeper"].checker.decision_log
+        monkeypatch.setattr(log, "_clock", lambda: time.time() - 2 * 86400)
+        for orcid in (RESEARCHER, REFUSED):
+            assert signed_in(app, orcid).get("/datasets/sail").status_code == 200
+        monkeypatch.setattr(log, "_clock", time.time)
+        monkeypatch.setattr("app.web.steward.MAX_SCAN", 2)
+        steward = signed_in(app, STEWARD)
+        html = steward.get("/steward/sail?window=1d").get_data(as_text=True)
+        assert RESEARCHER in text(section(html, "access"))
+        assert "More decisions than the console reads at once" in text(html)
+        monkeypatch.setattr("app.web.steward.MAX_SCAN", 3)
+        html = steward.get("/steward/sail?window=1d").get_data(as_text=True)
+        assert "More decisions than the console reads at once" not in text(html)
+
+    @staticmethod
+    def long_held_policy(make_app):
+        path = Path(make_app().extensions["gatekeeper"].settings.policy_path)
+        held = path.with_name("held.yaml")
+        held.write_text(path.read_text().replace("cache_ttl: 900", "cache_ttl: 259200"))
+        return held
 
     def test_an_unknown_window_shows_the_default(self, decided):
         html = signed_in(decided, STEWARD).get("/steward/sail?window=1y").get_data(as_text=True)
