@@ -125,6 +125,12 @@ class QuerylessAccessLogger(Logger):
         for name in self.URL_ATOMS:
             if isinstance(atoms.get(name), str):
                 atoms[name] = atoms[name].partition("?")[0]
+        # Nor any credential: %(u)s is the Basic user name, where `curl -u TOKEN:` puts a
+        # personal access token, and headers or environ keys may carry tokens or cookies.
+        atoms["u"] = "-"
+        for name in atoms:
+            if name[:1] == "{" and ("authorization" in name or "cookie" in name):
+                atoms[name] = "-"
         path = environ["RAW_URI"].partition("?")[0]
         atoms["r"] = f"{environ['REQUEST_METHOD']} {path} {environ['SERVER_PROTOCOL']}"
         atoms["q"] = atoms["{query_string}e"] = "-"

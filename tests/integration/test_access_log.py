@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 
 from tests.integration.conftest import sign_in
+from tests.integration.test_access_tokens import make_token
 
 # Every atom gunicorn offers that can carry a URL: the request line, path, query,
 # referer, and the headers and environ keys a proxy or a redirect fills with a URL.
@@ -82,6 +83,32 @@ class TestAccessLog:
         for line in lines:
             assert code not in line and state not in line, line
             assert "code=" not in line and "state=" not in line, line
+
+    def test_no_credential_reaches_a_text_line(self, start_gatekeeper, orcid):
+        # gunicorn's own default format has %(u)s, the Basic user name: `curl -u TOKEN:`.
+        credentials = (
+            "u=%(u)s a=%({authorization}i)s c=%({cookie}i)s sc=%({set-cookie}o)s "
+            "ea=%({http_authorization}e)s ec=%({http_cookie}e)s %(s)s"
+        )
+        gatekeeper = start_gatekeeper(
+            workers=1, GUNICORN_ACCESSLOG="-", GUNICORN_ACCESS_LOG_FORMAT=credentials
+        )
+        browser, _ = sign_in(gatekeeper.url, "qualified")
+        token = make_token(gatekeeper.url, browser)
+        target = {"X-Original-URI": "/datasets/sail-cohort/f.csv"}
+        assert requests.get(f"{gatekeeper.url}/auth", auth=(token, ""), headers=target).ok
+        bearer = {"Authorization": f"Bearer {token}", **target}
+        assert requests.get(f"{gatekeeper.url}/auth", headers=bearer).ok
+        assert browser.get(f"{gatekeeper.url}/auth", headers=target).ok
+        cookie = browser.cookies["gatekeeper_session"]
+
+        lines = access_lines(gatekeeper)
+
+        assert len(lines) >= 3 and all(" 200" in line or " 30" in line for line in lines[-3:])
+        for line in lines:
+            assert token not in line and cookie not in line, line
+            assert "Bearer" not in line and "Basic" not in line, line
+            assert "gkpat_" not in line and "gatekeeper_session" not in line, line
 
     def test_the_default_line_is_json_with_named_fields_and_no_query(self, start_gatekeeper, orcid):
         gatekeeper = start_gatekeeper(workers=1, GUNICORN_ACCESSLOG="-")
