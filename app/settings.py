@@ -7,6 +7,7 @@ Every variable is read once, converted and checked here; a problem raises
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -143,8 +144,9 @@ class Settings:
             ("ORCID_API_URL", self.orcid_api_url),
             ("PUBLIC_URL", self.public_url),
         ):
-            if url is not None and urlsplit(url).scheme not in ("http", "https"):
-                found.append(f"{name}: {url!r} is not an http(s) URL")
+            parts = urlsplit(url) if url is not None else None
+            if parts is not None and (parts.scheme not in ("http", "https") or not parts.hostname):
+                found.append(f"{name}: {url!r} is not an http(s) URL with a host")
         if self.orcid_client_id and not _CLIENT_ID.match(self.orcid_client_id):
             found.append(
                 f"ORCID_CLIENT_ID: {self.orcid_client_id!r} is not an ORCID client ID "
@@ -208,6 +210,17 @@ class Settings:
                 found.append(
                     f"PUBLIC_URL: {self.public_url!r} must be https (ORCID requires HTTPS "
                     "redirect URIs); plain http only on loopback or with GATEKEEPER_DEMO=1"
+                )
+        for name, url in (
+            ("ORCID_BASE_URL", self.orcid_base_url),
+            ("ORCID_API_URL", self.orcid_api_url),
+        ):
+            parts = urlsplit(url)
+            if parts.scheme == "http" and not _is_loopback(parts.hostname):
+                # The client secret, codes and researchers' tokens would cross in clear.
+                found.append(
+                    f"{name}: {url!r} must be https (the client secret and researchers' "
+                    "tokens go there); plain http only on loopback (an emulator)"
                 )
         found.extend(self.passport_problems())
         if "/read-limited" in self.orcid_scope.split() and "//pub." in self.orcid_api_url:
@@ -371,7 +384,11 @@ def _convert(kind: str, raw: str):
         return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
     if kind == "float":
         try:
-            return float(raw)
+            value = float(raw)
         except ValueError:
             raise ValueError(f"{raw!r} is not a number") from None
+        # nan passes every range check (each comparison is false), and inf never ends.
+        if not math.isfinite(value):
+            raise ValueError(f"{raw!r} is not a number")
+        return value
     return raw

@@ -36,11 +36,15 @@ class TestSettings:
         [
             ({"ORCID_API_URL": "pub.orcid.org/v3.0"}, "ORCID_API_URL"),
             ({"PUBLIC_URL": "javascript:alert(1)"}, "PUBLIC_URL"),
+            ({"PUBLIC_URL": "https://"}, "PUBLIC_URL"),
+            ({"ORCID_BASE_URL": "https:///oauth"}, "ORCID_BASE_URL"),
             ({"ORCID_CLIENT_ID": "APP-ABCDEFGHIJKLMNOP"}, "ORCID_CLIENT_SECRET"),
             ({"REFUSAL_TTL": "soon"}, "REFUSAL_TTL"),
             ({"REFUSAL_TTL": "0"}, "REFUSAL_TTL"),
             ({"AUTH_REDIRECT": "maybe"}, "AUTH_REDIRECT"),
             ({"ORCID_TIMEOUT": "60"}, "ORCID_TIMEOUT"),
+            ({"ORCID_TIMEOUT": "nan"}, "ORCID_TIMEOUT"),
+            ({"ORCID_TIMEOUT": "-inf"}, "ORCID_TIMEOUT"),
             ({"ORCID_CLIENT_ID": "APP-123", "ORCID_CLIENT_SECRET": "s"}, "ORCID_CLIENT_ID"),
             ({"ORCID_SCOPE": "/read-limited /write-everything"}, "ORCID_SCOPE"),
             ({"ORCID_SCOPE": "read-limited"}, "ORCID_SCOPE"),
@@ -174,6 +178,21 @@ class TestPublicUrl:
             "PUBLIC_URL: 'http://data.example.org' must be https (ORCID requires HTTPS "
             "redirect URIs); plain http only on loopback or with GATEKEEPER_DEMO=1"
         ]
+
+    @pytest.mark.parametrize("demo", ["0", "1"])
+    def test_orcid_over_plain_http_is_refused_but_on_loopback(self, demo):
+        env = {
+            **SERVICE,
+            "ORCID_CLIENT_SECRET": "s",
+            "ORCID_BASE_URL": "http://orcid.org",
+            "ORCID_API_URL": "http://pub.orcid.org/v3.0",
+            "GATEKEEPER_DEMO": demo,
+        }
+        problems = Settings.from_env(env).service_problems()
+        assert [p.split(":")[0] for p in problems] == ["ORCID_BASE_URL", "ORCID_API_URL"]
+        assert "must be https" in problems[0]
+        emulator = {"ORCID_BASE_URL": "http://127.0.0.1:9", "ORCID_API_URL": "http://[::1]:9/v3.0"}
+        assert Settings.from_env({**env, **emulator}).service_problems() == []
 
     def test_the_demo_may_use_plain_http_anywhere(self):
         env = {
