@@ -38,6 +38,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from app.printable import printable
 from app.redis_connection import WAIT_TIMEOUT, LazyCluster, connect, parse_redis_url
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ LOCK_LEASE = 2.0
 # What a Redis client raises: RedisCluster raises RedisClusterException, not a RedisError,
 # when it cannot map a slot to a node (every node down, a slot map being rebuilt).
 REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
+# What /readyz writes to learn that Redis takes writes, and how long it keeps it.
+READY_KEY, READY_PROBE_MS = f"{PREFIX}ready", 5000
 # How long a researcher's count of forgotten decisions is kept: far longer than a read.
 GENERATION_TTL = 86_400
 # Store a decision and index it, unless the researcher's count of forgettings moved since
@@ -429,6 +432,9 @@ class MemoryStore:
 
     def ping(self) -> bool:
         return True
+
+    def unready(self) -> str | None:
+        return None
 
 
 def _researcher_of(record: str) -> str:
@@ -1020,6 +1026,20 @@ class RedisStore:
             return bool(self.redis.ping())
         except REDIS_ERRORS:
             return False
+
+    def unready(self) -> str | None:
+        """Why Redis cannot keep what we need now, or None. Asks Redis itself, breaker or
+        not. A read-only replica where the primary should be, or a full Redis under
+        noeviction, answers PING and refuses every sign-in: a write must be taken."""
+        if not self.ping():
+            return "Redis does not answer"
+        try:
+            self.redis.set(READY_KEY, "1", px=READY_PROBE_MS)
+        except redis.ResponseError as exc:
+            return f"Redis refuses writes: {printable(str(exc))[:120]}"
+        except REDIS_ERRORS:
+            return "Redis does not answer"
+        return None
 
 
 def _nothing():

@@ -17,7 +17,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Ready to decide: a policy is loaded and Redis (when configured) answers.
+    """Ready to decide: a policy is loaded and Redis (when configured) takes writes.
 
     A broken policy edit does not make us unready: the last good policy keeps serving, so
     taking instances out of the load balancer would only turn researchers away. It is
@@ -29,8 +29,9 @@ def readyz():
     problems = []
     gk.policy_file.refresh()
     error = gk.policy_file.last_error
-    if not gk.store.ping():
-        problems.append("Redis does not answer")
+    unready = gk.store.unready()
+    if unready is not None:
+        problems.append(unready)
     body = {
         "status": "ready" if not problems else "not ready",
         "problems": problems,

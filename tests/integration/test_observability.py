@@ -118,6 +118,29 @@ class TestHealth:
         ready = requests.get(f"{gatekeeper.url}/readyz", timeout=5)
         assert ready.status_code == 200 and ready.json()["status"] == "ready"
 
+    @pytest.mark.parametrize("refusal", ["read-only replica", "full"])
+    def test_readyz_is_not_ready_while_redis_refuses_writes(
+        self, start_gatekeeper, redis_url, redis_server, refusal
+    ):
+        # PING still answers, while every sign-in fails: /readyz must say so.
+        gatekeeper = start_gatekeeper(redis_url=redis_url, workers=1)
+        readyz = f"{gatekeeper.url}/readyz"
+        assert requests.get(readyz, timeout=5).status_code == 200
+        client = redis_server.client
+        try:
+            if refusal == "full":
+                client.config_set("maxmemory", "1")  # noeviction, Redis's default policy
+            else:
+                client.replicaof("127.0.0.1", "1")  # following a primary that is not there
+            ready = requests.get(readyz, timeout=5)
+            assert ready.status_code == 503
+            [problem] = ready.json()["problems"]
+            assert problem.startswith("Redis refuses writes: "), problem
+        finally:
+            client.replicaof("NO", "ONE")
+            client.config_set("maxmemory", "0")
+        assert requests.get(readyz, timeout=5).status_code == 200
+
     def test_readyz_reports_a_policy_edit_that_does_not_load(
         self, start_gatekeeper, redis_url, tmp_path
     ):
