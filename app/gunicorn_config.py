@@ -6,6 +6,8 @@ The packaged configuration, so that a pip install runs as a checkout does:
     gunicorn -c gunicorn.conf.py 'app:create_app()'    # the checkout's file imports this
 """
 
+import contextlib
+import glob
 import importlib.util
 import os
 import shutil
@@ -174,6 +176,13 @@ _own_metrics_dir = None
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     _own_metrics_dir = tempfile.mkdtemp(prefix="gatekeeper-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
+else:
+    # The operator's directory: an earlier run's samples would add to this one's
+    # (prometheus_client asks for it to be emptied before each start). One run per
+    # directory, then.
+    for _stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_stale)
 
 
 def on_exit(server):
@@ -183,7 +192,11 @@ def on_exit(server):
 
 
 def post_worker_init(worker):
-    """Cold decisions take at most all threads but one, so cached checks never queue."""
+    """Cold decisions take at most all threads but one, so cached checks never queue; the
+    worker's own gauges say which policy it serves."""
+    from app import metrics
+
+    metrics.worker_started()
     forward_auth = getattr(worker.wsgi, "wsgi_app", None)
     if worker.cfg.threads > 1 and hasattr(forward_auth, "set_cold_slots"):
         forward_auth.set_cold_slots(worker.cfg.threads - 1)

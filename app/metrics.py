@@ -91,11 +91,14 @@ SIGN_INS = Counter(
     ["outcome"],
 )
 _serving: list[str] = []  # the policy version this process has labelled
+_policy_ok: list[bool] = []  # whether its last load worked
+_build: list[tuple[str, str]] = []  # the versions it runs
 
 
 def policy_loaded(ok: bool, version: str | None = None) -> None:
     """Count a policy (re)load and set the gauges; PolicyFile calls it after each load."""
     POLICY_LOADS.labels("ok" if ok else "error").inc()
+    _policy_ok[:] = [ok]
     POLICY_OK.set(1 if ok else 0)
     if ok and version is not None:
         for old in _serving:
@@ -110,7 +113,21 @@ def build_info() -> None:
         version = importlib.metadata.version("orcid-gatekeeper")
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
-    BUILD_INFO.labels(version, platform.python_version()).set(1)
+    _build[:] = [(version, platform.python_version())]
+    BUILD_INFO.labels(*_build[0]).set(1)
+
+
+def worker_started() -> None:
+    """Set the master's gauges again in a worker forked from it (gunicorn's
+    post_worker_init). prometheus_client gives each process samples of its own, starting
+    at 0, and gatekeeper_policy_ok is the lowest over live processes: a worker that had
+    set nothing read as a broken policy."""
+    for ok in _policy_ok:
+        POLICY_OK.set(1 if ok else 0)
+    for version in _serving:
+        POLICY_VERSION.labels(version).set(1)
+    for labels in _build:
+        BUILD_INFO.labels(*labels).set(1)
 
 
 def orcid_endpoint(path: str) -> str:

@@ -78,6 +78,7 @@ class TestMetrics:
         found = samples(text)
         version = requests.get(f"{gatekeeper.url}/readyz", timeout=5).json()["policy_version"]
         assert value(found, "gatekeeper_policy_version_info", version=version) == 1
+        assert value(found, "gatekeeper_policy_ok") == 1  # every worker's, not the master's
         builds = [key for key in found if key[0] == "gatekeeper_build_info"]
         assert builds and all(found[key] == 1 for key in builds)
         assert dict(builds[0][1])["version"] == "0.1.0"

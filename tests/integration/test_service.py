@@ -420,6 +420,18 @@ def test_gunicorn_removes_the_metrics_directory_it_made(start_gatekeeper, tmp_pa
     assert made() == []
 
 
+def test_an_operators_metrics_directory_starts_each_run_empty(start_gatekeeper, tmp_path):
+    # prometheus_client reads every file there: the last run's master left its own.
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    for run in range(2):
+        gatekeeper = start_gatekeeper(PROMETHEUS_MULTIPROC_DIR=str(directory), workers=1)
+        text = requests.get(f"{gatekeeper.url}/metrics", timeout=10).text
+        assert 'gatekeeper_policy_loads_total{result="ok"} 1.0' in text, run
+        gatekeeper.stop()
+    assert list(directory.glob("*.db"))  # an operator's directory is theirs to keep
+
+
 def test_gunicorn_opens_no_control_socket(start_gatekeeper, tmp_path):
     # gunicorn 25.1+ would open $HOME/.gunicorn/gunicorn.ctl, one path for every instance.
     home = tmp_path / "home"
