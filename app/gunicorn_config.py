@@ -224,6 +224,12 @@ def _check_settings():
         if problems:
             raise ConfigError("; ".join(problems))
         load_policy(settings.policy_path)
+        if settings.demo:
+            print(
+                "orcid-gatekeeper: GATEKEEPER_DEMO is set: demo mode (a SECRET_KEY made up "
+                "at each start, plain http allowed); not for a service others rely on",
+                file=sys.stderr,
+            )
     except PolicyError as exc:
         print(f"orcid-gatekeeper: POLICY_PATH: {exc.message}", file=sys.stderr)
         sys.exit(3)
@@ -243,7 +249,8 @@ def on_starting(server):
     from app.settings import Settings
 
     settings = Settings.from_env()
-    if server.cfg.workers > 1 and not settings.redis_url and not settings.demo:
+    # Demo mode too: a sign-in's state, kept by one worker, is looked for by any other.
+    if server.cfg.workers > 1 and not settings.redis_url:
         print(
             f"orcid-gatekeeper: REDIS_URL: required with {server.cfg.workers} workers "
             "(sessions, decisions and locks must be shared); set it, or run one worker",

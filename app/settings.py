@@ -205,7 +205,7 @@ class Settings:
             found.append("ORCID_CLIENT_ID: required for ORCID sign-in")
         if self.public_url is not None and not self.demo:
             parts = urlsplit(self.public_url)
-            if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            if parts.scheme == "http" and not is_loopback_host(parts.hostname):
                 # ORCID registers only HTTPS redirect URIs (loopback excepted, for testing).
                 found.append(
                     f"PUBLIC_URL: {self.public_url!r} must be https (ORCID requires HTTPS "
@@ -216,7 +216,7 @@ class Settings:
             ("ORCID_API_URL", self.orcid_api_url),
         ):
             parts = urlsplit(url)
-            if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            if parts.scheme == "http" and not is_loopback_host(parts.hostname):
                 # The client secret, codes and researchers' tokens would cross in clear.
                 found.append(
                     f"{name}: {url!r} must be https (the client secret and researchers' "
@@ -352,10 +352,11 @@ class Settings:
         if self.public_url is None:
             return True
         parts = urlsplit(self.public_url)
-        return not (parts.scheme == "http" and _is_loopback(parts.hostname))
+        return not (parts.scheme == "http" and is_loopback_host(parts.hostname))
 
 
-def _is_loopback(hostname: str | None) -> bool:
+def is_loopback_host(hostname: str | None) -> bool:
+    """Whether a URL's hostname (urlsplit's: lower-case, no brackets) names loopback."""
     return hostname in ("127.0.0.1", "localhost", "::1")
 
 

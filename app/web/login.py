@@ -15,6 +15,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import redis
 from authlib.common.errors import AuthlibBaseError
@@ -38,6 +39,7 @@ from app.errors import InvalidOrcidId, MalformedResponse
 from app.http_deadlines import DeadlineOAuth2Session, ending_by
 from app.metrics import SIGN_INS
 from app.orcid_id import parse_orcid_id
+from app.settings import is_loopback_host
 from app.web.clients import limited_address
 from app.web.redirects import safe_next
 
@@ -246,8 +248,6 @@ def allowed_hosts() -> frozenset[str]:
     settings = _gatekeeper().settings
     hosts = set(settings.allowed_redirect_hosts)
     if settings.public_url:
-        from urllib.parse import urlsplit
-
         public = urlsplit(settings.public_url)
         hosts.add(f"{public.scheme.lower()}://{public.netloc.lower()}")
     return frozenset(hosts)
@@ -257,10 +257,12 @@ def redirect_uri() -> str:
     """Where ORCID sends the researcher back: ``PUBLIC_URL``'s /callback.
 
     The demo answers at whatever loopback name it was opened with (``localhost`` or
-    ``127.0.0.1``), since the cookie that started the sign-in is only sent back there.
+    ``127.0.0.1``), since the cookie that started the sign-in is only sent back there;
+    never at a name a Host header gives that is not loopback.
     """
     settings = _gatekeeper().settings
-    if settings.public_url and not settings.demo:
+    opened_on_loopback = is_loopback_host(urlsplit(f"//{request.host}").hostname)
+    if settings.public_url and not (settings.demo and opened_on_loopback):
         return settings.public_url.rstrip("/") + "/callback"
     return url_for("login.callback", _external=True)
 

@@ -347,6 +347,31 @@ class TestStartUp:
         assert len(ours) == 1 and variable in ours[0]
         assert "Traceback" not in result.stderr
 
+    def test_demo_mode_under_gunicorn_says_so_and_still_needs_redis_for_workers(
+        self, tmp_path, emulator
+    ):
+        import subprocess
+
+        from tests.integration.conftest import BIN, REPO, free_port, gatekeeper_env
+
+        env = gatekeeper_env(tmp_path, emulator, GATEKEEPER_DEMO="1")
+        env.pop("SECRET_KEY")
+        result = subprocess.run(
+            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "app:create_app()"]
+            + ["-b", f"127.0.0.1:{free_port()}", "-w", "2"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 3
+        ours = [line for line in result.stderr.splitlines() if line.startswith("orcid-gatekeeper:")]
+        assert len(ours) == 2, result.stderr
+        assert "GATEKEEPER_DEMO is set: demo mode" in ours[0]
+        assert ours[1].startswith("orcid-gatekeeper: REDIS_URL: required with 2 workers")
+        assert "Traceback" not in result.stderr
+
     def test_the_c_parser_asked_for_but_not_installed_is_one_line(self, tmp_path, emulator):
         import subprocess
         import sys

@@ -71,6 +71,21 @@ class TestLogin:
         ):
             assert part in location
 
+    @pytest.mark.parametrize(
+        "host, back_to",
+        [
+            ("127.0.0.1:8000", "http://127.0.0.1:8000/callback"),
+            ("localhost:8000", "http://localhost:8000/callback"),
+            ("attacker.example", "http://data.example.org/callback"),
+        ],
+    )
+    def test_demo_mode_comes_back_to_a_loopback_name_only(self, host, back_to):
+        # The demo follows the loopback name it was opened with; a Host header naming
+        # anything else gets PUBLIC_URL's callback, never its own.
+        app = make_app(PUBLIC_URL="http://data.example.org", GATEKEEPER_DEMO="1")
+        location = app.test_client().get("/login", headers={"Host": host}).headers["Location"]
+        assert parse_qs(urlsplit(location).query)["redirect_uri"] == [back_to]
+
     def test_the_session_cookie_is_signed_httponly_secure_and_lax(self):
         app = make_app(PUBLIC_URL="https://data.example.org")
         cookie = app.test_client().get("/login").headers["Set-Cookie"]
