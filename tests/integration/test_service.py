@@ -357,8 +357,10 @@ class TestStartUp:
         env = gatekeeper_env(tmp_path, emulator, GATEKEEPER_DEMO="1")
         env.pop("SECRET_KEY")
         result = subprocess.run(
-            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "app:create_app()"]
-            + ["-b", f"127.0.0.1:{free_port()}", "-w", "2"],
+            [
+                *(str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "app:create_app()"),
+                *("-b", f"127.0.0.1:{free_port()}", "-w", "2"),
+            ],
             cwd=REPO,
             env=env,
             capture_output=True,
