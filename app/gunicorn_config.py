@@ -244,10 +244,33 @@ if _problems:  # a bad GUNICORN_* value: one line, like every other setting
 _check_settings()
 
 
+# Settings this file pins for safety, as gunicorn ends up with them: GUNICORN_CMD_ARGS and
+# the command line come after this file and would otherwise quietly undo them.
+PINNED = {
+    "forwarder_headers": ([], "a header could move a request onto another route"),
+    "header_map": ("drop", "X_Original_URI would read as X-Original-URI"),
+    "secure_scheme_headers": (secure_scheme_headers, "a browser could claim https"),
+    "proxy_protocol": ("off", "the client address would come from the connection's header"),
+    "protocol": ("http", "requests would be read as another protocol"),
+    "control_socket_disable": (True, "every instance of a user shares one control socket"),
+}
+
+
 def on_starting(server):
-    """More than one worker needs Redis: sessions and decisions must be shared."""
+    """The pinned settings hold; more than one worker needs Redis: sessions and decisions
+    must be shared."""
     from app.settings import Settings
 
+    undone = [name for name, (value, _) in PINNED.items() if getattr(server.cfg, name) != value]
+    if undone:
+        name = undone[0]
+        print(
+            f"orcid-gatekeeper: {name}: {getattr(server.cfg, name)!r} undoes this service's "
+            f"{PINNED[name][0]!r} ({PINNED[name][1]}); drop it from GUNICORN_CMD_ARGS "
+            "or the command line",
+            file=sys.stderr,
+        )
+        sys.exit(3)
     settings = Settings.from_env()
     # Demo mode too: a sign-in's state, kept by one worker, is looked for by any other.
     if server.cfg.workers > 1 and not settings.redis_url:

@@ -374,6 +374,40 @@ class TestStartUp:
         assert ours[1].startswith("orcid-gatekeeper: REDIS_URL: required with 2 workers")
         assert "Traceback" not in result.stderr
 
+    @pytest.mark.parametrize(
+        "arguments, setting",
+        [
+            ("--forwarder-headers SCRIPT_NAME,PATH_INFO", "forwarder_headers"),
+            ("--header-map dangerous", "header_map"),
+            ("--proxy-protocol v1", "proxy_protocol"),
+            ("--protocol uwsgi", "protocol"),
+        ],
+    )
+    def test_gunicorn_arguments_cannot_undo_a_pinned_setting(
+        self, tmp_path, emulator, arguments, setting
+    ):
+        # gunicorn applies GUNICORN_CMD_ARGS after this service's configuration file.
+        import subprocess
+
+        from tests.integration.conftest import BIN, REPO, free_port, gatekeeper_env
+
+        env = gatekeeper_env(tmp_path, emulator, GUNICORN_CMD_ARGS=arguments)
+        result = subprocess.run(
+            [
+                *(str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "app:create_app()"),
+                *("-b", f"127.0.0.1:{free_port()}", "-w", "1"),
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 3, result.stderr[-500:]
+        ours = [line for line in result.stderr.splitlines() if line.startswith("orcid-gatekeeper:")]
+        assert len(ours) == 1 and ours[0].startswith(f"orcid-gatekeeper: {setting}: "), ours
+        assert "Traceback" not in result.stderr
+
     def test_the_c_parser_asked_for_but_not_installed_is_one_line(self, tmp_path, emulator):
         import subprocess
         import sys
