@@ -38,7 +38,8 @@ def _number(name: str, default: int, low: int, *fallbacks: str) -> int:
     return value
 
 
-bind = os.environ.get("GUNICORN_BIND", os.environ.get("BIND", "127.0.0.1:8000"))
+# Empty is unset, as for every other setting (an empty bind listened on nothing).
+bind = os.environ.get("GUNICORN_BIND", "").strip() or "127.0.0.1:8000"
 workers = _number("GUNICORN_WORKERS", 2, 1, "WEB_CONCURRENCY")
 threads = _number("GUNICORN_THREADS", 4, 1)
 # gunicorn's gthread worker, with a quick shutdown (SIGINT, SIGQUIT) that cannot hang on

@@ -431,6 +431,25 @@ class TestStartUp:
             "pip install gunicorn_h1c"
         )
 
+    @pytest.mark.parametrize("value, bind", [("", "127.0.0.1:8000"), (" ", "127.0.0.1:8000")])
+    def test_an_empty_gunicorn_bind_is_unset(self, tmp_path, emulator, value, bind):
+        # An empty bind listened on nothing, and said so only as "Listening at:  (pid)".
+        import subprocess
+        import sys
+
+        from tests.integration.conftest import REPO, gatekeeper_env
+
+        env = gatekeeper_env(tmp_path, emulator, GUNICORN_BIND=value, BIND="0.0.0.0:9")
+        result = subprocess.run(
+            [sys.executable, "-c", "import app.gunicorn_config as c; print(c.bind)"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.stdout.strip() == bind, result.stderr
+
 
 def test_x_original_uri_sent_twice_is_refused_whichever_comes_first(gatekeeper):
     # gunicorn joins a header sent twice ("a,b"); neither URL may decide for the other.
