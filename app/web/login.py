@@ -478,9 +478,10 @@ def _complete_sign_in(integration, state: str):
             502,
             title="ORCID is not answering",
         )
-    except (ValueError, TypeError, AttributeError, MalformedResponse) as exc:
+    except (ValueError, TypeError, AttributeError, OverflowError, MalformedResponse) as exc:
         # ORCID's token endpoint answered 200 with something that is no token (an HTML
-        # page, a JSON list, an expires_in that is not a number): Authlib raises these.
+        # page, a JSON list, an expires_in that is not a number or is 1e400): Authlib
+        # raises these.
         # Or, with openid, its keys are no key set (exchange_code).
         _sign_in_outcome(
             "unavailable", "orcid_bad_answer", detail=type(exc).__name__, level=logging.WARNING

@@ -103,6 +103,10 @@ class TestLogin:
             {"body": "<html>Down for maintenance</html>", "content_type": "text/html"},
             {"json": []},
             {"json": {"access_token": "a", "token_type": "bearer", "expires_in": "soon"}},
+            {
+                "body": '{"access_token": "a", "token_type": "bearer", "expires_in": 1e400}',
+                "content_type": "application/json",
+            },
             {"json": {"access_token": ["a"], "token_type": "bearer", "orcid": RESEARCHER}},
             # Not followed: a redirect would post the client secret wherever it points.
             {"status": 307, "headers": {"Location": "https://elsewhere.example/token"}},
@@ -111,6 +115,7 @@ class TestLogin:
             "html-page",
             "json-list",
             "expires-in-not-a-number",
+            "expires-in-past-any-clock",
             "access-token-a-list",
             "redirect",
         ],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import secrets
 import textwrap
 import time
@@ -697,9 +698,21 @@ class TestEarnCallback:
             {"body": "<html>Down for maintenance</html>", "content_type": "text/html"},
             {"json": []},
             {"json": {**token_answer(), "expires_in": "soon"}},
+            {
+                "body": json.dumps({**token_answer(), "expires_in": 1}).replace(
+                    '"expires_in": 1', '"expires_in": 1e400'
+                ),
+                "content_type": "application/json",
+            },
             {"json": {**token_answer(), "access_token": ["WRITE-TOKEN"]}},
         ],
-        ids=["html-page", "json-list", "expires-in-not-a-number", "access-token-a-list"],
+        ids=[
+            "html-page",
+            "json-list",
+            "expires-in-not-a-number",
+            "expires-in-past-any-clock",
+            "access-token-a-list",
+        ],
     )
     @responses.activate
     def test_a_token_answer_that_is_no_token_writes_nothing(self, web, answer):
