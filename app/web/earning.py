@@ -47,6 +47,7 @@ from app.web.login import (
     current_researcher,
     exchange_code,
     message_page,
+    oauth_error_code,
     orcid_client,
     orcid_failure,
     redirect_to_orcid,
@@ -252,7 +253,7 @@ def complete(state: str):
     researcher = current_researcher()
     if request.args.get("error"):
         integration.clear_state_data(session, state)
-        error = request.args["error"][:40]
+        error = oauth_error_code(request.args["error"], "unknown_error")
         if error != "access_denied":
             # Not the researcher's choice: ORCID could not ask (invalid_scope, server_error).
             _outcome("failed", error, researcher)
@@ -288,7 +289,8 @@ def complete(state: str):
         if not isinstance(token.get("access_token"), str | None):
             raise TypeError("access_token is not a string")
     except AuthlibBaseError as exc:
-        _outcome("failed", str(getattr(exc, "error", None) or type(exc).__name__)[:40], researcher)
+        error = oauth_error_code(getattr(exc, "error", None), type(exc).__name__)
+        _outcome("failed", error, researcher)
         return message_page(
             "This link has expired or was already used",
             "Nothing was written to your ORCID record. Please try again.",

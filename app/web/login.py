@@ -253,6 +253,31 @@ def allowed_hosts() -> frozenset[str]:
     return frozenset(hosts)
 
 
+# OAuth 2.0's error codes (RFC 6749 4.1.2.1 and 5.2) and Authlib's own for the state.
+OAUTH_ERRORS = frozenset(
+    {
+        "invalid_request",
+        "unauthorized_client",
+        "access_denied",
+        "unsupported_response_type",
+        "invalid_scope",
+        "server_error",
+        "temporarily_unavailable",
+        "invalid_client",
+        "invalid_grant",
+        "unsupported_grant_type",
+        "mismatching_state",
+        "missing_token",
+    }
+)
+
+
+def oauth_error_code(error, otherwise: str) -> str:
+    """An OAuth error as logged: a known code, else ``otherwise``. It may come from the
+    callback's query, which anyone can write."""
+    return error if error in OAUTH_ERRORS else otherwise
+
+
 def redirect_uri() -> str:
     """Where ORCID sends the researcher back: ``PUBLIC_URL``'s /callback.
 
@@ -425,7 +450,8 @@ def callback():
         error = request.args["error"]
         if integration.started_here(session, state):
             integration.clear_state_data(session, state)
-            _sign_in_outcome("denied" if error == "access_denied" else "failed", error[:40])
+            outcome = "denied" if error == "access_denied" else "failed"
+            _sign_in_outcome(outcome, oauth_error_code(error, "unknown_error"))
         else:
             _sign_in_outcome("failed", "no_state")  # not counted as a researcher's denial
         return render_template("denied.html"), 200
@@ -469,7 +495,9 @@ def _complete_sign_in(integration, state: str):
         return _sign_in_failed("ORCID's answer could not be verified.", 400)
     except AuthlibBaseError as exc:
         # A missing, spent or foreign state (mismatching_state), or a code ORCID refused.
-        _sign_in_outcome("failed", str(getattr(exc, "error", None) or type(exc).__name__)[:40])
+        _sign_in_outcome(
+            "failed", oauth_error_code(getattr(exc, "error", None), type(exc).__name__)
+        )
         return _sign_in_failed("This sign-in link has expired or was already used.", 400)
     except RequestException:  # DeadlinePassed among them
         _sign_in_outcome("unavailable", "orcid_unreachable", level=logging.WARNING)

@@ -1,5 +1,6 @@
 """The app factory and the edges that need no ORCID: configuration, cookies, redirects."""
 
+import logging
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -91,6 +92,23 @@ class TestLogin:
         cookie = app.test_client().get("/login").headers["Set-Cookie"]
         assert cookie.startswith("gatekeeper_session=")
         assert "HttpOnly" in cookie and "Secure" in cookie and "SameSite=Lax" in cookie
+
+    @pytest.mark.parametrize(
+        "error, logged",
+        [
+            ("access_denied", "access_denied"),
+            ("invalid_scope", "invalid_scope"),
+            ("you were hacked, call 555-0100", "unknown_error"),
+        ],
+    )
+    def test_a_callback_error_is_logged_only_as_a_known_code(self, caplog, error, logged):
+        # Anyone can write the callback's query: only OAuth's own codes reach the log.
+        client = make_app().test_client()
+        state = start_sign_in(client)
+        caplog.set_level(logging.INFO, logger="app.web.login")
+        client.get("/callback", query_string={"error": error, "state": state})
+        [stopped] = [r for r in caplog.records if getattr(r, "event", None) == "sign_in"]
+        assert stopped.reason == logged
 
     def test_callback_without_state_is_refused(self):
         response = make_app().test_client().get("/callback?code=abcdef")
