@@ -40,9 +40,9 @@ from app.decision import Decision
 
 VISA_TYP = "vnd.ga4gh.visa+jwt"
 JWKS_PATH = "/.well-known/jwks.json"
+NO_ORGANIZATION = "https://no.organization"  # the spec's source when none is named
 
 logger = logging.getLogger(__name__)
-NO_ORGANIZATION = "https://no.organization"  # the spec's source when none is named
 
 
 class SigningKeyError(Exception):
