@@ -57,8 +57,16 @@ def nginx(tmp_path_factory, emulator, redis_server, files, policies):
 
 
 def auth_checks(site) -> int:
-    """How many checks the gatekeeper answered so far (the rest were nginx's cache)."""
-    return sum(1 for _, path in site.gatekeeper_requests() if path.startswith("/auth"))
+    """How many checks the gatekeeper answered so far (the rest were nginx's cache), once
+    gunicorn has written them: it writes each access line after sending the answer, so
+    the count is read until it holds for 0.2 s."""
+    last = None
+    while True:
+        count = sum(1 for _, path in site.gatekeeper_requests() if path.startswith("/auth"))
+        if count == last:
+            return count
+        last = count
+        time.sleep(0.2)
 
 
 class Watcher:
@@ -228,8 +236,24 @@ class TestOneSecondBounds:
             staged = policies / "datasets.yaml.new"
             staged.write_text(before)
             staged.replace(datasets)
+
+        def every_worker_allows() -> bool:
+            # Straight to gunicorn, past nginx's cache, each on a new connection (any
+            # worker): one allow through nginx shows only one worker has reloaded.
+            return all(
+                requests.get(
+                    f"{nginx.gatekeeper.url}/auth",
+                    cookies=browser.cookies,
+                    headers={"X-Original-URI": SAIL_FILE},
+                    allow_redirects=False,
+                    timeout=5,
+                ).status_code
+                == 200
+                for _ in range(10)
+            )
+
         deadline = time.monotonic() + 5
-        while nginx.get(SAIL_FILE, browser).status_code != 200:
+        while not every_worker_allows():
             assert time.monotonic() < deadline, "the old policy did not come back"
             time.sleep(0.1)
 

@@ -152,7 +152,10 @@ class TestHealth:
         policies = tmp_path / "policies"
         shutil.copytree(REPO / "policies", policies)
         gatekeeper = start_gatekeeper(redis_url=redis_url, POLICY_PATH=str(policies))
-        (policies / "datasets.yaml").write_text("version: 1\ndatasets: {broken: {}}\n")
+        # Staged, then swapped in: a watcher must never read it half-written.
+        staged = policies / "datasets.yaml.new"
+        staged.write_text("version: 1\ndatasets: {broken: {}}\n")
+        staged.replace(policies / "datasets.yaml")
         import time
 
         # Policy files are looked at once a second and reloaded off the request path.

@@ -9,6 +9,7 @@ the file is served with the researcher's identity, and refusals stop at the prox
 from __future__ import annotations
 
 import re
+import time
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
@@ -355,9 +356,15 @@ class TestNginx:
         )
         assert response.status_code == 200, nginx.explain(response)
 
-        lines = nginx.proxy.access_log.read_text().splitlines()
+        # nginx writes an access line after sending the answer: wait for the file's.
+        deadline = time.monotonic() + 5
+        while True:
+            lines = nginx.proxy.access_log.read_text().splitlines()
+            served = [line for line in lines if f'"GET {SAIL_FILE} HTTP/1.1" 200' in line]
+            if served or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert any('"GET /callback HTTP/1.1" 302' in line for line in lines), lines
-        served = [line for line in lines if f'"GET {SAIL_FILE} HTTP/1.1" 200' in line]
         assert served and served[-1].endswith(f"orcid={QUALIFIED_ORCID}"), lines
         for line in lines:
             assert "?" not in line, line
