@@ -165,9 +165,10 @@ header_map = "drop"
 # gunicorn's default also takes X-Forwarded-Ssl and X-Forwarded-Protocol, which proxies
 # pass on from the browser untouched.
 secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
-# No control socket (gunicorn 25.1+ opens $HOME/.gunicorn/gunicorn.ctl by default): every
-# instance run by one user would share that path, each new one taking it over from the
-# last, and the first to stop would delete the live one's. Signals do what gunicornc would.
+# No control socket (gunicorn 25.1+ opens $XDG_RUNTIME_DIR/gunicorn.ctl, else
+# $HOME/.gunicorn/gunicorn.ctl, by default): every instance run by one user would share
+# that path, each new one taking it over from the last, and the first to stop would
+# delete the live one's. Signals do what gunicornc would.
 control_socket_disable = True
 
 
@@ -190,6 +191,14 @@ def on_exit(server):
     """The metrics directory we made for this run goes with it."""
     if _own_metrics_dir:
         shutil.rmtree(_own_metrics_dir, ignore_errors=True)
+
+
+def _refuse(message: str):
+    """Stop before serving: one line, exit 3, and no metrics directory left behind (gunicorn
+    runs no on_exit for a start refused here)."""
+    print(f"orcid-gatekeeper: {message}", file=sys.stderr)
+    on_exit(None)
+    sys.exit(3)
 
 
 def post_worker_init(worker):
@@ -232,16 +241,13 @@ def _check_settings():
                 file=sys.stderr,
             )
     except PolicyError as exc:
-        print(f"orcid-gatekeeper: POLICY_PATH: {exc.message}", file=sys.stderr)
-        sys.exit(3)
+        _refuse(f"POLICY_PATH: {exc.message}")
     except ConfigError as exc:
-        print(f"orcid-gatekeeper: {exc.message}", file=sys.stderr)
-        sys.exit(3)
+        _refuse(exc.message)
 
 
 if _problems:  # a bad GUNICORN_* value: one line, like every other setting
-    print(f"orcid-gatekeeper: {'; '.join(_problems)}", file=sys.stderr)
-    sys.exit(3)
+    _refuse("; ".join(_problems))
 _check_settings()
 
 
@@ -254,6 +260,7 @@ PINNED = {
     "proxy_protocol": ("off", "the client address would come from the connection's header"),
     "protocol": ("http", "requests would be read as another protocol"),
     "control_socket_disable": (True, "every instance of a user shares one control socket"),
+    "logger_class": (QuerylessAccessLogger, "access lines would keep queries and credentials"),
 }
 
 
@@ -265,19 +272,15 @@ def on_starting(server):
     undone = [name for name, (value, _) in PINNED.items() if getattr(server.cfg, name) != value]
     if undone:
         name = undone[0]
-        print(
-            f"orcid-gatekeeper: {name}: {getattr(server.cfg, name)!r} undoes this service's "
+        _refuse(
+            f"{name}: {getattr(server.cfg, name)!r} undoes this service's "
             f"{PINNED[name][0]!r} ({PINNED[name][1]}); drop it from GUNICORN_CMD_ARGS "
-            "or the command line",
-            file=sys.stderr,
+            "or the command line"
         )
-        sys.exit(3)
     settings = Settings.from_env()
     # Demo mode too: a sign-in's state, kept by one worker, is looked for by any other.
     if server.cfg.workers > 1 and not settings.redis_url:
-        print(
-            f"orcid-gatekeeper: REDIS_URL: required with {server.cfg.workers} workers "
-            "(sessions, decisions and locks must be shared); set it, or run one worker",
-            file=sys.stderr,
+        _refuse(
+            f"REDIS_URL: required with {server.cfg.workers} workers "
+            "(sessions, decisions and locks must be shared); set it, or run one worker"
         )
-        sys.exit(3)

@@ -22,4 +22,5 @@ class ThreadWorker(GunicornThreadWorker):
     """gunicorn's gthread worker; SIGINT and SIGQUIT no longer take the pool's lock."""
 
     def handle_quit(self, sig, frame):
+        # gthread's own, minus its tpool.shutdown: recheck on a gunicorn upgrade.
         Worker.handle_quit(self, sig, frame)

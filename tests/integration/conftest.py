@@ -186,6 +186,13 @@ class Gatekeeper:
         self.log.close()
 
 
+def scratch_dir(tmp_path: Path) -> Path:
+    """The TMPDIR a test's gunicorn gets."""
+    scratch = tmp_path / "gunicorn-tmp"
+    scratch.mkdir(exist_ok=True)
+    return scratch
+
+
 def gatekeeper_env(tmp_path, emulator, redis_url=None, public_url=None, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCID_", "GUNICORN_"))}
     # The one gunicorn setting a run may choose: `GUNICORN_HTTP_PARSER=fast make test`
@@ -200,6 +207,8 @@ def gatekeeper_env(tmp_path, emulator, redis_url=None, public_url=None, **extra)
         POLICY_PATH=str(REPO / "policies"),
         SECRET_KEY="integration-test-secret-key-0123456789",
         GK_LOG=str(tmp_path / "gatekeeper.log"),
+        # The test's own: a metrics directory or worker file left behind shows there.
+        TMPDIR=str(scratch_dir(tmp_path)),
     )
     env.update(extra)
     if redis_url:

@@ -346,6 +346,7 @@ class TestStartUp:
         ours = [line for line in result.stderr.splitlines() if line.startswith("orcid-gatekeeper:")]
         assert len(ours) == 1 and variable in ours[0]
         assert "Traceback" not in result.stderr
+        assert list(Path(env["TMPDIR"]).iterdir()) == []  # no metrics directory left
 
     def test_demo_mode_under_gunicorn_says_so_and_still_needs_redis_for_workers(
         self, tmp_path, emulator
@@ -373,6 +374,7 @@ class TestStartUp:
         assert "GATEKEEPER_DEMO is set: demo mode" in ours[0]
         assert ours[1].startswith("orcid-gatekeeper: REDIS_URL: required with 2 workers")
         assert "Traceback" not in result.stderr
+        assert list(Path(env["TMPDIR"]).iterdir()) == []  # no metrics directory left
 
     @pytest.mark.parametrize(
         "arguments, setting",
@@ -381,6 +383,7 @@ class TestStartUp:
             ("--header-map dangerous", "header_map"),
             ("--proxy-protocol v1", "proxy_protocol"),
             ("--protocol uwsgi", "protocol"),
+            ("--logger-class gunicorn.glogging.Logger", "logger_class"),
         ],
     )
     def test_gunicorn_arguments_cannot_undo_a_pinned_setting(
@@ -407,6 +410,7 @@ class TestStartUp:
         ours = [line for line in result.stderr.splitlines() if line.startswith("orcid-gatekeeper:")]
         assert len(ours) == 1 and ours[0].startswith(f"orcid-gatekeeper: {setting}: "), ours
         assert "Traceback" not in result.stderr
+        assert list(Path(env["TMPDIR"]).iterdir()) == []  # no metrics directory left
 
     def test_the_c_parser_asked_for_but_not_installed_is_one_line(self, tmp_path, emulator):
         import subprocess
