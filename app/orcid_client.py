@@ -389,7 +389,7 @@ class OrcidClient:
                     )
             except TRANSPORT_ERRORS as exc:  # urllib3's: a reset while the hook reads
                 raise OrcidUnavailable() from exc
-            except (AuthlibBaseError, ValueError) as exc:
+            except (AuthlibBaseError, ValueError, OverflowError) as exc:  # expires_in 1e400
                 raise OrcidError(
                     "ORCID refused this service's client credentials; "
                     "check ORCID_CLIENT_ID and ORCID_CLIENT_SECRET."

@@ -706,6 +706,17 @@ class TestClientCredentials:
         assert len(self.token_calls(orcid)) == 1
         assert len(orcid.calls) == 1  # ORCID's API is never asked without a token
 
+    def test_a_token_whose_expiry_is_past_any_clock_is_an_orcid_error(self, orcid, app_client):
+        answer = json.dumps({**load("token-client-credentials.json"), "expires_in": 1})
+        body = answer.replace('"expires_in": 1', '"expires_in": 1e400')  # JSON's number
+        orcid.add(responses.POST, TOKEN_URL, body=body, content_type="application/json")
+
+        with pytest.raises(OrcidError) as raised:
+            app_client.read_qualifications(RESEARCHER)
+
+        assert raised.value.reason == "orcid_error"
+        assert len(orcid.calls) == 1  # ORCID's API is never asked without a token
+
     def test_token_endpoint_down_is_unavailable(self, orcid, app_client):
         orcid.add(responses.POST, TOKEN_URL, status=503, body="", content_type="text/html")
 
