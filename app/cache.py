@@ -178,8 +178,13 @@ def session_expires(stored) -> float | None:
     """When a stored session ends (Unix time); None when unknown (an older record,
     UNAVAILABLE, or unreadable)."""
     value = _record_value(stored, "expires")
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    return float(value) if is_number and math.isfinite(value) else None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        value = float(value)  # an int past any float raises
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def session_orcid(stored) -> str | None:

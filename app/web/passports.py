@@ -114,7 +114,7 @@ def passport():
 
 def _who() -> tuple[str, str | None, tuple[str, ...] | None, float | None] | None:
     """(iD, an ORCID token to read their record with, the datasets allowed, when the
-    credential ends (a token's expiry, or a session's end) or None."""
+    credential ends (a token's expiry, or a session's end)), or None."""
     gk = _gatekeeper()
     credentials = request.headers.get("Authorization")
     if credentials is not None:

@@ -103,5 +103,6 @@ def test_a_session_record_says_when_it_ends_and_nothing_else_is_taken_for_it(any
     assert session_expires(any_store.get_session("s", JOSIAH)) == 1_800_000_000.5
     # Older records, a store that is down, and anything not a finite number: unknown.
     hostile = ['{"expires": true}', '{"expires": "1800000000"}', '{"expires": NaN}', "[1]", "{"]
+    hostile.append('{"expires": 1' + "0" * 400 + "}")  # an int no float holds
     for stored in [session_record(JOSIAH, "t"), UNAVAILABLE, None, *hostile]:
         assert session_expires(stored) is None, stored
