@@ -1,6 +1,6 @@
 # orcid-gatekeeper: the service under gunicorn.
 #   docker build -t orcid-gatekeeper .
-#   docker run -p 8000:8000 -e SECRET_KEY=... -e ORCID_CLIENT_ID=... -e ORCID_CLIENT_SECRET=... \
+#   docker run -p 127.0.0.1:8000:8000 -e SECRET_KEY=... -e ORCID_CLIENT_ID=... -e ORCID_CLIENT_SECRET=... \
 #     -e REDIS_URL=redis://redis:6379/0 -e PUBLIC_URL=https://data.example.org \
 #     -v /srv/gatekeeper/policies:/app/policies:ro orcid-gatekeeper
 FROM python:3.11-slim AS build
