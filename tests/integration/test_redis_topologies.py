@@ -107,6 +107,7 @@ class TestSentinel:
         assert store.lookup("s1", "v", JOSIAH, "d") == (session_record(JOSIAH, "t"), "allow")
         assert store.forget_orcid(JOSIAH) == 1
         assert store.take_sessions_of(JOSIAH) == [session_record(JOSIAH, "t")]
+        assert store.unready() is None  # /readyz: the primary takes a write
 
     def test_a_new_session_waits_for_the_replica(self, sentinels):
         store = RedisStore.from_url(sentinels.url())
@@ -226,6 +227,7 @@ class TestCluster:
         lock = store.lock("v:x:d", 5)
         assert lock.acquire() and not store.lock("v:x:d", 5).acquire()
         lock.release()
+        assert store.unready() is None  # /readyz: the cluster takes a write
 
     def test_tokens_span_slots_and_every_token_call_works(self, cluster):
         store = RedisStore.from_url(cluster.url())
@@ -286,6 +288,7 @@ class TestCluster:
         unreachable = RedisStore.from_url(f"redis+cluster://127.0.0.1:{free_port()}")
         assert unreachable.lookup("s", "v", JOSIAH, "d") == (None, None)
         assert unreachable.ping() is False
+        assert unreachable.unready() == "Redis does not answer"
         with pytest.raises(redis.ConnectionError):
             unreachable.forget_orcid(JOSIAH)
         # A cluster that answered once and then lost every node: redis-py raises its
