@@ -307,7 +307,7 @@ def complete(state: str):
         )
     except StoreUnavailable:
         return _store_down_page(None, back)
-    except (ValueError, TypeError, AttributeError, OverflowError, MalformedResponse):
+    except (ValueError, TypeError, AttributeError, MalformedResponse):
         # A 200 from ORCID's token endpoint that is no token (an HTML page, a JSON list,
         # an expires_in that is not a number: Authlib raises these; an access_token that
         # is not a string), or with openid, keys that are no key set (exchange_code).

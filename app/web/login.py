@@ -180,7 +180,7 @@ def exchange_code(**kwargs) -> dict:
 
     :raises RequestException: ORCID did not answer in time (``DeadlinePassed`` too).
     :raises MalformedResponse: with openid, ORCID's keys are no key set, or its discovery
-        document names none.
+        document names none; or the token's expires_in is past any clock.
     """
     with ending_by(time.monotonic() + EXCHANGE_BUDGET):
         try:
@@ -189,6 +189,8 @@ def exchange_code(**kwargs) -> dict:
             # Authlib: KeyError from a JWKS without "keys", RuntimeError from a
             # discovery document without "jwks_uri".
             raise MalformedResponse("ORCID's OpenID signing keys could not be read.") from exc
+        except OverflowError as exc:  # Authlib's int() of an expires_in such as 1e400
+            raise MalformedResponse("ORCID's token answer could not be read.") from exc
 
 
 def orcid_client():
@@ -506,11 +508,10 @@ def _complete_sign_in(integration, state: str):
             502,
             title="ORCID is not answering",
         )
-    except (ValueError, TypeError, AttributeError, OverflowError, MalformedResponse) as exc:
+    except (ValueError, TypeError, AttributeError, MalformedResponse) as exc:
         # ORCID's token endpoint answered 200 with something that is no token (an HTML
-        # page, a JSON list, an expires_in that is not a number or is 1e400): Authlib
-        # raises these.
-        # Or, with openid, its keys are no key set (exchange_code).
+        # page, a JSON list, an expires_in that is not a number): Authlib raises these.
+        # Or, with openid, its keys are no key set, or expires_in is 1e400 (exchange_code).
         _sign_in_outcome(
             "unavailable", "orcid_bad_answer", detail=type(exc).__name__, level=logging.WARNING
         )
